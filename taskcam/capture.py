@@ -1,0 +1,132 @@
+"""Capture of layer activations with forward hooks, and restoration of the model afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from taskcam.errors import TaskcamError
+
+__all__ = ["Capture", "ModelState"]
+
+# edit(name, activation) -> replacement activation, used by perturbation methods
+Edit = Callable[[str, torch.Tensor], torch.Tensor]
+
+
+class ModelState:
+    """A snapshot of what taskcam may touch on a model: train/eval flags and ``requires_grad``.
+
+    Example:
+        >>> import torch
+        >>> m = torch.nn.Linear(2, 2)
+        >>> state = ModelState(m)
+        >>> m.eval(); m.weight.requires_grad_(False)  # doctest: +ELLIPSIS
+        Linear(...)
+        Parameter...
+        >>> state.restore(); m.training, m.weight.requires_grad
+        (True, True)
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.training = [(m, m.training) for m in model.modules()]
+        self.flags = [(p, p.requires_grad) for p in model.parameters()]
+
+    def restore(self) -> None:
+        for module, flag in self.training:
+            module.training = flag
+        for param, flag in self.flags:
+            if param.requires_grad != flag:
+                param.requires_grad_(flag)
+
+
+def _first_tensor(name: str, output: Any) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output
+    raise TaskcamError(
+        f"layer {name!r} returns {type(output).__name__}, not a tensor; choose a layer whose "
+        "output is a tensor"
+    )
+
+
+class Capture:
+    """Forward hooks on target layers that record their outputs, owned and always released.
+
+    On entry the model is put in eval mode and, when gradients are wanted, its parameters stop
+    requiring gradients for the duration (no parameter gradient is ever needed: the earliest
+    hooked activation becomes the leaf of the graph, so autograd records only what lies after
+    it). On exit, even after an exception, the hooks are removed and every module's mode and
+    every parameter's ``requires_grad`` flag are put back exactly.
+
+    Args:
+        model: the network.
+        layers: ``(name, module)`` pairs, as from :func:`taskcam.layers.resolve_layers`.
+        need_grad: record activations inside the autograd graph.
+
+    Example:
+        >>> import torch, torchvision
+        >>> m = torchvision.models.resnet18(weights=None)
+        >>> with Capture(m, [("layer4", m.layer4)], need_grad=False) as cap:
+        ...     _ = cap.model(torch.zeros(1, 3, 64, 64))
+        >>> cap.activations["layer4"].shape
+        torch.Size([1, 512, 2, 2])
+    """
+
+    def __init__(
+        self, model: nn.Module, layers: list[tuple[str, nn.Module]], *, need_grad: bool
+    ) -> None:
+        self.model = model
+        self.layers = layers
+        self.need_grad = need_grad
+        self.activations: dict[str, torch.Tensor] = {}
+        self.edit: Optional[Edit] = None
+        self.record = True
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._state: Optional[ModelState] = None
+
+    def _hook(self, name: str):
+        def hook(_module: nn.Module, _inputs: Any, output: Any):
+            act = _first_tensor(name, output)
+            if self.edit is not None:
+                act = self.edit(name, act)
+            if not self.record:
+                return act if self.edit is not None else None
+            if self.need_grad and torch.is_grad_enabled():
+                if not act.requires_grad:
+                    act = act.detach().requires_grad_(True)
+                self.activations[name] = act
+                # downstream in-place ops (ReLU(inplace=True), +=) must not alter the capture
+                return act.clone()
+            self.activations[name] = act.detach()
+            return act.clone()
+
+        return hook
+
+    def __enter__(self) -> Capture:
+        self._state = ModelState(self.model)
+        try:
+            self.model.eval()
+            if self.need_grad:
+                for p in self.model.parameters():
+                    p.requires_grad_(False)
+            for name, module in self.layers:
+                self._handles.append(module.register_forward_hook(self._hook(name)))
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def _release(self) -> None:
+        try:
+            for handle in self._handles:
+                handle.remove()
+            self._handles.clear()
+        finally:
+            if self._state is not None:
+                self._state.restore()
+                self._state = None
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()

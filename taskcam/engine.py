@@ -1,0 +1,460 @@
+"""The shared CAM engine: one forward with hooks, batched gradients, maps per (image, target)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from taskcam.capture import Capture
+from taskcam.errors import TaskcamError
+from taskcam.layers import LayerSpec, default_layer, resolve_layers
+from taskcam.methods import CamTerms, LayerContext, Method, get_method
+from taskcam.methods.eigen import principal_projection
+from taskcam.methods.guided import GuidedReLU
+
+__all__ = ["Explainer", "Explanation", "explain", "normalize_maps"]
+
+Target = Callable[[Any], torch.Tensor]
+Targets = Union[Target, Sequence[Target], Sequence[Sequence[Target]]]
+Reshape = Callable[[torch.Tensor], torch.Tensor]
+
+_FUSE = ("mean", "product")
+
+
+@dataclass
+class Explanation:
+    """The result of one explanation call.
+
+    Attributes:
+        maps: ``Tensor[B, T, H, W]`` in [0, 1] at the input's size, one per (image, target).
+        raw: layer name -> ``Tensor[B, T, h, w]`` the rectified, unnormalised map at the
+            layer's own resolution.
+        scores: ``Tensor[B, T]`` each target's score on the unperturbed input.
+        empty: ``BoolTensor[B, T]`` maps that were all zero (or constant): their ``maps`` are 0.
+        method: the method's registered name.
+        layers: the target layers' names.
+        pixel_grads: ``Tensor[B, T, 3, H, W]`` for pixel-space methods (Guided Backprop).
+        output: the model's output on the unperturbed input, detached.
+    """
+
+    maps: torch.Tensor
+    raw: dict[str, torch.Tensor]
+    scores: torch.Tensor
+    empty: torch.Tensor
+    method: str
+    layers: list[str]
+    pixel_grads: Optional[torch.Tensor] = None
+    output: Any = field(default=None, repr=False)
+
+
+def normalize_maps(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min-max normalise each map over its last two dimensions.
+
+    Args:
+        maps: ``Tensor[..., H, W]``; NaN and infinities count as 0.
+
+    Returns:
+        ``(normalised, empty)``: maps in [0, 1] and ``BoolTensor[...]`` flagging maps that are
+        constant (all zero included); those come back as zeros, never NaN.
+
+    Example:
+        >>> m, empty = normalize_maps(torch.tensor([[[0.0, 2.0]], [[0.0, 0.0]]]))
+        >>> m.tolist(), empty.tolist()
+        ([[[0.0, 1.0]], [[0.0, 0.0]]], [False, True])
+    """
+    maps = torch.nan_to_num(maps.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    lo = maps.amin(dim=(-2, -1), keepdim=True)
+    hi = maps.amax(dim=(-2, -1), keepdim=True)
+    span = hi - lo
+    empty = (span <= 1e-12 * hi.abs().clamp(min=1.0))[..., 0, 0]
+    out = (maps - lo) / torch.where(span > 0, span, torch.ones_like(span))
+    return out.masked_fill(empty[..., None, None], 0.0), empty
+
+
+def _per_image(targets: Targets, batch: int) -> list[list[Target]]:
+    """Targets as one list per image; the same list object for every image when shared."""
+    if callable(targets):
+        shared: list[Target] = [targets]
+        return [shared] * batch
+    if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence) or not targets:
+        raise TaskcamError(f"targets: expected a target or a non-empty sequence, got {targets!r}")
+    if all(callable(t) for t in targets):
+        shared = list(targets)
+        return [shared] * batch
+    if not all(isinstance(t, Sequence) and not callable(t) for t in targets):
+        raise TaskcamError(
+            "targets: expected targets (callables) or one list of targets per image, not a mix"
+        )
+    if len(targets) != batch:
+        raise TaskcamError(f"got {len(targets)} target lists for {batch} images")
+    counts = {len(row) for row in targets}
+    if len(counts) != 1 or 0 in counts:
+        raise TaskcamError(
+            "every image needs the same, non-zero number of targets; got "
+            f"{[len(r) for r in targets]}"
+        )
+    for row in targets:
+        for t in row:
+            if not callable(t):
+                raise TaskcamError(f"targets: {t!r} is not callable")
+    return [list(row) for row in targets]
+
+
+def _call_target(target: Target, output: Any, batch: int) -> torch.Tensor:
+    score = target(output)
+    if not isinstance(score, torch.Tensor) or score.shape != (batch,):
+        shape = tuple(score.shape) if isinstance(score, torch.Tensor) else type(score).__name__
+        raise TaskcamError(
+            f"target {target!r} must return Tensor[{batch}] (one score per image), got {shape}"
+        )
+    return score
+
+
+def _scores(output: Any, targets: list[list[Target]]) -> torch.Tensor:
+    """``Tensor[B, T]``: every image's targets evaluated on the batch output."""
+    batch = len(targets)
+    if all(row is targets[0] for row in targets):
+        return torch.stack([_call_target(t, output, batch) for t in targets[0]], dim=1)
+    rows = [
+        torch.stack([_call_target(t, output, batch)[b] for t in row])
+        for b, row in enumerate(targets)
+    ]
+    return torch.stack(rows)
+
+
+def _gradients(scores: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """d scores[b, t] / d inputs[i][b] for all targets at once: ``Tensor[B, T, ...]`` each.
+
+    Images are independent in eval mode, so summing a target's score over the batch gives
+    every image its own gradient; the ``T`` targets go through one batched backward.
+    """
+    batch, n_targets = scores.shape
+    if not scores.requires_grad:
+        return [x.new_zeros(batch, n_targets, *x.shape[1:]) for x in inputs]
+    if n_targets == 1:
+        grads = torch.autograd.grad(scores[:, 0].sum(), inputs, allow_unused=True)
+        grads = tuple(None if g is None else g[:, None] for g in grads)
+    else:
+        eye = torch.eye(n_targets, dtype=scores.dtype, device=scores.device)
+        cotangents = eye[:, None, :].expand(n_targets, batch, n_targets)
+        try:
+            grads = torch.autograd.grad(
+                scores, inputs, cotangents, is_grads_batched=True, allow_unused=True
+            )
+            grads = tuple(None if g is None else g.movedim(0, 1) for g in grads)
+        except RuntimeError:
+            # an op without a batching rule: one backward per target instead
+            per_target = [
+                torch.autograd.grad(
+                    scores[:, t].sum(), inputs, retain_graph=True, allow_unused=True
+                )
+                for t in range(n_targets)
+            ]
+            grads = tuple(
+                None if per_target[0][i] is None else torch.stack([g[i] for g in per_target], 1)
+                for i in range(len(inputs))
+            )
+    return [
+        x.new_zeros(batch, n_targets, *x.shape[1:]) if g is None else g
+        for g, x in zip(grads, inputs)
+    ]
+
+
+def _combine(terms: CamTerms, acts: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:
+    """``Tensor[B, T, h, w]``: the rectified map from a method's terms."""
+    if terms.cam is not None:
+        cam = terms.cam
+    elif eigen_smooth:
+        weighted = terms.elementwise
+        if weighted is None:
+            weighted = terms.weights[..., None, None] * acts[:, None]  # [B, T, C, h, w]
+        cam = principal_projection(weighted)
+    elif terms.weights is not None:
+        cam = torch.einsum("btc,bchw->bthw", terms.weights, acts)
+    elif terms.elementwise is not None:
+        cam = terms.elementwise.sum(dim=2)
+    else:  # pragma: no cover - a method bug
+        raise TaskcamError("method returned no terms")
+    return cam.clamp(min=0)
+
+
+def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return fallback
+
+
+def _detach(output: Any) -> Any:
+    if isinstance(output, torch.Tensor):
+        return output.detach()
+    if isinstance(output, dict):
+        return {k: _detach(v) for k, v in output.items()}
+    if isinstance(output, (list, tuple)) and not hasattr(output, "_fields"):
+        return type(output)(_detach(v) for v in output)
+    return output
+
+
+def _inference_tensor_error(error: RuntimeError) -> TaskcamError | None:
+    if "nference tensor" in str(error):
+        return TaskcamError(
+            "the model's parameters or buffers were created under torch.inference_mode(), and "
+            "torch does not allow gradients through them; build or load the model outside "
+            "inference mode, or use a gradient-free method (eigencam, scorecam, ablationcam)"
+        )
+    return None
+
+
+class Explainer:
+    """Settings for explaining a model: target layers, method and options.
+
+    Args:
+        model: any ``nn.Module`` taking ``Tensor[B, 3, H, W]``. It is left exactly as it was:
+            train/eval mode, ``requires_grad`` flags and hooks are restored after each call.
+        layers: target layer(s) as dotted names or modules; several are fused. ``None`` picks
+            the last spatial feature map (see :func:`taskcam.layers.default_layer`).
+        method: a registered method name (``taskcam methods`` lists them) or a ``Method``.
+        fuse: how several layers' normalised maps are combined: ``"mean"`` or ``"product"``.
+        aug_smooth: average the maps over horizontal flips and a 1.1× rescale.
+        eigen_smooth: replace each map by the first principal component of its weighted
+            activations (removes noise; not for eigen methods, which are that already).
+        reshape: maps a layer's output to ``Tensor[B, C, h, w]`` (token outputs).
+        batch_size: perturbed inputs per forward for perturbation methods.
+        progress: show progress bars for perturbation methods.
+        **method_options: settings passed to the method (``fc=`` for ``cam``).
+
+    Example:
+        >>> import torch, torchvision
+        >>> from taskcam.adapters.classification import ClassTarget
+        >>> net = torchvision.models.resnet18(weights=None)
+        >>> cam = Explainer(net, "layer4", "gradcam")
+        >>> cam(torch.rand(2, 3, 64, 64), [ClassTarget(3)]).maps.shape
+        torch.Size([2, 1, 64, 64])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Optional[LayerSpec] = None,
+        method: Union[str, Method] = "gradcam",
+        *,
+        fuse: str = "mean",
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+        reshape: Optional[Reshape] = None,
+        batch_size: Optional[int] = None,
+        progress: bool = False,
+        **method_options: Any,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TaskcamError(f"model: expected an nn.Module, got {type(model).__name__}")
+        if fuse not in _FUSE:
+            raise TaskcamError(f"fuse: expected one of {_FUSE}, got {fuse!r}")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise TaskcamError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.model = model
+        self.method = get_method(method, **method_options)
+        self.layers = None if layers is None else resolve_layers(model, layers)
+        self.fuse = fuse
+        self.aug_smooth = aug_smooth
+        self.eigen_smooth = eigen_smooth
+        self.reshape = reshape
+        self.batch_size = batch_size
+        self.progress = progress
+
+    # -- public -----------------------------------------------------------------------------
+    def __call__(self, inputs: torch.Tensor, targets: Targets) -> Explanation:
+        """Explain ``inputs`` for ``targets``.
+
+        Args:
+            inputs: ``Tensor[B, 3, H, W]`` (or ``[3, H, W]``) preprocessed as the model wants.
+            targets: a target, a list of ``T`` targets for every image, or one list of ``T``
+                targets per image (``B`` lists).
+
+        Returns:
+            An :class:`Explanation` with ``maps: Tensor[B, T, H, W]``.
+        """
+        if not isinstance(inputs, torch.Tensor):
+            raise TaskcamError(f"inputs: expected a torch.Tensor, got {type(inputs).__name__}")
+        if inputs.ndim == 3:
+            inputs = inputs[None]
+        if inputs.ndim != 4:
+            raise TaskcamError(f"inputs: expected Tensor[B, C, H, W], got {tuple(inputs.shape)}")
+        per_image = _per_image(targets, inputs.shape[0])
+        with torch.inference_mode(False):
+            x = inputs.to(_model_device(self.model, inputs.device)).clone()
+            try:
+                if not self.aug_smooth:
+                    return self._explain(x, per_image)
+                return self._explain_smoothed(x, per_image)
+            except RuntimeError as e:
+                err = _inference_tensor_error(e)
+                if err is not None:
+                    raise err from e
+                raise
+
+    # -- internals --------------------------------------------------------------------------
+    def _layers(self, x: torch.Tensor) -> list[tuple[str, nn.Module]]:
+        if self.layers is None:
+            self.layers = resolve_layers(self.model, default_layer(self.model, x[:1]))
+        return self.layers
+
+    def _explain(self, x: torch.Tensor, targets: list[list[Target]]) -> Explanation:
+        if self.method.pixel_space:
+            return self._explain_pixels(x, targets)
+        return self._explain_layers(x, targets, self.method)
+
+    def _explain_layers(
+        self, x: torch.Tensor, targets: list[list[Target]], method: Method
+    ) -> Explanation:
+        layers = self._layers(x)
+        names = [name for name, _ in layers]
+        grad_ctx = torch.enable_grad() if method.needs_grad else torch.no_grad()
+        with Capture(self.model, layers, need_grad=method.needs_grad) as cap, grad_ctx:
+            output = self.model(x)
+            missing = [n for n in names if n not in cap.activations]
+            if missing:
+                raise TaskcamError(f"layers {missing} were not called during the forward pass")
+            scores = _scores(output, targets)
+            acts = [cap.activations[n] for n in names]
+            grads = _gradients(scores, acts) if method.needs_grad else [None] * len(acts)
+            scores = scores.detach()
+            raw: dict[str, torch.Tensor] = {}
+            for (name, module), act, grad in zip(layers, acts, grads):
+                act, grad = self._as_grid(name, act.detach(), grad)
+                ctx = LayerContext(
+                    name=name,
+                    module=module,
+                    activations=act,
+                    gradients=grad,
+                    targets=targets,
+                    scores=scores,
+                    inputs=x.detach(),
+                    model=self.model,
+                    capture=cap,
+                    batch_size=self.batch_size,
+                    progress=self.progress,
+                )
+                with torch.no_grad():
+                    raw[name] = _combine(method.terms(ctx), act, self.eigen_smooth)
+        maps, empty = self._fuse(raw, x.shape[-2:])
+        return Explanation(
+            maps=maps,
+            raw=raw,
+            scores=scores,
+            empty=empty,
+            method=method.name,
+            layers=names,
+            output=_detach(output),
+        )
+
+    def _as_grid(
+        self, name: str, act: torch.Tensor, grad: Optional[torch.Tensor]
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        if self.reshape is not None:
+            act = self.reshape(act)
+            if grad is not None:
+                b, t = grad.shape[:2]
+                grad = self.reshape(grad.flatten(0, 1))
+                grad = grad.reshape(b, t, *grad.shape[1:])
+        if act.ndim != 4:
+            raise TaskcamError(
+                f"layer {name!r} gives {tuple(act.shape)}; CAM methods need Tensor[B, C, h, w] "
+                "(pass reshape= for token outputs)"
+            )
+        return act, grad
+
+    def _fuse(
+        self, raw: dict[str, torch.Tensor], size: torch.Size
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            ups = [
+                F.interpolate(cam.float(), size=size, mode="bilinear", align_corners=False).clamp(
+                    min=0
+                )
+                for cam in raw.values()
+            ]
+            if len(ups) == 1:
+                return normalize_maps(ups[0])
+            stack = torch.stack([normalize_maps(up)[0] for up in ups])
+            fused = stack.mean(0) if self.fuse == "mean" else stack.prod(0)
+            return normalize_maps(fused)
+
+    def _explain_pixels(self, x: torch.Tensor, targets: list[list[Target]]) -> Explanation:
+        """Guided Backprop (and Guided Grad-CAM on top of a Grad-CAM pass)."""
+        with Capture(self.model, [], need_grad=True), torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            with GuidedReLU():
+                output = self.model(xg)
+                scores = _scores(output, targets)
+            (pixels,) = _gradients(scores, [xg])  # [B, T, 3, H, W]
+        pixels = pixels.detach()
+        raw: dict[str, torch.Tensor] = {}
+        names: list[str] = []
+        if self.method.needs_grad:  # guided grad-cam
+            cam = self._explain_layers(x, targets, get_method("gradcam"))
+            pixels = pixels * cam.maps[:, :, None]
+            raw, names = cam.raw, cam.layers
+        maps, empty = normalize_maps(pixels.abs().amax(dim=2))
+        return Explanation(
+            maps=maps,
+            raw=raw,
+            scores=scores.detach(),
+            empty=empty,
+            method=self.method.name,
+            layers=names,
+            pixel_grads=pixels,
+            output=_detach(output),
+        )
+
+    def _explain_smoothed(self, x: torch.Tensor, targets: list[list[Target]]) -> Explanation:
+        """Test-time augmentation: flips × scales, each map mapped back and averaged."""
+        size = x.shape[-2:]
+        base: Optional[Explanation] = None
+        total = None
+        count = 0
+        for scale in (1.0, 1.1):
+            xs = x
+            if scale != 1.0:
+                new = [round(s * scale) for s in size]
+                xs = F.interpolate(x, size=new, mode="bilinear", align_corners=False)
+            for flip in (False, True):
+                xa = xs.flip(-1) if flip else xs
+                exp = self._explain(xa, targets)
+                if base is None:
+                    base = exp
+                maps = exp.maps.flip(-1) if flip else exp.maps
+                if maps.shape[-2:] != size:
+                    maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+                total = maps if total is None else total + maps
+                count += 1
+        assert base is not None and total is not None
+        base.maps, base.empty = normalize_maps(total / count)
+        return base
+
+
+def explain(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: Targets,
+    layers: Optional[LayerSpec] = None,
+    method: Union[str, Method] = "gradcam",
+    **options: Any,
+) -> Explanation:
+    """Explain ``inputs`` for ``targets`` in one call; see :class:`Explainer` for the options.
+
+    Example:
+        >>> import torch, torchvision
+        >>> from taskcam.adapters.classification import ClassTarget
+        >>> net = torchvision.models.resnet18(weights=None)
+        >>> exp = explain(net, torch.rand(1, 3, 64, 64), [ClassTarget(1), ClassTarget(2)])
+        >>> exp.maps.shape, exp.layers
+        (torch.Size([1, 2, 64, 64]), ['layer4'])
+    """
+    return Explainer(model, layers, method, **options)(inputs, targets)

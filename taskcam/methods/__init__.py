@@ -1,0 +1,46 @@
+"""The method registry: ``name -> Method``; importing this package registers every method."""
+
+from taskcam.methods.base import (
+    CamTerms,
+    LayerContext,
+    Method,
+    Target,
+    available_methods,
+    get_method,
+    register,
+)
+from taskcam.methods.eigen import EigenCAM, EigenGradCAM  # noqa: E402,F401
+from taskcam.methods.gradient import (  # noqa: F401  (registration)
+    CAM,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    XGradCAM,
+)
+from taskcam.methods.guided import GuidedBackprop, GuidedGradCAM  # noqa: E402,F401
+from taskcam.methods.perturbation import AblationCAM, ScoreCAM  # noqa: E402,F401
+
+__all__ = [
+    "CAM",
+    "AblationCAM",
+    "CamTerms",
+    "EigenCAM",
+    "EigenGradCAM",
+    "GradCAM",
+    "GradCAMElementWise",
+    "GradCAMPlusPlus",
+    "GuidedBackprop",
+    "GuidedGradCAM",
+    "HiResCAM",
+    "LayerCAM",
+    "LayerContext",
+    "Method",
+    "ScoreCAM",
+    "Target",
+    "XGradCAM",
+    "available_methods",
+    "get_method",
+    "register",
+]

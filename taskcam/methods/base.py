@@ -1,0 +1,181 @@
+"""What every CAM method shares: the per-layer context it reads and the registry it lives in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
+
+import torch
+from torch import nn
+
+from taskcam.capture import Capture
+from taskcam.errors import TaskcamError
+
+__all__ = [
+    "CamTerms",
+    "LayerContext",
+    "Method",
+    "Target",
+    "available_methods",
+    "get_method",
+    "register",
+]
+
+Target = Callable[[Any], torch.Tensor]  # model output -> Tensor[B], one scalar per image
+
+
+@dataclass
+class CamTerms:
+    """What a method gives for one layer; exactly one field is set.
+
+    Attributes:
+        weights: ``Tensor[B, T, C]`` channel weights; the map is ``sum_c w_c * A_c``.
+        elementwise: ``Tensor[B, T, C, h, w]`` weighted activations; the map is their channel sum.
+        cam: ``Tensor[B, T, h, w]`` the map itself (eigen methods).
+    """
+
+    weights: Optional[torch.Tensor] = None
+    elementwise: Optional[torch.Tensor] = None
+    cam: Optional[torch.Tensor] = None
+
+
+@dataclass
+class LayerContext:
+    """Everything a method may read about one target layer after the model's forward pass.
+
+    Attributes:
+        name: the layer's dotted name.
+        module: the layer.
+        activations: ``Tensor[B, C, h, w]`` the layer's output (detached).
+        gradients: ``Tensor[B, T, C, h, w]`` d(score)/d(activation) per target, or ``None`` for
+            methods that need none.
+        targets: per image, its ``T`` targets.
+        scores: ``Tensor[B, T]`` the targets' scores on the unperturbed input.
+        inputs: ``Tensor[B, 3, H, W]`` the model input.
+        model: the network (in eval mode, hooks in place).
+        capture: the active capture, through which perturbation methods edit the layer.
+        batch_size: perturbed inputs per forward, or ``None`` to let the method choose.
+        progress: show a progress bar over perturbation batches.
+    """
+
+    name: str
+    module: nn.Module
+    activations: torch.Tensor
+    gradients: Optional[torch.Tensor]
+    targets: list[list[Target]]
+    scores: torch.Tensor
+    inputs: torch.Tensor
+    model: nn.Module
+    capture: Capture
+    batch_size: Optional[int] = None
+    progress: bool = False
+
+    def run(
+        self, x: torch.Tensor, edit: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    ) -> Any:
+        """Forward ``x`` without gradients, optionally replacing this layer's output.
+
+        Args:
+            x: ``Tensor[N, 3, H, W]`` inputs.
+            edit: maps this layer's output ``Tensor[N, C, h, w]`` to its replacement.
+        """
+        cap = self.capture
+        cap.record = False
+        cap.edit = None if edit is None else (lambda name, a: edit(a) if name == self.name else a)
+        try:
+            with torch.no_grad():
+                return self.model(x)
+        finally:
+            cap.record = True
+            cap.edit = None
+
+    def score(self, output: Any, image: int) -> torch.Tensor:
+        """``Tensor[N, T]``: image ``image``'s targets evaluated on a batch of ``N`` outputs."""
+        return torch.stack([t(output) for t in self.targets[image]], dim=1).float()
+
+
+class Method:
+    """Base of all CAM methods: one class per method, settings in ``__init__``.
+
+    Subclasses set ``name`` and implement :meth:`terms`. ``needs_grad`` says whether the
+    engine must take gradients of the targets with respect to the layer's activations.
+    """
+
+    name: ClassVar[str] = ""
+    needs_grad: ClassVar[bool] = True
+    #: pixel-space methods (Guided Backprop) need the gradient of the input instead
+    pixel_space: ClassVar[bool] = False
+    #: ``True`` when the maps come from perturbed forwards (reported as slow by the CLI)
+    perturbation: ClassVar[bool] = False
+
+    def __init__(self, **options: Any) -> None:
+        if options:
+            raise TaskcamError(f"method {self.name!r} takes no option {sorted(options)}")
+
+    def terms(self, ctx: LayerContext) -> CamTerms:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: add a :class:`Method` to the registry under ``cls.name``."""
+    if not cls.name or cls.name in _REGISTRY:
+        raise TaskcamError(f"method name {cls.name!r} is empty or already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available_methods() -> list[str]:
+    """Names of all registered methods, in registration order.
+
+    Example:
+        >>> "gradcam" in available_methods()
+        True
+    """
+    return list(_REGISTRY)
+
+
+def get_method(method: str | Method, **options: Any) -> Method:
+    """Look a method up by name (case-insensitive, ``-`` and ``_`` ignored) and build it.
+
+    Args:
+        method: a registered name such as ``"gradcam++"`` or an already built :class:`Method`.
+        **options: the method's settings.
+
+    Raises:
+        TaskcamError: an unknown name; the message lists the registered ones.
+
+    Example:
+        >>> get_method("GradCAM")
+        GradCAM()
+    """
+    if isinstance(method, Method):
+        return method
+    key = str(method).lower().replace("-", "").replace("_", "")
+    for name, cls in _REGISTRY.items():
+        if name.replace("-", "").replace("_", "") == key:
+            return cls(**options)
+    raise TaskcamError(f"unknown method {method!r}; available: {', '.join(_REGISTRY)}")
+
+
+def per_image_class_index(targets: Sequence[Sequence[Target]], method: str) -> torch.Tensor:
+    """``LongTensor[B, T]`` of the targets' ``class_index`` attributes (for the original CAM)."""
+    rows = []
+    for b, row in enumerate(targets):
+        idx = []
+        for t in row:
+            index = getattr(t, "class_index", None)
+            if index is None:
+                raise TaskcamError(
+                    f"{method} needs class targets with a class_index; image {b} has "
+                    f"{type(t).__name__}"
+                )
+            idx.append(int(index))
+        rows.append(idx)
+    return torch.tensor(rows, dtype=torch.long)

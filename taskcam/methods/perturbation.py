@@ -1,0 +1,126 @@
+"""Perturbation methods: Score-CAM and Ablation-CAM, batched over channels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from taskcam.errors import TaskcamError
+from taskcam.methods.base import CamTerms, LayerContext, Method, register
+
+__all__ = ["AblationCAM", "ScoreCAM"]
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def _check_batch_size(batch_size: Optional[int]) -> Optional[int]:
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise TaskcamError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+
+class _Perturbation(Method):
+    needs_grad = False
+    perturbation = True
+    default_batch = 32
+
+    def __init__(self, batch_size: Optional[int] = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.batch_size = _check_batch_size(batch_size)
+
+    def _batch(self, ctx: LayerContext) -> int:
+        return self.batch_size or ctx.batch_size or self.default_batch
+
+    def _bar(self, ctx: LayerContext, total: int, image: int) -> tqdm:
+        return tqdm(
+            total=total,
+            desc=f"{self.name} {ctx.name} image {image}",
+            unit="ch",
+            disable=not ctx.progress,
+            leave=False,
+        )
+
+
+@register
+class ScoreCAM(_Perturbation):
+    """Score-CAM (Wang et al., "Score-CAM: Score-Weighted Visual Explanations for CNNs",
+    CVPR Workshops 2020).
+
+    Each channel, upsampled to the input and min-max normalised, masks the input; the target's
+    score on the masked input, softmax-normalised over channels, weights that channel. Masked
+    inputs are built per batch, never all at once.
+
+    Args:
+        batch_size: masked inputs per forward (default 32).
+    """
+
+    name = "scorecam"
+
+    def terms(self, ctx: LayerContext) -> CamTerms:
+        acts, x = ctx.activations, ctx.inputs
+        size = x.shape[-2:]
+        n_img, channels = acts.shape[:2]
+        weights = []
+        for b in range(n_img):
+            scores = []
+            with self._bar(ctx, channels, b) as bar:
+                for sl in _chunks(channels, self._batch(ctx)):
+                    up = F.interpolate(
+                        acts[b, None, sl], size=size, mode="bilinear", align_corners=False
+                    )[0]  # [n, H, W]
+                    lo = up.amin(dim=(-2, -1), keepdim=True)
+                    hi = up.amax(dim=(-2, -1), keepdim=True)
+                    masks = (up - lo) / (hi - lo).clamp(min=1e-8)
+                    masked = x[b, None] * masks[:, None].to(x.dtype)  # [n, 3, H, W]
+                    scores.append(ctx.score(ctx.run(masked), b))  # [n, T]
+                    bar.update(masks.shape[0])
+            weights.append(torch.cat(scores).softmax(dim=0).T)  # [T, C]
+        return CamTerms(weights=torch.stack(weights).to(acts.dtype))
+
+
+@register
+class AblationCAM(_Perturbation):
+    """Ablation-CAM (Desai & Ramaswamy, "Ablation-CAM: Visual Explanation for Deep
+    Convolutional Network via Gradient-free Localization", WACV 2020).
+
+    Each channel is zeroed in turn; its weight is the relative drop of the target's score,
+    ``(y - y_k) / y``.
+
+    Args:
+        batch_size: ablated copies per forward (default 32).
+    """
+
+    name = "ablationcam"
+
+    def terms(self, ctx: LayerContext) -> CamTerms:
+        acts, x = ctx.activations, ctx.inputs
+        n_img, channels = acts.shape[:2]
+        weights = []
+        for b in range(n_img):
+            base = ctx.scores[b].float()  # [T]
+            scores = []
+            with self._bar(ctx, channels, b) as bar:
+                for sl in _chunks(channels, self._batch(ctx)):
+                    n = sl.stop - sl.start
+                    rows = torch.arange(n, device=acts.device)
+                    cols = torch.arange(sl.start, sl.stop, device=acts.device)
+
+                    def ablate(a: torch.Tensor, rows=rows, cols=cols) -> torch.Tensor:
+                        a = a.clone()
+                        a[rows, cols] = 0
+                        return a
+
+                    inputs = x[b, None].expand(n, *x.shape[1:])
+                    scores.append(ctx.score(ctx.run(inputs, edit=ablate), b))  # [n, T]
+                    bar.update(n)
+            ablated = torch.cat(scores)  # [C, T]
+            denom = torch.where(base.abs() < 1e-7, torch.full_like(base, 1e-7), base)
+            weights.append(((base - ablated) / denom).T)  # [T, C]
+        return CamTerms(weights=torch.stack(weights).to(acts.dtype))
