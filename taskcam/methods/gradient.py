@@ -160,9 +160,9 @@ class LayerCAM(Method):
 
 @register
 class CAM(Method):
-    """Class Activation Mapping (Zhou et al., "Learning Deep Features for Discriminative
-    Localization", CVPR 2016): ``sum_c w_{k,c} A_c`` with ``w`` the classifier's weights.
+    """CAM (Zhou et al., CVPR 2016): ``sum_c w_{k,c} A_c`` with ``w`` the classifier's weights.
 
+    "Learning Deep Features for Discriminative Localization".
     Applies to networks where global average pooling of the target layer feeds a linear
     classifier. Targets must carry a ``class_index`` (as
     :class:`taskcam.adapters.classification.ClassTarget` does).

@@ -63,9 +63,10 @@ class GuidedReLU(TorchFunctionMode):
 
 @register
 class GuidedBackprop(Method):
-    """Guided Backpropagation (Springenberg et al., 2015): the input gradient with every ReLU
-    passing back only positive gradients. The map is the largest absolute value over colour
-    channels; the full gradient image is kept as ``Explanation.pixel_grads``.
+    """Guided Backprop (Springenberg et al., 2015): input gradient through gated ReLUs.
+
+    Every ReLU passes back only positive gradients. The map is the largest absolute value
+    over colour channels; the full gradient image is kept as ``Explanation.pixel_grads``.
     """
 
     name = "guided-backprop"
@@ -75,8 +76,10 @@ class GuidedBackprop(Method):
 
 @register
 class GuidedGradCAM(Method):
-    """Guided Grad-CAM (Selvaraju et al., ICCV 2017, sec. 3.1): Guided Backpropagation
-    multiplied pixel-wise by the up-sampled Grad-CAM map."""
+    """Guided Grad-CAM (Selvaraju et al., ICCV 2017): Guided Backprop × Grad-CAM, per pixel.
+
+    Section 3.1 of the Grad-CAM paper: the up-sampled Grad-CAM map multiplies the guided
+    gradient image."""
 
     name = "guided-gradcam"
     needs_grad = True

@@ -50,9 +50,9 @@ class _Perturbation(Method):
 
 @register
 class ScoreCAM(_Perturbation):
-    """Score-CAM (Wang et al., "Score-CAM: Score-Weighted Visual Explanations for CNNs",
-    CVPR Workshops 2020).
+    """Score-CAM (Wang et al., CVPRW 2020): channels weighted by the score of masked inputs.
 
+    "Score-CAM: Score-Weighted Visual Explanations for Convolutional Neural Networks".
     Each channel, upsampled to the input and min-max normalised, masks the input; the target's
     score on the masked input, softmax-normalised over channels, weights that channel. Masked
     inputs are built per batch, never all at once.
@@ -87,9 +87,10 @@ class ScoreCAM(_Perturbation):
 
 @register
 class AblationCAM(_Perturbation):
-    """Ablation-CAM (Desai & Ramaswamy, "Ablation-CAM: Visual Explanation for Deep
-    Convolutional Network via Gradient-free Localization", WACV 2020).
+    """Ablation-CAM (Desai & Ramaswamy, WACV 2020): channels weighted by the score drop.
 
+    "Ablation-CAM: Visual Explanation for Deep Convolutional Network via Gradient-free
+    Localization".
     Each channel is zeroed in turn; its weight is the relative drop of the target's score,
     ``(y - y_k) / y``.
 
