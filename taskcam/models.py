@@ -1,0 +1,260 @@
+"""Model specs: build a model and its preprocessing from ``timm:``, ``torchvision:``, ``zoo:``
+or ``package.module:factory``, and load ``--weights``."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from taskcam.errors import TaskcamError
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "LoadedModel",
+    "Preprocess",
+    "imagenet_class_names",
+    "load_model",
+    "load_weights",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_TASKS = ("classify", "detect", "segment")
+
+
+@dataclass
+class Preprocess:
+    """How images are turned into model input: resize to ``size`` (h, w), then normalise."""
+
+    size: tuple[int, int] = (224, 224)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to explain, with what the CLI needs to feed and describe it."""
+
+    model: nn.Module
+    spec: str
+    task: str = "classify"
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    class_names: Optional[list[str]] = None
+    layers: Optional[list[str]] = None  # preferred target layers, None: found automatically
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1,000 ImageNet class names, read offline from torchvision's weights metadata.
+
+    Example:
+        >>> imagenet_class_names()[285]
+        'Egyptian cat'
+    """
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _state_dict_of(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model", "ema"):
+            inner = obj.get(key)
+            if isinstance(inner, nn.Module):
+                return inner.state_dict()
+            if isinstance(inner, dict) and inner:
+                return _state_dict_of(inner, path)
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return {str(k).removeprefix("module."): v for k, v in obj.items()}
+    raise TaskcamError(f"{path}: not a state dict or checkpoint (found {type(obj).__name__})")
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a state dict or checkpoint (``.pt``, ``.pth``, ``.safetensors``) into ``model``.
+
+    Raises:
+        TaskcamError: a missing file, or keys/shapes that do not match (the message names the
+            path and the first mismatching keys).
+
+    Example:
+        >>> import tempfile, os
+        >>> net = torch.nn.Linear(2, 2)
+        >>> p = os.path.join(tempfile.mkdtemp(), "w.pt"); torch.save(net.state_dict(), p)
+        >>> load_weights(torch.nn.Linear(2, 2), p)
+        Linear(in_features=2, out_features=2, bias=True)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TaskcamError(f"--weights: no such file {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means: not a checkpoint
+            raise TaskcamError(f"--weights: cannot read {path}: {e}") from e
+        state = _state_dict_of(obj, path)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise TaskcamError(f"--weights {path} does not fit {type(model).__name__}: {e}") from e
+    if result.missing_keys or result.unexpected_keys:
+        raise TaskcamError(
+            f"--weights {path} does not fit {type(model).__name__}: missing "
+            f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
+    return model
+
+
+def _timm(name: str, pretrained: bool) -> LoadedModel:
+    try:
+        import timm
+    except ImportError as e:
+        raise TaskcamError("timm: models need timm (pip install 'taskcam[timm]')") from e
+    if name not in timm.list_models(pretrained=False) and not timm.is_model(name):
+        raise TaskcamError(f"timm: no model named {name!r}")
+    try:
+        model = timm.create_model(name, pretrained=pretrained)
+    except Exception as e:  # noqa: BLE001 - hub and network errors come in many types
+        raise TaskcamError(
+            f"timm:{name}: could not fetch its pretrained weights ({type(e).__name__}: {e}); "
+            "pass --weights PATH or --weights none"
+        ) from e
+    cfg = timm.data.resolve_data_config({}, model=model)
+    _, h, w = cfg["input_size"]
+    names = imagenet_class_names() if getattr(model, "num_classes", 0) == 1000 else None
+    pre = Preprocess((h, w), tuple(cfg["mean"]), tuple(cfg["std"]))
+    return LoadedModel(model, f"timm:{name}", preprocess=pre, class_names=names)
+
+
+def _torchvision(name: str, pretrained: bool) -> LoadedModel:
+    from torchvision import models
+
+    try:
+        weights_enum = models.get_model_weights(name)
+    except (ValueError, KeyError) as e:
+        raise TaskcamError(f"torchvision: no model named {name!r}") from e
+    default = weights_enum.DEFAULT
+    kwargs: dict[str, object] = {"weights": default if pretrained else None}
+    if (
+        not pretrained
+        and "weights_backbone" in inspect.signature(models.get_model_builder(name)).parameters
+    ):
+        kwargs["weights_backbone"] = None  # random weights means no pretrained backbone either
+    try:
+        model = models.get_model(name, **kwargs)
+    except Exception as e:  # noqa: BLE001 - download errors come in many types
+        raise TaskcamError(
+            f"torchvision:{name}: could not fetch its pretrained weights ({type(e).__name__}: "
+            f"{e}); pass --weights PATH or --weights none"
+        ) from e
+    transform = default.transforms()
+    task = "classify"
+    module = type(model).__module__
+    if ".detection." in module:
+        task = "detect"
+    elif ".segmentation." in module:
+        task = "segment"
+    pre = Preprocess()
+    if hasattr(transform, "crop_size"):
+        size = int(transform.crop_size[0])
+        pre = Preprocess((size, size), tuple(transform.mean), tuple(transform.std))
+    names = list(default.meta.get("categories") or []) or None
+    return LoadedModel(model, f"torchvision:{name}", task=task, preprocess=pre, class_names=names)
+
+
+def _factory(spec: str) -> LoadedModel:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise TaskcamError(f"--model {spec}: cannot import {module_name!r}: {e}") from e
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise TaskcamError(f"--model {spec}: {module_name} has no callable {attr!r}")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise TaskcamError(
+            f"--model {spec}: {attr}() returned {type(model).__name__}, not a Module"
+        )
+    return LoadedModel(model, spec)
+
+
+def load_model(
+    spec: str,
+    weights: Optional[str] = None,
+    *,
+    device: str | torch.device = "cpu",
+    size: Optional[Sequence[int]] = None,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+) -> LoadedModel:
+    """Build the model a spec names, with its preprocessing and class names.
+
+    Args:
+        spec: ``timm:NAME``, ``torchvision:NAME``, ``zoo:NAME`` or ``package.module:factory``.
+        weights: ``None`` for the library's pretrained weights, ``"none"`` for random weights,
+            or a path to a state dict / checkpoint.
+        device: where the model goes.
+        size: override the input size (one value for a square, or h, w).
+        mean: override the normalisation mean (3 values).
+        std: override the normalisation std (3 values).
+
+    Raises:
+        TaskcamError: an unknown prefix or name, a library that is not installed, weights that
+            cannot be fetched or loaded.
+
+    Example:
+        >>> lm = load_model("torchvision:resnet18", weights="none")
+        >>> lm.preprocess.size, lm.class_names[285]
+        ((224, 224), 'Egyptian cat')
+    """
+    if not isinstance(spec, str) or ":" not in spec:
+        raise TaskcamError(
+            f"--model {spec!r}: expected timm:NAME, torchvision:NAME, zoo:NAME, yolo:PATH.pt, "
+            "smp:ARCH:ENCODER or package.module:factory"
+        )
+    prefix, _, rest = spec.partition(":")
+    random_init = weights is not None and str(weights).lower() == "none"
+    pretrained = weights is None
+    if prefix == "timm":
+        loaded = _timm(rest, pretrained)
+    elif prefix == "torchvision":
+        loaded = _torchvision(rest, pretrained)
+    elif prefix == "zoo":
+        from taskcam.zoo import build_zoo_model
+
+        loaded = build_zoo_model(rest, pretrained=not random_init and weights is None)
+    elif prefix in ("yolo", "smp"):
+        raise TaskcamError(
+            f"--model {spec}: {prefix} models come with the detection/segmentation adapters, "
+            "which are not part of this release yet"
+        )
+    else:
+        loaded = _factory(spec)
+    if weights is not None and not random_init:
+        load_weights(loaded.model, weights)
+    if size is not None:
+        dims = [int(s) for s in size]
+        if len(dims) not in (1, 2) or min(dims) < 8:
+            raise TaskcamError(f"--size: expected one or two sizes >= 8, got {list(size)}")
+        loaded.preprocess.size = (dims[0], dims[-1])
+    for label, value in (("mean", mean), ("std", std)):
+        if value is not None:
+            vals = tuple(float(v) for v in value)
+            if len(vals) != 3 or (label == "std" and min(vals) <= 0):
+                raise TaskcamError(f"--{label}: expected 3 values (std > 0), got {list(value)}")
+            setattr(loaded.preprocess, label, vals)
+    loaded.model.to(device).eval()
+    return loaded

@@ -1,0 +1,114 @@
+"""Model specs, weights loading and the zoo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from taskcam.errors import TaskcamError
+from taskcam.io import to_tensor
+from taskcam.models import imagenet_class_names, load_model, load_weights
+from taskcam.zoo import available_zoo, build_zoo_model
+
+
+def test_torchvision_spec_random_weights_has_preprocessing_and_names():
+    lm = load_model("torchvision:resnet18", weights="none")
+    assert lm.task == "classify"
+    assert lm.preprocess.size == (224, 224)
+    assert lm.preprocess.mean == pytest.approx((0.485, 0.456, 0.406))
+    assert lm.class_names[285] == "Egyptian cat"
+    assert not lm.model.training
+
+
+def test_torchvision_detection_spec_reports_detect_task():
+    lm = load_model("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", weights="none")
+    assert lm.task == "detect"
+
+
+def test_timm_spec_random_weights_reads_data_config():
+    lm = load_model("timm:resnet18", weights="none", size=[96], mean=[0.5, 0.5, 0.5])
+    assert lm.preprocess.size == (96, 96)
+    assert lm.preprocess.mean == (0.5, 0.5, 0.5)
+    assert lm.preprocess.std == pytest.approx((0.229, 0.224, 0.225))
+
+
+def test_factory_spec_and_weights_round_trip(tmp_path):
+    torch.manual_seed(0)
+    lm = load_model("torchvision.models:resnet18")
+    path = tmp_path / "ckpt.pt"
+    torch.save({"epoch": 3, "state_dict": lm.model.state_dict()}, path)
+    other = load_model("torchvision.models:resnet18", weights=str(path))
+    for a, b in zip(lm.model.state_dict().values(), other.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_safetensors_weights(tmp_path):
+    from safetensors.torch import save_file
+
+    net = torch.nn.Linear(3, 2)
+    save_file(net.state_dict(), str(tmp_path / "w.safetensors"))
+    fresh = load_weights(torch.nn.Linear(3, 2), tmp_path / "w.safetensors")
+    assert torch.equal(fresh.weight, net.weight)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("resnet18", "expected timm:NAME"),
+        ("torchvision:resnet_does_not_exist", "no model named"),
+        ("timm:not_a_model_xyz", "no model named"),
+        ("zoo:nothing", "the zoo has: efficientnet-lite0"),
+        ("no_such_module_xyz:factory", "cannot import"),
+        ("yolo:best.pt", "not part of this release"),
+    ],
+)
+def test_bad_specs_are_named(spec, message):
+    with pytest.raises(TaskcamError, match=message):
+        load_model(spec, weights="none")
+
+
+def test_weights_that_do_not_fit_are_named(tmp_path):
+    torch.save(torch.nn.Linear(3, 2).state_dict(), tmp_path / "w.pt")
+    with pytest.raises(TaskcamError, match="w.pt does not fit"):
+        load_weights(torch.nn.Linear(4, 2), tmp_path / "w.pt")
+    with pytest.raises(TaskcamError, match="no such file"):
+        load_weights(torch.nn.Linear(4, 2), tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_text("junk")
+    with pytest.raises(TaskcamError, match="cannot read"):
+        load_weights(torch.nn.Linear(4, 2), tmp_path / "junk.pt")
+
+
+def test_bad_overrides_are_named():
+    with pytest.raises(TaskcamError, match="--mean"):
+        load_model("torchvision:resnet18", weights="none", mean=[0.5, 0.5])
+    with pytest.raises(TaskcamError, match="--size"):
+        load_model("torchvision:resnet18", weights="none", size=[2])
+
+
+def test_imagenet_names_are_offline():
+    names = imagenet_class_names()
+    assert len(names) == 1000 and names[281] == "tabby"
+
+
+def test_zoo_lists_efficientnet_lite0():
+    assert "efficientnet-lite0" in [e.name for e in available_zoo()]
+
+
+def test_zoo_efficientnet_lite0_real_weights_top1_on_chelsea():
+    """The shipped ImageNet weights load into timm's EfficientNet-Lite0: chelsea is a cat."""
+    lm = build_zoo_model("efficientnet-lite0")
+    x = to_tensor(data.chelsea(), lm.preprocess.size, lm.preprocess.mean, lm.preprocess.std)
+    with torch.no_grad():
+        probs = lm.model.eval()(x).softmax(dim=1)[0]
+    top = probs.topk(3).indices.tolist()
+    assert top[0] == 285, [lm.class_names[i] for i in top]
+    assert set(top) <= {281, 282, 285, 287}  # all cats
+    assert float(probs[285]) > 0.3
+
+
+def test_zoo_random_weights_differ_from_real():
+    real = build_zoo_model("efficientnet-lite0").model.conv_stem.weight
+    rand = build_zoo_model("efficientnet-lite0", pretrained=False).model.conv_stem.weight
+    assert not np.allclose(real.detach().numpy(), rand.detach().numpy())
