@@ -1,0 +1,224 @@
+"""Explain image files end to end: load, preprocess, explain, write maps, overlays and
+``results.json`` (the contract in DESIGN.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from taskcam.capture import Capture
+from taskcam.engine import Explainer
+from taskcam.errors import TaskcamError
+from taskcam.io import list_images, load_image, to_tensor
+from taskcam.layers import default_layer
+from taskcam.methods import get_method
+from taskcam.models import LoadedModel
+from taskcam.render import grid, overlay, save_image
+
+__all__ = ["RunSummary", "explain_files", "maps_to_image"]
+
+log = logging.getLogger("taskcam")
+RESULTS_VERSION = 1
+
+
+@dataclass
+class RunSummary:
+    """What a run did: the results document, where it went, and the images that failed."""
+
+    results: dict[str, Any]
+    out_dir: Path
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def n_targets(self) -> int:
+        return sum(len(item["targets"]) for item in self.results["items"])
+
+
+def maps_to_image(maps: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize maps ``Tensor[..., h, w]`` in [0, 1] to the original image grid ``[..., H, W]``.
+
+    Classification inputs are the whole image resized (no crop), so undoing the resize is a
+    plain bilinear resize back.
+
+    Example:
+        >>> maps_to_image(torch.rand(1, 2, 8, 8), 20, 30).shape
+        torch.Size([1, 2, 20, 30])
+    """
+    lead = maps.shape[:-2]
+    flat = maps.reshape(-1, 1, *maps.shape[-2:]).float()
+    out = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
+    return out.clamp(0, 1).reshape(*lead, height, width)
+
+
+def _stem(path: Path, used: set[str]) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem) or "image"
+    name, n = stem, 1
+    while name in used:
+        n += 1
+        name = f"{stem}_{n}"
+    used.add(name)
+    return name
+
+
+def _predict(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's output without gradients, model state restored."""
+    with Capture(model, [], need_grad=False), torch.no_grad():
+        return model(x)
+
+
+def explain_files(
+    loaded: LoadedModel,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    methods: Sequence[str] = ("gradcam",),
+    layers: Optional[Sequence[str]] = None,
+    targets: str = "top1",
+    colormap: str = "jet",
+    batch_size: Optional[int] = None,
+    aug_smooth: bool = False,
+    eigen_smooth: bool = False,
+    make_grid: bool = True,
+    progress: bool = True,
+) -> RunSummary:
+    """Explain every image of ``inputs`` with every method and write the results to ``out_dir``.
+
+    For each image: ``<stem>/class<K>_<method>.npy`` (float32 H×W in [0, 1] on the original
+    image's grid), the matching ``.png`` overlay, ``<stem>/grid.png`` (methods × targets) and
+    one entry in ``results.json``. An image that cannot be read is reported and skipped.
+
+    Args:
+        loaded: the model and its preprocessing (:func:`taskcam.models.load_model`).
+        inputs: image files or folders.
+        out_dir: output folder (created).
+        methods: registered method names.
+        layers: target layers; default: the model's preferred layers or the last feature map.
+        targets: ``top1``, ``top3``, ``285,281`` or class names.
+        colormap: OpenCV colormap of the overlays.
+        batch_size: perturbed inputs per forward for perturbation methods.
+        aug_smooth: test-time augmentation smoothing.
+        eigen_smooth: eigen smoothing.
+        make_grid: also write the methods × targets grid per image.
+        progress: progress bars.
+
+    Returns:
+        A :class:`RunSummary`.
+
+    Example:
+        >>> from taskcam.models import load_model
+        >>> lm = load_model("torchvision:resnet18", weights="none")  # doctest: +SKIP
+        >>> explain_files(lm, ["cat.png"], "out", methods=["gradcam"])  # doctest: +SKIP
+    """
+    if loaded.task != "classify":
+        raise TaskcamError(
+            f"task {loaded.task!r}: only classification is supported by this release"
+        )
+    from taskcam.adapters.classification import logits_of, parse_targets
+
+    method_objs = [get_method(m) for m in methods]
+    if not method_objs:
+        raise TaskcamError("--method: no method given")
+    paths = list_images(inputs)
+    if not paths:
+        raise TaskcamError(f"no images found in {[str(p) for p in inputs]}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, pre, names = loaded.model, loaded.preprocess, loaded.class_names
+    device = next(iter(model.parameters()), torch.zeros(())).device
+    layer_names = list(layers or loaded.layers or [])
+    explainers: dict[str, Explainer] = {}
+    items: list[dict[str, Any]] = []
+    failures: list[tuple[str, str]] = []
+    used: set[str] = set()
+
+    for path in tqdm(paths, desc="explain", unit="img", disable=not progress):
+        try:
+            image = load_image(path)
+        except TaskcamError as e:
+            log.warning("skipping %s: %s", path, e)
+            failures.append((str(path), str(e)))
+            continue
+        height, width = image.shape[:2]
+        x = to_tensor(image, pre.size, pre.mean, pre.std).to(device)
+        if not layer_names:
+            layer_names = [default_layer(model, x)]
+        output = _predict(model, x)
+        logits = logits_of(output)
+        target_rows = parse_targets(targets, logits, class_names=names)
+        probs = logits.softmax(dim=1)[0]
+        stem = _stem(path, used)
+        (out / stem).mkdir(exist_ok=True)
+        records: list[dict[str, Any]] = []
+        tiles: list[list[np.ndarray]] = []
+        for method in method_objs:
+            if method.name not in explainers:
+                explainers[method.name] = Explainer(
+                    model,
+                    layer_names,
+                    method,
+                    batch_size=batch_size,
+                    aug_smooth=aug_smooth,
+                    eigen_smooth=eigen_smooth,
+                    progress=progress,
+                )
+            exp = explainers[method.name](x, target_rows)
+            maps = maps_to_image(exp.maps[0], height, width).cpu().numpy().astype(np.float32)
+            row = []
+            for t, target in enumerate(target_rows[0]):
+                k = target.class_index
+                base = f"{stem}/class{k}_{method.name}"
+                np.save(out / f"{base}.npy", maps[t])
+                picture = overlay(image, maps[t], colormap=colormap)
+                save_image(out / f"{base}.png", picture)
+                row.append(picture)
+                records.append(
+                    {
+                        "kind": "class",
+                        "index": t,
+                        "class_id": k,
+                        "class_name": names[k] if names and k < len(names) else str(k),
+                        "score": float(exp.scores[0, t]),
+                        "probability": float(probs[k]),
+                        "method": method.name,
+                        "heatmap": f"{base}.npy",
+                        "overlay": f"{base}.png",
+                        "empty": bool(exp.empty[0, t]),
+                    }
+                )
+            tiles.append(row)
+        item: dict[str, Any] = {
+            "image": str(path),
+            "width": width,
+            "height": height,
+            "targets": records,
+        }
+        if make_grid and tiles:
+            col_labels = [
+                f"{r['class_id']} {r['class_name']}" for r in records[: len(target_rows[0])]
+            ]
+            picture = grid(tiles, row_labels=[m.name for m in method_objs], col_labels=col_labels)
+            save_image(out / stem / "grid.png", picture)
+            item["grid"] = f"{stem}/grid.png"
+        items.append(item)
+
+    results = {
+        "version": RESULTS_VERSION,
+        "model": loaded.spec,
+        "task": loaded.task,
+        "methods": [m.name for m in method_objs],
+        "layers": layer_names,
+        "items": items,
+        "failures": [{"image": p, "error": e} for p, e in failures],
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return RunSummary(results, out, failures)
