@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any, Optional
 
@@ -13,6 +14,8 @@ from taskcam.errors import TaskcamError
 from taskcam.methods.base import CamTerms, LayerContext, Method, register
 
 __all__ = ["AblationCAM", "ScoreCAM"]
+
+log = logging.getLogger("taskcam")
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
@@ -90,18 +93,59 @@ class AblationCAM(_Perturbation):
     """Ablation-CAM (Desai & Ramaswamy, WACV 2020): channels weighted by the score drop.
 
     "Ablation-CAM: Visual Explanation for Deep Convolutional Network via Gradient-free
-    Localization".
-    Each channel is zeroed in turn; its weight is the relative drop of the target's score,
-    ``(y - y_k) / y``.
+    Localization". Each channel is zeroed in turn; its weight is the relative drop of the
+    target's score, ``(y - y_k) / y``.
+
+    By default only the network's tail runs on the ablated copies: the image goes through
+    the layers before the target layer once per batch, and the hook expands that one
+    activation into ``n`` ablated copies. Where the tail cannot take a batch larger than
+    its input (it concatenates with an earlier tensor, say), each batch falls back to full
+    forwards and ``fell_back`` is set and logged. The maps are the same either way.
 
     Args:
         batch_size: ablated copies per forward (default 32).
+        tail_only: evaluate only the part of the network after the layer on the copies.
     """
 
     name = "ablationcam"
 
+    def __init__(
+        self, batch_size: Optional[int] = None, tail_only: bool = True, **options: Any
+    ) -> None:
+        super().__init__(batch_size, **options)
+        self.tail_only = tail_only
+        self.fell_back = False
+
+    def _ablated(self, ctx: LayerContext, b: int, sl: slice) -> torch.Tensor:
+        """``Tensor[n, T]``: image ``b``'s target scores with channels ``sl`` zeroed, one each."""
+        n = sl.stop - sl.start
+        device = ctx.activations.device
+        rows = torch.arange(n, device=device)
+        cols = torch.arange(sl.start, sl.stop, device=device)
+
+        def ablate(a: torch.Tensor) -> torch.Tensor:
+            a = a.expand(n, *a.shape[1:]).clone()  # [n, C, h, w]; a copy when a is one image
+            a[rows, cols] = 0
+            return a
+
+        x = ctx.inputs[b, None]
+        if self.tail_only and not self.fell_back:
+            try:
+                scores = ctx.score(ctx.run(x, edit=ablate), b)
+                if scores.shape[0] == n:
+                    return scores
+            except (RuntimeError, TaskcamError) as e:
+                log.info("ablationcam: tail-only evaluation failed (%s)", e)
+            self.fell_back = True
+            log.warning(
+                "ablationcam: the network after %r cannot batch ablated copies of one image; "
+                "falling back to full forwards",
+                ctx.name,
+            )
+        return ctx.score(ctx.run(x.expand(n, *x.shape[1:]), edit=ablate), b)
+
     def terms(self, ctx: LayerContext) -> CamTerms:
-        acts, x = ctx.activations, ctx.inputs
+        acts = ctx.activations
         n_img, channels = acts.shape[:2]
         weights = []
         for b in range(n_img):
@@ -109,18 +153,8 @@ class AblationCAM(_Perturbation):
             scores = []
             with self._bar(ctx, channels, b) as bar:
                 for sl in _chunks(channels, self._batch(ctx)):
-                    n = sl.stop - sl.start
-                    rows = torch.arange(n, device=acts.device)
-                    cols = torch.arange(sl.start, sl.stop, device=acts.device)
-
-                    def ablate(a: torch.Tensor, rows=rows, cols=cols) -> torch.Tensor:
-                        a = a.clone()
-                        a[rows, cols] = 0
-                        return a
-
-                    inputs = x[b, None].expand(n, *x.shape[1:])
-                    scores.append(ctx.score(ctx.run(inputs, edit=ablate), b))  # [n, T]
-                    bar.update(n)
+                    scores.append(self._ablated(ctx, b, sl))  # [n, T]
+                    bar.update(sl.stop - sl.start)
             ablated = torch.cat(scores)  # [C, T]
             denom = torch.where(base.abs() < 1e-7, torch.full_like(base, 1e-7), base)
             weights.append(((base - ablated) / denom).T)  # [T, C]
