@@ -143,8 +143,14 @@ def _gradients(scores: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.T
         eye = torch.eye(n_targets, dtype=scores.dtype, device=scores.device)
         cotangents = eye[:, None, :].expand(n_targets, batch, n_targets)
         try:
+            # the graph is kept so that the per-target fallback below can still use it
             grads = torch.autograd.grad(
-                scores, inputs, cotangents, is_grads_batched=True, allow_unused=True
+                scores,
+                inputs,
+                cotangents,
+                retain_graph=True,
+                is_grads_batched=True,
+                allow_unused=True,
             )
             grads = tuple(None if g is None else g.movedim(0, 1) for g in grads)
         except RuntimeError:

@@ -84,7 +84,11 @@ class ScoreCAM(_Perturbation):
                     masked = x[b, None] * masks[:, None].to(x.dtype)  # [n, 3, H, W]
                     scores.append(ctx.score(ctx.run(masked), b))  # [n, T]
                     bar.update(masks.shape[0])
-            weights.append(torch.cat(scores).softmax(dim=0).T)  # [T, C]
+            scores = torch.cat(scores)  # [C, T]
+            # a target the masks cannot move (absent, constant) has no evidence: zero weights,
+            # not the uniform softmax that would return the mean activation as its map
+            flat = (scores.amax(dim=0) - scores.amin(dim=0)) <= 1e-12 * scores.abs().amax(dim=0)
+            weights.append(scores.softmax(dim=0).masked_fill(flat, 0.0).T)  # [T, C]
         return CamTerms(weights=torch.stack(weights).to(acts.dtype))
 
 
