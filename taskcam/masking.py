@@ -1,0 +1,191 @@
+"""The batched masking engine shared by every perturbation method (Score-CAM, Ablation-CAM,
+RISE, D-RISE): perturbed inputs built lazily per batch, batch size from a memory budget,
+optional mixed precision, a progress bar, a seed and cancellation between batches."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from taskcam.errors import TaskcamError
+
+__all__ = [
+    "Cancelled",
+    "auto_batch_size",
+    "available_memory",
+    "chunks",
+    "rise_masks",
+    "run_batches",
+    "sample_bytes",
+]
+
+_MAX_AUTO_BATCH = 256
+
+
+class Cancelled(RuntimeError):
+    """A perturbation run was cancelled through its ``cancel`` event; nothing was returned."""
+
+
+def chunks(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of ``range(n)`` of at most ``size`` items.
+
+    Example:
+        >>> [(s.start, s.stop) for s in chunks(5, 2)]
+        [(0, 2), (2, 4), (4, 5)]
+    """
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for perturbation batches: free GPU memory, or the OS's MemAvailable."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30  # not Linux: assume 4 GiB
+
+
+def sample_bytes(model: torch.nn.Module, one: torch.Tensor) -> int:
+    """Estimate the memory one input needs in a gradient-free forward pass.
+
+    Runs ``model`` once on ``one`` (``Tensor[1, ...]``) with hooks on every module and takes
+    three times the largest module output plus the input: under ``no_grad`` only a few
+    tensors are alive at once (the current op's input and output and a residual branch).
+    """
+    largest = 0
+    handles = []
+
+    def hook(_m, _i, out):
+        nonlocal largest
+        if isinstance(out, torch.Tensor):
+            largest = max(largest, out.numel() * out.element_size())
+
+    try:
+        for m in model.modules():
+            handles.append(m.register_forward_hook(hook))
+        with torch.no_grad():
+            model(one)
+    finally:
+        for h in handles:
+            h.remove()
+    return 3 * largest + one.numel() * one.element_size()
+
+
+def auto_batch_size(
+    per_sample: int, device: torch.device, budget: Optional[int] = None, cap: int = _MAX_AUTO_BATCH
+) -> int:
+    """How many perturbed inputs fit a memory budget at once.
+
+    Args:
+        per_sample: bytes one input needs (:func:`sample_bytes`).
+        device: where the model runs.
+        budget: bytes to use; default a quarter of the free memory on CPU, half on GPU.
+        cap: the largest batch returned (bigger batches stop paying off on a CPU).
+
+    Example:
+        >>> auto_batch_size(1 << 20, torch.device("cpu"), budget=64 << 20)
+        64
+    """
+    if budget is None:
+        share = 0.5 if device.type == "cuda" else 0.25
+        budget = int(available_memory(device) * share)
+    return int(max(1, min(cap, budget // max(1, per_sample))))
+
+
+def run_batches(
+    n: int,
+    evaluate: Callable[[slice], torch.Tensor],
+    *,
+    batch_size: int,
+    desc: str = "perturb",
+    progress: bool = False,
+    cancel: Optional[threading.Event] = None,
+    unit: str = "mask",
+) -> torch.Tensor:
+    """Evaluate ``n`` perturbations in batches and concatenate the results.
+
+    ``evaluate(sl)`` builds the perturbed inputs of items ``sl`` (lazily: only one batch
+    exists at a time) and returns their scores ``Tensor[len(sl), ...]``.
+
+    Args:
+        n: number of perturbations.
+        evaluate: builds and scores one batch.
+        batch_size: items per batch.
+        desc: progress bar label.
+        progress: show a progress bar.
+        cancel: when set (from another thread, a UI), the run stops before the next batch and
+            raises :class:`Cancelled`; nothing partial is returned.
+        unit: progress bar unit.
+
+    Example:
+        >>> run_batches(5, lambda sl: torch.arange(sl.start, sl.stop), batch_size=2).tolist()
+        [0, 1, 2, 3, 4]
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise TaskcamError(f"batch_size must be a positive integer, got {batch_size!r}")
+    out = []
+    with tqdm(total=n, desc=desc, unit=unit, disable=not progress, leave=False) as bar:
+        for sl in chunks(n, batch_size):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"{desc}: cancelled after {sl.start} of {n}")
+            out.append(evaluate(sl))
+            bar.update(sl.stop - sl.start)
+    return torch.cat(out)
+
+
+def rise_masks(
+    n: int,
+    size: tuple[int, int],
+    *,
+    grid: int = 16,
+    p: float = 0.5,
+    generator: Optional[torch.Generator] = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """RISE random masks (Petsiuk et al., BMVC 2018): a ``grid × grid`` binary pattern kept
+    with probability ``p``, bilinearly up-sampled to one cell larger than the image and
+    cropped at a random shift, so the masks are smooth and not aligned to a grid.
+
+    Args:
+        n: number of masks.
+        size: ``(H, W)`` of the image.
+        grid: cells per side of the binary pattern.
+        p: probability that a cell is kept.
+        generator: seeded ``torch.Generator`` for reproducible masks.
+        device: where the masks are made.
+
+    Returns:
+        ``Tensor[n, 1, H, W]`` in [0, 1].
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> rise_masks(2, (32, 48), grid=4, generator=g).shape
+        torch.Size([2, 1, 32, 48])
+    """
+    if not 0 < p <= 1 or grid < 1:
+        raise TaskcamError(f"rise masks: need 0 < p <= 1 and grid >= 1, got p={p}, grid={grid}")
+    h, w = size
+    cell_h, cell_w = -(-h // grid), -(-w // grid)
+    cells = (torch.rand(n, 1, grid, grid, generator=generator) < p).float()
+    up = F.interpolate(
+        cells, size=((grid + 1) * cell_h, (grid + 1) * cell_w), mode="bilinear", align_corners=False
+    )
+    dy = torch.randint(0, cell_h, (n,), generator=generator)
+    dx = torch.randint(0, cell_w, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None]).long()  # [n, H]
+    cols = (dx[:, None] + torch.arange(w)[None]).long()  # [n, W]
+    idx = torch.arange(n)[:, None, None]
+    masks = up[:, 0][idx, rows[:, :, None], cols[:, None, :]].clamp(0, 1)  # [n, H, W]
+    return masks[:, None].to(device)
