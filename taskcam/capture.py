@@ -34,9 +34,24 @@ class ModelState:
         self.training = [(m, m.training) for m in model.modules()]
         self.flags = [(p, p.requires_grad) for p in model.parameters()]
 
+    def eval_and_freeze(self, freeze: bool) -> None:
+        """Put every module in eval mode and, with ``freeze``, stop parameters requiring grad.
+
+        Only what is not already so is touched (``nn.Module.train`` on a large model costs
+        more than the explanation's own arithmetic).
+        """
+        for module, flag in self.training:
+            if flag:
+                module.training = False
+        if freeze:
+            for param, flag in self.flags:
+                if flag:
+                    param.requires_grad_(False)
+
     def restore(self) -> None:
         for module, flag in self.training:
-            module.training = flag
+            if module.training != flag:
+                module.training = flag
         for param, flag in self.flags:
             if param.requires_grad != flag:
                 param.requires_grad_(flag)
@@ -107,10 +122,7 @@ class Capture:
     def __enter__(self) -> Capture:
         self._state = ModelState(self.model)
         try:
-            self.model.eval()
-            if self.need_grad:
-                for p in self.model.parameters():
-                    p.requires_grad_(False)
+            self._state.eval_and_freeze(self.need_grad)
             for name, module in self.layers:
                 self._handles.append(module.register_forward_hook(self._hook(name)))
         except BaseException:

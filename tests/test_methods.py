@@ -486,3 +486,37 @@ def test_smoothing_of_perturbation_methods(cnn, method, option):
     exp = explain(cnn, torch.rand(2, 3, 16, 16), TARGETS, "2", method, **{option: True})
     _check_maps(exp, 2, 2, size=16)
     assert not exp.empty.all()
+
+
+def test_guided_backprop_gates_relu6_modules():
+    """nn.ReLU6 runs as F.hardtanh(x, 0, 6): it must be guided like a ReLU (MobileNets,
+    EfficientNet-Lite); a hardtanh that clips at -1 must not be."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU6(), nn.Conv2d(4, 3, 3, padding=1), nn.Flatten()
+    ).eval()
+    x = torch.rand(1, 3, 5, 5)
+
+    def score(out):
+        return out[:, :10].sum(1) - out[:, 10:40].sum(1)
+
+    exp = explain(net, x, [score], None, "guided-backprop")
+    # by hand: the conv before the ReLU6, gradient gated by (pre-activation in (0, 6)) and > 0
+    xg = x.clone().requires_grad_(True)
+    pre = net[0](xg)
+    pre.retain_grad()
+    post = pre.clamp(0, 6)
+    out = net[3](net[2](post))
+    (g_post,) = torch.autograd.grad(score(out).sum(), post, retain_graph=True)
+    g_pre = g_post.clamp(min=0) * ((pre > 0) & (pre < 6)).float()
+    (expected,) = torch.autograd.grad(pre, xg, g_pre)
+    torch.testing.assert_close(exp.pixel_grads[:, 0], expected)
+    (plain,) = torch.autograd.grad(score(net(xg)).sum(), xg)
+    assert not torch.allclose(exp.pixel_grads[:, 0], plain)
+
+    from taskcam.methods.guided import GuidedReLU
+
+    z = torch.tensor([0.5, -0.5], requires_grad=True)
+    with GuidedReLU():
+        y = (torch.nn.Hardtanh()(z) * torch.tensor([-2.0, 3.0])).sum()
+    assert torch.autograd.grad(y, z)[0].tolist() == [-2.0, 3.0]

@@ -38,8 +38,18 @@ _RELUS: frozenset[Callable[..., Any]] = frozenset(
 )
 
 
+# nn.ReLU6 calls F.hardtanh(x, 0., 6.): a hardtanh whose lower bound is 0 is a clipped ReLU
+_HARDTANH: frozenset[Callable[..., Any]] = frozenset({F.hardtanh, F.hardtanh_})
+
+
+def _clips_at_zero(args: tuple, kwargs: dict) -> bool:
+    low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+    return float(low) == 0.0
+
+
 class GuidedReLU(TorchFunctionMode):
-    """While active, every ReLU (``nn.ReLU``, ``nn.ReLU6``, ``F.relu``, ``torch.relu``, in-place
+    """While active, every ReLU (``nn.ReLU``, ``nn.ReLU6``, ``F.relu``, ``F.relu6``, ``torch.relu``,
+    a ``hardtanh`` clipping at 0, in-place
     or not) passes back only positive gradients on top of its own positive-input gate.
 
     Nothing of the model is replaced: the ReLU calls are intercepted through torch's function
@@ -55,8 +65,11 @@ class GuidedReLU(TorchFunctionMode):
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
-        out = func(*args, **(kwargs or {}))
-        if func in _RELUS and isinstance(out, torch.Tensor) and out.requires_grad:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if not (isinstance(out, torch.Tensor) and out.requires_grad):
+            return out
+        if func in _RELUS or (func in _HARDTANH and _clips_at_zero(args, kwargs)):
             return _PositiveGradient.apply(out)
         return out
 
