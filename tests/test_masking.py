@@ -176,3 +176,26 @@ def test_cancelled_explanation_leaves_the_model_as_it_was(net):
         )
     assert {n: len(m._forward_hooks) for n, m in net.named_modules()} == hooks_before
     assert not net.training
+
+
+def test_scorecam_falls_back_to_contiguous_inputs_for_view_models():
+    """A model that .view()s a conv output cannot take channels-last inputs: same maps."""
+
+    class Viewer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = torch.nn.Linear(4 * 8 * 8, 3)
+
+        def forward(self, x):
+            a = self.conv(x)
+            return self.fc(a.view(a.shape[0], -1))
+
+    torch.manual_seed(0)
+    model = Viewer().eval()
+    x = torch.rand(1, 3, 8, 8)
+    method = get_method("scorecam", batch_size=4)
+    exp = explain(model, x, [ClassTarget(1)], "conv", method)
+    assert method._channels_last is False
+    reference = explain(model, x, [ClassTarget(1)], "conv", get_method("scorecam", batch_size=1))
+    torch.testing.assert_close(exp.raw["conv"], reference.raw["conv"])
