@@ -31,6 +31,7 @@ class ModelState:
     """
 
     def __init__(self, model: nn.Module) -> None:
+        self.model = model
         self.training = [(m, m.training) for m in model.modules()]
         self.flags = [(p, p.requires_grad) for p in model.parameters()]
 
@@ -40,9 +41,13 @@ class ModelState:
         Only what is not already so is touched (``nn.Module.train`` on a large model costs
         more than the explanation's own arithmetic).
         """
-        for module, flag in self.training:
-            if flag:
-                module.training = False
+        if any(flag for _, flag in self.training):
+            if any(type(m).train is not nn.Module.train for m, _ in self.training):
+                self.model.eval()  # a module with its own train() gets to run it
+            else:
+                for module, flag in self.training:
+                    if flag:
+                        module.training = False
         if freeze:
             for param, flag in self.flags:
                 if flag:
