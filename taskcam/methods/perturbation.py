@@ -123,6 +123,19 @@ class _Perturbation(Method):
         with _autocast(x.device, self.amp):
             return ctx.run(x, edit)
 
+    def _channel_weights(self, ctx: LayerContext, b: int, idx: torch.Tensor) -> torch.Tensor:
+        """``Tensor[T, K]``: image ``b``'s weights for channels ``idx``."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def terms(self, ctx: LayerContext) -> CamTerms:
+        acts = ctx.activations
+        n_img, channels = acts.shape[:2]
+        chosen = self._channels(ctx)  # [B, K]
+        weights = acts.new_zeros(n_img, ctx.scores.shape[1], channels, dtype=torch.float32)
+        for b in range(n_img):
+            weights[b][:, chosen[b]] = self._channel_weights(ctx, b, chosen[b])
+        return CamTerms(weights=weights.to(acts.dtype))
+
     def _batches(self, ctx: LayerContext, image: int, n: int, evaluate) -> torch.Tensor:
         return run_batches(
             n,
@@ -183,19 +196,13 @@ class ScoreCAM(_Perturbation):
             scores[live] = self._batches(ctx, b, len(live), evaluate)
         return scores
 
-    def terms(self, ctx: LayerContext) -> CamTerms:
-        acts = ctx.activations
-        n_img, channels = acts.shape[:2]
-        chosen = self._channels(ctx)  # [B, K]
-        weights = acts.new_zeros(n_img, ctx.scores.shape[1], channels, dtype=torch.float32)
-        for b in range(n_img):
-            scores = self._image_scores(ctx, b, chosen[b])  # [K, T]
-            # a target the masks cannot move (absent, constant) has no evidence: zero weights,
-            # not the uniform softmax that would return the mean activation as its map
-            spread = scores.amax(dim=0) - scores.amin(dim=0)
-            flat = (spread <= 1e-12 * scores.abs().amax(dim=0)) & (len(scores) > 1)
-            weights[b][:, chosen[b]] = scores.softmax(dim=0).masked_fill(flat, 0.0).T
-        return CamTerms(weights=weights.to(acts.dtype))
+    def _channel_weights(self, ctx: LayerContext, b: int, idx: torch.Tensor) -> torch.Tensor:
+        scores = self._image_scores(ctx, b, idx)  # [K, T]
+        # a target the masks cannot move (absent, constant) has no evidence: zero weights,
+        # not the uniform softmax that would return the mean activation as its map
+        spread = scores.amax(dim=0) - scores.amin(dim=0)
+        flat = (spread <= 1e-12 * scores.abs().amax(dim=0)) & (len(scores) > 1)
+        return scores.softmax(dim=0).masked_fill(flat, 0.0).T
 
 
 @register
@@ -270,20 +277,11 @@ class AblationCAM(_Perturbation):
         per_copy = 4 * act.numel() * act.element_size()
         return auto_batch_size(per_copy, act.device, self.memory_budget, cap=1024)
 
-    def terms(self, ctx: LayerContext) -> CamTerms:
-        acts = ctx.activations
-        n_img, channels = acts.shape[:2]
-        chosen = self._channels(ctx)  # [B, K]
-        weights = acts.new_zeros(n_img, ctx.scores.shape[1], channels, dtype=torch.float32)
-        for b in range(n_img):
-            base = ctx.scores[b].float()  # [T]
-            idx = chosen[b]
-            ablated = self._batches(
-                ctx, b, len(idx), lambda sl, b=b, idx=idx: self._ablated(ctx, b, idx[sl])
-            )
-            denom = torch.where(base.abs() < 1e-7, torch.full_like(base, 1e-7), base)
-            weights[b][:, idx] = ((base - ablated) / denom).T  # [T, K]
-        return CamTerms(weights=weights.to(acts.dtype))
+    def _channel_weights(self, ctx: LayerContext, b: int, idx: torch.Tensor) -> torch.Tensor:
+        base = ctx.scores[b].float()  # [T]
+        ablated = self._batches(ctx, b, len(idx), lambda sl: self._ablated(ctx, b, idx[sl]))
+        denom = torch.where(base.abs() < 1e-7, torch.full_like(base, 1e-7), base)
+        return ((base - ablated) / denom).T  # [T, K]
 
 
 @register
