@@ -314,7 +314,30 @@ class Explainer:
     def _explain(self, x: torch.Tensor, targets: list[list[Target]]) -> Explanation:
         if self.method.pixel_space:
             return self._explain_pixels(x, targets)
+        if not self.method.uses_layers:
+            return self._explain_blackbox(x, targets)
         return self._explain_layers(x, targets, self.method)
+
+    def _explain_blackbox(self, x: torch.Tensor, targets: list[list[Target]]) -> Explanation:
+        """Layer-free perturbation methods (RISE): only the model's outputs are used."""
+
+        def score(output: Any, b: int) -> torch.Tensor:
+            return torch.stack([t(output) for t in targets[b]], dim=1).float()
+
+        with Capture(self.model, [], need_grad=False), torch.no_grad():
+            output = self.model(x)
+            scores = _scores(output, targets)
+            sal = self.method.saliency(self.model, x, score, progress=self.progress)
+        maps, empty = normalize_maps(sal)
+        return Explanation(
+            maps=maps,
+            raw={},
+            scores=scores,
+            empty=empty,
+            method=self.method.name,
+            layers=[],
+            output=_detach(output),
+        )
 
     def _explain_layers(
         self, x: torch.Tensor, targets: list[list[Target]], method: Method

@@ -199,3 +199,33 @@ def test_scorecam_falls_back_to_contiguous_inputs_for_view_models():
     assert method._channels_last is False
     reference = explain(model, x, [ClassTarget(1)], "conv", get_method("scorecam", batch_size=1))
     torch.testing.assert_close(exp.raw["conv"], reference.raw["conv"])
+
+
+class _QuadrantScore(torch.nn.Module):
+    """A black box whose class-0 score is the mean of the top-left quadrant's pixels."""
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        s = x[:, :, : h // 2, : w // 2].mean(dim=(1, 2, 3))
+        return torch.stack([s, -s], dim=1)
+
+
+def test_rise_finds_the_region_the_black_box_reads():
+    x = torch.ones(2, 3, 32, 32)
+    method = get_method("rise", n_masks=500, grid=4, batch_size=100)
+    exp = explain(_QuadrantScore(), x, [ClassTarget(0)], None, method)
+    assert exp.layers == [] and exp.maps.shape == (2, 1, 32, 32)
+    m = exp.maps[0, 0]
+    assert m[:16, :16].mean() > m[16:, 16:].mean() + 0.3
+    again = explain(_QuadrantScore(), x, [ClassTarget(0)], None, method)
+    torch.testing.assert_close(again.maps, exp.maps)  # seeded
+    other = explain(
+        _QuadrantScore(),
+        x,
+        [ClassTarget(0)],
+        None,
+        get_method("rise", seed=1, n_masks=500, grid=4, batch_size=100),
+    )
+    assert not torch.equal(other.maps, exp.maps)
+    with pytest.raises(TaskcamError, match="n_masks"):
+        get_method("rise", n_masks=0)

@@ -21,6 +21,7 @@ from taskcam.methods.gradient import (  # noqa: F401  (registration)
 )
 from taskcam.methods.guided import GuidedBackprop, GuidedGradCAM  # noqa: E402,F401
 from taskcam.methods.perturbation import AblationCAM, ScoreCAM  # noqa: E402,F401
+from taskcam.methods.rise import RISE  # noqa: F401
 
 __all__ = [
     "CAM",
@@ -36,6 +37,7 @@ __all__ = [
     "HiResCAM",
     "LayerCAM",
     "LayerContext",
+    "RISE",
     "Method",
     "ScoreCAM",
     "Target",

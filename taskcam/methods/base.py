@@ -108,6 +108,23 @@ class Method:
     pixel_space: ClassVar[bool] = False
     #: ``True`` when the maps come from perturbed forwards (reported as slow by the CLI)
     perturbation: ClassVar[bool] = False
+    #: black-box methods (RISE) need no target layer: they implement :meth:`saliency`
+    uses_layers: ClassVar[bool] = True
+
+    def saliency(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        score: Callable[[Any, int], torch.Tensor],
+        *,
+        progress: bool = False,
+    ) -> torch.Tensor:  # pragma: no cover - only black-box methods implement it
+        """``Tensor[B, T, H, W]`` for methods with ``uses_layers = False``.
+
+        ``score(output, b)`` gives image ``b``'s ``T`` target scores, ``Tensor[N, T]``, on
+        the output of ``N`` perturbed copies of it.
+        """
+        raise NotImplementedError
 
     def __init__(self, **options: Any) -> None:
         if options:
