@@ -164,8 +164,8 @@ class ScoreCAM(_Perturbation):
         batch_size: masked inputs per forward (default: from ``memory_budget``).
         top_k: perturb only this many channels (or this fraction), those of highest spatial
             variance; the others get weight 0. ``None``: every channel (exact).
-        memory_budget: bytes for one batch (default: a quarter of free RAM, half of free GPU
-            memory).
+        memory_budget: bytes for one batch (default: half the free GPU memory, or a quarter
+            of free RAM up to 384 MiB).
         amp: run the masked forwards in mixed precision (float16 on GPU, bfloat16 on CPU).
         cancel: a ``threading.Event``; when set, the run stops before its next batch.
     """
