@@ -13,6 +13,7 @@ from torch import nn
 from taskcam.capture import Capture
 from taskcam.errors import TaskcamError
 from taskcam.layers import LayerSpec, default_layer, resolve_layers
+from taskcam.masking import check_batch_size
 from taskcam.methods import CamTerms, LayerContext, Method, get_method
 from taskcam.methods.eigen import principal_projection
 from taskcam.methods.guided import GuidedReLU
@@ -262,8 +263,7 @@ class Explainer:
             raise TaskcamError(f"model: expected an nn.Module, got {type(model).__name__}")
         if fuse not in _FUSE:
             raise TaskcamError(f"fuse: expected one of {_FUSE}, got {fuse!r}")
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise TaskcamError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_batch_size(batch_size)
         self.model = model
         self.method = get_method(method, **method_options)
         self.layers = None if layers is None else resolve_layers(model, layers)

@@ -18,6 +18,7 @@ __all__ = [
     "Cancelled",
     "auto_batch_size",
     "available_memory",
+    "check_batch_size",
     "chunks",
     "rise_masks",
     "run_batches",
@@ -30,6 +31,15 @@ _CPU_BUDGET = 384 << 20
 
 class Cancelled(RuntimeError):
     """A perturbation run was cancelled through its ``cancel`` event; nothing was returned."""
+
+
+def check_batch_size(batch_size: Optional[int]) -> Optional[int]:
+    """``batch_size`` unchanged when it is ``None`` or a positive int, else a clear error."""
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise TaskcamError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
 
 
 def chunks(n: int, size: int) -> Iterator[slice]:
@@ -137,8 +147,9 @@ def run_batches(
         >>> run_batches(5, lambda sl: torch.arange(sl.start, sl.stop), batch_size=2).tolist()
         [0, 1, 2, 3, 4]
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise TaskcamError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size is None:
+        raise TaskcamError("batch_size must be a positive integer, got None")
+    check_batch_size(batch_size)
     out = []
     with tqdm(total=n, desc=desc, unit=unit, disable=not progress, leave=False) as bar:
         for sl in chunks(n, batch_size):

@@ -11,18 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from taskcam.errors import TaskcamError
-from taskcam.masking import auto_batch_size, run_batches, sample_bytes
+from taskcam.masking import auto_batch_size, check_batch_size, run_batches, sample_bytes
 from taskcam.methods.base import CamTerms, LayerContext, Method, register
 
 __all__ = ["AblationCAM", "FastAblationCAM", "FastScoreCAM", "ScoreCAM", "select_channels"]
 
 log = logging.getLogger("taskcam")
-
-
-def _check_batch_size(batch_size: Optional[int]) -> Optional[int]:
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise TaskcamError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return batch_size
 
 
 def select_channels(acts: torch.Tensor, k: Union[int, float]) -> torch.Tensor:
@@ -82,7 +76,7 @@ class _Perturbation(Method):
         **options: Any,
     ) -> None:
         super().__init__(**options)
-        self.batch_size = _check_batch_size(batch_size)
+        self.batch_size = check_batch_size(batch_size)
         self.top_k = top_k if top_k is not None else self.default_top_k
         if self.top_k is not None and (isinstance(self.top_k, bool) or self.top_k <= 0):
             raise TaskcamError(f"top_k must be a positive count or fraction, got {top_k!r}")

@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from taskcam.errors import TaskcamError
-from taskcam.masking import auto_batch_size, rise_masks, run_batches, sample_bytes
+from taskcam.masking import (
+    auto_batch_size,
+    check_batch_size,
+    rise_masks,
+    run_batches,
+    sample_bytes,
+)
 from taskcam.methods.base import Method, register
 
 __all__ = ["RISE"]
@@ -54,8 +60,7 @@ class RISE(Method):
         super().__init__(**options)
         if not isinstance(n_masks, int) or n_masks < 1:
             raise TaskcamError(f"rise: n_masks must be a positive integer, got {n_masks!r}")
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise TaskcamError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_batch_size(batch_size)
         self.n_masks, self.grid, self.p, self.seed = n_masks, grid, p, seed
         self.batch_size, self.memory_budget, self.cancel = batch_size, memory_budget, cancel
 
