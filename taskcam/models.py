@@ -8,7 +8,7 @@ import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -49,6 +49,7 @@ class LoadedModel:
     preprocess: Preprocess = field(default_factory=Preprocess)
     class_names: Optional[list[str]] = None
     layers: Optional[list[str]] = None  # preferred target layers, None: found automatically
+    reshape: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # token output -> grid
 
 
 def imagenet_class_names() -> list[str]:

@@ -169,6 +169,7 @@ def explain_files(
                     batch_size=batch_size,
                     aug_smooth=aug_smooth,
                     eigen_smooth=eigen_smooth,
+                    reshape=loaded.reshape,
                     progress=progress,
                 )
             exp = explainers[method.name](x, target_rows)

