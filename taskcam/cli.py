@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -56,7 +57,24 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--no-progress", action="store_true")
 
     sub.add_parser("methods", help="list the registered methods")
-    sub.add_parser("zoo", help="list the zoo models")
+    zoo = sub.add_parser("zoo", help="list, train or check the zoo models")
+    zoo_sub = zoo.add_subparsers(dest="zoo_command")
+    train = zoo_sub.add_parser("train", help="train a shapes zoo model from scratch (seeded)")
+    train.add_argument("name", help="zoo name, e.g. shapes-cnn")
+    train.add_argument("--out", help="weights file (default: the shipped location)")
+    train.add_argument("--no-progress", action="store_true")
+    check = zoo_sub.add_parser("check", help="measure a shapes zoo model on held-out images")
+    check.add_argument("names", nargs="*", help="zoo names (default: every shapes model)")
+    check.add_argument("-n", "--images", type=int, default=200, help="held-out images")
+
+    ev = sub.add_parser("eval", help="score methods on shapes zoo models against ground truth")
+    ev.add_argument("--models", default="shapes-cnn", help="zoo names, comma-separated")
+    ev.add_argument("--method", default=None, help="method name(s), comma-separated")
+    ev.add_argument("-n", "--images", type=int, default=100, help="held-out images per model")
+    ev.add_argument("--tolerance", type=int, help="pointing-game tolerance in pixels")
+    ev.add_argument("--sanity-images", type=int, default=8)
+    ev.add_argument("--out", default="taskcam-eval", help="folder for eval.csv and eval.json")
+    ev.add_argument("--no-progress", action="store_true")
 
     demo = sub.add_parser("demo", help="EfficientNet-Lite0 on scikit-image photos, every method")
     demo.add_argument("--out", default="taskcam-demo")
@@ -73,11 +91,44 @@ def _cmd_methods() -> int:
     return 0
 
 
-def _cmd_zoo() -> int:
+def _cmd_zoo(args: argparse.Namespace) -> int:
+    if args.zoo_command == "train":
+        from taskcam.train import train_zoo_model
+
+        result = train_zoo_model(args.name, args.out, progress=not args.no_progress)
+        print(json.dumps(result))
+        return 0
+    if args.zoo_command == "check":
+        from taskcam.shapes_zoo import NAMES
+        from taskcam.train import heldout_score
+
+        for name in args.names or NAMES:
+            metric, value = heldout_score(name.removeprefix("zoo:"), args.images)
+            print(
+                f"zoo:{name.removeprefix('zoo:'):20s} {metric} {value:.4f} ({args.images} images)"
+            )
+        return 0
     from taskcam.zoo import available_zoo
 
     for entry in available_zoo():
         print(f"zoo:{entry.name:24s} {entry.task:9s} {entry.description}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from taskcam.evaluate import DEFAULT_METHODS, evaluate, format_table, write_table
+
+    rows = evaluate(
+        _split(args.models),
+        _split(args.method) or DEFAULT_METHODS,
+        n=args.images,
+        tolerance=args.tolerance,
+        sanity_images=args.sanity_images,
+        progress=not args.no_progress,
+    )
+    print(format_table(rows))
+    csv_path, json_path = write_table(rows, args.out)
+    print(f"-> {csv_path}, {json_path}")
     return 0
 
 
@@ -133,7 +184,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "methods":
             return _cmd_methods()
         if args.command == "zoo":
-            return _cmd_zoo()
+            return _cmd_zoo(args)
+        if args.command == "eval":
+            return _cmd_eval(args)
         if args.command == "demo":
             from taskcam.demo import run_demo
 

@@ -1,0 +1,279 @@
+"""``taskcam eval``: methods × zoo models on held-out shapes images, scored against ground truth.
+
+For every (model, method) pair the table holds, averaged over the images:
+
+- ``pointing_game``: the map's maximum falls on the explained object (within ``tolerance`` px);
+- ``energy_pg``: share of the map's energy inside the object's box (the energy-based pointing
+  game of Wang et al., CVPR-W 2020, is defined on boxes); ``energy_mask``: the same inside the
+  object's mask (stricter: the box's corners do not count);
+- ``deletion`` / ``insertion``: AUC of the explained class's probability as the most salient
+  pixels are replaced by / put back into the image's mean colour (Petsiuk et al., BMVC 2018;
+  lower / higher is better). Not the paper's blurred insertion start: a blurred shape keeps
+  its colour, which the shapes classes share, so its score starts near the top;
+- ``road_morf`` / ``road_lerf``: ROAD with noisy linear imputation, most / least relevant
+  first (lower / higher is better);
+- ``sanity``: Spearman correlation of the maps after every parameter of the model was
+  re-initialised (cascading, head to input) with the original maps (near 0 is good);
+- ``median_s``: median seconds per explanation (one image, one target).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from taskcam.data.shapes import HELDOUT_SEED, make_sample
+from taskcam.engine import Explainer
+from taskcam.errors import TaskcamError
+from taskcam.methods import get_method
+from taskcam.metrics import (
+    deletion,
+    energy_pointing_game,
+    insertion,
+    pointing_game,
+    randomization_check,
+    road,
+)
+
+__all__ = [
+    "COLUMNS",
+    "DEFAULT_METHODS",
+    "EvalRow",
+    "evaluate",
+    "format_table",
+    "heldout_classification",
+    "write_table",
+]
+
+DEFAULT_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam", "scorecam")
+COLUMNS = (
+    "model",
+    "method",
+    "images",
+    "pointing_game",
+    "energy_pg",
+    "energy_mask",
+    "deletion",
+    "insertion",
+    "road_morf",
+    "road_lerf",
+    "sanity",
+    "median_s",
+)
+
+
+@dataclass
+class EvalRow:
+    """One (model, method) line of the table; metric values are means over the images."""
+
+    model: str
+    method: str
+    images: int
+    pointing_game: float
+    energy_pg: float
+    energy_mask: float
+    deletion: float
+    insertion: float
+    road_morf: float
+    road_lerf: float
+    sanity: float
+    median_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {c: getattr(self, c) for c in COLUMNS}
+
+
+def heldout_classification(
+    n: int, seed: int = HELDOUT_SEED, size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` single-object held-out images.
+
+    Returns:
+        ``images: Tensor[N, 3, S, S]`` in [0, 1], ``labels: Tensor[N]``, object
+        ``masks: BoolTensor[N, S, S]`` and ``boxes: Tensor[N, 4]`` (xyxy pixels).
+    """
+    images, labels, masks, boxes = [], [], [], []
+    for i in range(n):
+        s = make_sample(i, seed=seed, size=size, max_objects=1)
+        images.append(torch.from_numpy(s.image).permute(2, 0, 1).float() / 255)
+        labels.append(int(s.labels[0]))
+        masks.append(torch.from_numpy(s.masks[0]))
+        boxes.append(torch.from_numpy(s.boxes[0]))
+    return torch.stack(images), torch.tensor(labels), torch.stack(masks), torch.stack(boxes)
+
+
+class _Normalised(torch.nn.Module):
+    """The zoo model with its normalisation folded in, so metrics perturb [0, 1] pixels."""
+
+    def __init__(self, model: torch.nn.Module, mean, std) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)
+
+
+def _class_score(model: torch.nn.Module, k: int):
+    def score(x: torch.Tensor) -> torch.Tensor:
+        return F.softmax(model(x), dim=1)[:, k]
+
+    return score
+
+
+def _explain_fn(layers, method, reshape, targets):
+    def explain_fn(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return Explainer(model, layers, method, reshape=reshape)(x, targets).maps[:, 0]
+
+    return explain_fn
+
+
+def evaluate(
+    models: Sequence[str] = ("shapes-cnn",),
+    methods: Sequence[str] = DEFAULT_METHODS,
+    *,
+    n: int = 100,
+    seed: int = HELDOUT_SEED,
+    tolerance: Optional[int] = None,
+    sanity_images: int = 8,
+    steps: int = 16,
+    progress: bool = True,
+) -> list[EvalRow]:
+    """Score ``methods`` on the shapes zoo ``models`` over ``n`` held-out images.
+
+    Args:
+        models: zoo names of shapes classifiers (``shapes-cnn``, ``shapes-vit``, ``shapes-swin``).
+        methods: registered method names.
+        n: held-out images per model.
+        seed: the held-out stream (by default one no zoo model trained on).
+        tolerance: pointing-game tolerance in pixels; default 15 px scaled from a 224-px image
+            to the model's input size.
+        sanity_images: images used by the randomisation sanity check (it explains them once
+            per randomisation step, so it is the slow part).
+        steps: deletion/insertion curve steps.
+        progress: progress bar over (model, method, image).
+
+    Returns:
+        One :class:`EvalRow` per (model, method).
+
+    Example:
+        >>> rows = evaluate(["shapes-cnn"], ["gradcam"], n=4, progress=False)  # doctest: +SKIP
+    """
+    from taskcam.adapters.classification import ClassTarget
+    from taskcam.zoo import available_zoo, build_zoo_model
+
+    if n < 1:
+        raise TaskcamError(f"-n: need at least one image, got {n}")
+    method_objs = [get_method(m) for m in methods]
+    tasks = {entry.name: entry.task for entry in available_zoo()}
+    names = [name.removeprefix("zoo:") for name in models]
+    for name in names:
+        if name not in tasks:
+            raise TaskcamError(f"no zoo model {name!r}; the zoo has: {', '.join(tasks)}")
+        if tasks[name] != "classify" or not name.startswith("shapes-"):
+            raise TaskcamError(
+                f"zoo:{name} is a {tasks[name]} model without shapes ground truth; eval scores "
+                "the shapes classifiers in this release (shapes-cnn, shapes-vit, shapes-swin)"
+            )
+    loaded_models = [(name, build_zoo_model(name)) for name in names]
+
+    rows: list[EvalRow] = []
+    total = len(loaded_models) * len(method_objs) * n
+    bar = tqdm(total=total, desc="eval", unit="map", disable=not progress)
+    for name, loaded in loaded_models:
+        size = loaded.preprocess.size[0]
+        tol = tolerance if tolerance is not None else max(1, round(15 * size / 224))
+        images, labels, masks, boxes = heldout_classification(n, seed, size)
+        model = _Normalised(loaded.model, loaded.preprocess.mean, loaded.preprocess.std).eval()
+        layers = [f"model.{layer}" for layer in loaded.layers or []] or None
+        for method in method_objs:
+            bar.set_postfix(model=name, method=method.name)
+            cam = Explainer(model, layers, method, reshape=loaded.reshape)
+            maps, times = [], []
+            for i in range(n):
+                start = time.perf_counter()
+                exp = cam(images[i : i + 1], [ClassTarget(int(labels[i]))])
+                times.append(time.perf_counter() - start)
+                maps.append(exp.maps[0, 0])
+                bar.update()
+            maps_t = torch.stack(maps)
+            pg = pointing_game(maps_t, masks, tolerance=tol).float().mean()
+            energy = energy_pointing_game(maps_t, boxes).mean()
+            energy_mask = energy_pointing_game(maps_t, masks).mean()
+            faith = {"deletion": [], "insertion": [], "road_morf": [], "road_lerf": []}
+            for i in range(n):
+                score = _class_score(model, int(labels[i]))
+                image, sal = images[i], maps_t[i]
+                faith["deletion"].append(
+                    deletion(score, image, sal, steps=steps, baseline="mean").auc
+                )
+                faith["insertion"].append(
+                    insertion(score, image, sal, steps=steps, baseline="mean").auc
+                )
+                faith["road_morf"].append(road(score, images[i], maps_t[i], order="morf").auc)
+                faith["road_lerf"].append(road(score, images[i], maps_t[i], order="lerf").auc)
+            k = min(sanity_images, n)
+            sanity_targets = [[ClassTarget(int(c))] for c in labels[:k]]
+            explain_fn = _explain_fn(layers, method, loaded.reshape, sanity_targets)
+            steps_done = randomization_check(model, explain_fn, images[:k], max_steps=1)
+            rows.append(
+                EvalRow(
+                    model=name,
+                    method=method.name,
+                    images=n,
+                    pointing_game=float(pg),
+                    energy_pg=float(energy),
+                    energy_mask=float(energy_mask),
+                    deletion=float(np.mean(faith["deletion"])),
+                    insertion=float(np.mean(faith["insertion"])),
+                    road_morf=float(np.mean(faith["road_morf"])),
+                    road_lerf=float(np.mean(faith["road_lerf"])),
+                    sanity=float(steps_done[-1].correlation.mean()),
+                    median_s=float(statistics.median(times)),
+                )
+            )
+    bar.close()
+    return rows
+
+
+def format_table(rows: Sequence[EvalRow]) -> str:
+    """The rows as an aligned text table."""
+    cells = [list(COLUMNS)]
+    for r in rows:
+        d = r.as_dict()
+        cells.append(
+            [
+                d[c] if isinstance(d[c], str) else f"{d[c]:.4g}" if c != "images" else str(d[c])
+                for c in COLUMNS
+            ]
+        )
+    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_table(rows: Sequence[EvalRow], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``eval.csv`` and ``eval.json`` to ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out / "eval.csv", out / "eval.json"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow(r.as_dict())
+    json_path.write_text(json.dumps([r.as_dict() for r in rows], indent=2))
+    return csv_path, json_path

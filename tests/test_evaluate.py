@@ -1,0 +1,64 @@
+"""``taskcam eval``: methods × shapes zoo models scored against the held-out ground truth."""
+
+import csv
+import json
+
+import pytest
+
+from taskcam.cli import main
+from taskcam.errors import TaskcamError
+from taskcam.evaluate import COLUMNS, evaluate, format_table
+
+
+def test_eval_command_writes_csv_json_and_prints_the_table(tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = main(
+        [
+            "eval",
+            "--models",
+            "shapes-cnn",
+            "--method",
+            "gradcam,eigencam",
+            "-n",
+            "3",
+            "--sanity-images",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "pointing_game" in printed and "eigencam" in printed
+    rows = list(csv.DictReader((out / "eval.csv").open()))
+    assert [r["method"] for r in rows] == ["gradcam", "eigencam"]
+    assert list(rows[0]) == list(COLUMNS)
+    data = json.loads((out / "eval.json").read_text())
+    for row in data:
+        assert row["model"] == "shapes-cnn" and row["images"] == 3
+        for key in ("pointing_game", "energy_pg", "energy_mask", "deletion", "road_morf"):
+            assert 0.0 <= row[key] <= 1.0, (key, row[key])
+        assert -1.0 <= row["sanity"] <= 1.0
+        assert row["median_s"] > 0
+        # A map that points at the object deletes the class faster than it inserts it back,
+        # and removing its most relevant pixels hurts more than removing its least relevant.
+        assert row["deletion"] < row["insertion"]
+        assert row["road_morf"] < row["road_lerf"]
+
+
+def test_eval_on_a_transformer_uses_its_token_reshape():
+    (row,) = evaluate(["zoo:shapes-vit"], ["gradcam"], n=2, sanity_images=2, progress=False)
+    assert row.model == "shapes-vit" and 0.0 <= row.energy_pg <= 1.0
+    assert "shapes-vit" in format_table([row])
+
+
+def test_eval_refuses_what_it_cannot_score():
+    with pytest.raises(TaskcamError, match="shapes-fasterrcnn is a detect model"):
+        evaluate(["shapes-fasterrcnn"], ["gradcam"], n=2, progress=False)
+    with pytest.raises(TaskcamError, match="without shapes ground truth"):
+        evaluate(["efficientnet-lite0"], ["gradcam"], n=2, progress=False)
+    with pytest.raises(TaskcamError, match="at least one image, got 0"):
+        evaluate(["shapes-cnn"], ["gradcam"], n=0, progress=False)
+    with pytest.raises(TaskcamError, match="no zoo model 'shapes-gan'"):
+        evaluate(["shapes-gan"], ["gradcam"], n=2, progress=False)
