@@ -148,3 +148,28 @@ def test_yolo_recipe_trains_with_ultralytics_and_saves_a_loadable_pt(tmp_path):
         "triangle",
         "cross",
     ]
+
+
+@pytest.mark.parametrize("name", ["shapes-cnn", "shapes-vit", "shapes-swin"])
+def test_explain_command_runs_on_the_zoo_classifiers(name, tmp_path):
+    import json
+
+    import cv2
+    import numpy as np
+
+    from taskcam.cli import main
+    from taskcam.data import make_sample
+
+    sample = make_sample(0, seed=HELDOUT_SEED, size=64, max_objects=1)
+    image = tmp_path / "shape.png"
+    cv2.imwrite(str(image), sample.image[..., ::-1])
+    out = tmp_path / "out"
+    assert (
+        main(["explain", str(image), "--model", f"zoo:{name}", "--out", str(out), "--no-progress"])
+        == 0
+    )
+    (item,) = json.loads((out / "results.json").read_text())["items"]
+    (target,) = item["targets"]
+    assert target["class_id"] == int(sample.labels[0])
+    heatmap = np.load(out / target["heatmap"])
+    assert heatmap.shape == (64, 64) and np.isfinite(heatmap).all() and heatmap.max() == 1.0
