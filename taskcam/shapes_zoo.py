@@ -281,12 +281,15 @@ def _yolo(pretrained: bool, path: Optional[Path]) -> LoadedModel:
                 f"zoo:shapes-yolo: weights {file} are missing; train them with "
                 "`taskcam zoo train shapes-yolo`"
             )
-        yolo = YOLO(str(file))
+        model = YOLO(str(file)).model.float().eval()
     else:
+        from ultralytics.nn.tasks import DetectionModel
+
         from taskcam.train import yolo_yaml
 
-        yolo = YOLO(str(yolo_yaml()))
-    model = yolo.model.float().eval()
+        # The same YOLOv8n with four classes, random weights (not the yaml's 80 COCO classes).
+        model = DetectionModel(yolo_yaml(), nc=len(CLASSES), verbose=False).eval()
+        model.names = dict(enumerate(CLASSES))
     return LoadedModel(
         model=model,
         spec="zoo:shapes-yolo",

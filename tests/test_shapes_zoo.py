@@ -50,6 +50,7 @@ def test_zoo_spec_with_random_weights_builds_the_same_architecture(name):
     assert fresh.task == shipped.task and fresh.class_names == shipped.class_names
     a, b = shipped.model.state_dict(), fresh.model.state_dict()
     assert a.keys() == b.keys()
+    assert all(a[k].shape == b[k].shape for k in a)
     assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
 
 
