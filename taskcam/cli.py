@@ -44,7 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--task", choices=("classify", "detect", "segment"))
     ex.add_argument("--method", default="gradcam", help="method name(s), comma-separated")
     ex.add_argument("--layer", help="target layer name(s), comma-separated")
-    ex.add_argument("--targets", default="top1", help="top1 (default), top3, 285,281, names")
+    ex.add_argument(
+        "--targets",
+        help="classify: top1 (default), top3, 285,281, names; segment: all (default) or 1,3",
+    )
     ex.add_argument("--out", default="taskcam-out", help="output folder (default taskcam-out)")
     ex.add_argument("--device", default="cpu")
     ex.add_argument("--size", type=_ints, help="input size: S or H,W")

@@ -171,8 +171,45 @@ def _torchvision(name: str, pretrained: bool) -> LoadedModel:
     if hasattr(transform, "crop_size"):
         size = int(transform.crop_size[0])
         pre = Preprocess((size, size), tuple(transform.mean), tuple(transform.std))
+    elif task == "segment" and getattr(transform, "resize_size", None):
+        size = int(transform.resize_size[0])
+        pre = Preprocess((size, size), tuple(transform.mean), tuple(transform.std))
     names = list(default.meta.get("categories") or []) or None
     return LoadedModel(model, f"torchvision:{name}", task=task, preprocess=pre, class_names=names)
+
+
+def _smp(rest: str, pretrained: bool) -> LoadedModel:
+    """``smp:ARCH:ENCODER[:CLASSES]``, e.g. ``smp:Unet:resnet34:21``."""
+    parts = rest.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise TaskcamError(
+            f"--model smp:{rest}: expected smp:ARCH:ENCODER or smp:ARCH:ENCODER:CLASSES"
+        )
+    try:
+        import segmentation_models_pytorch as smp
+    except ImportError as e:
+        raise TaskcamError(
+            "smp: models need segmentation-models-pytorch (pip install 'taskcam[seg]')"
+        ) from e
+    arch, encoder = parts[0], parts[1]
+    try:
+        classes = int(parts[2]) if len(parts) == 3 else 1
+    except ValueError as e:
+        raise TaskcamError(
+            f"--model smp:{rest}: CLASSES must be an integer, got {parts[2]!r}"
+        ) from e
+    archs = {name.lower(): name for name in dir(smp) if isinstance(getattr(smp, name), type)}
+    if arch.lower() not in archs or not issubclass(getattr(smp, archs[arch.lower()]), nn.Module):
+        known = sorted(n for n in archs.values() if n[0].isupper() and "Encoder" not in n)
+        raise TaskcamError(f"--model smp:{rest}: no architecture {arch!r}; smp has {known}")
+    try:
+        model = getattr(smp, archs[arch.lower()])(
+            encoder, encoder_weights="imagenet" if pretrained else None, classes=classes
+        )
+    except Exception as e:  # noqa: BLE001 - unknown encoders and download errors vary
+        hint = "; pass --weights PATH or --weights none" if pretrained else ""
+        raise TaskcamError(f"smp:{rest}: cannot build it ({type(e).__name__}: {e}){hint}") from e
+    return LoadedModel(model, f"smp:{rest}", task="segment", preprocess=Preprocess((512, 512)))
 
 
 def _factory(spec: str) -> LoadedModel:
@@ -237,7 +274,9 @@ def load_model(
         from taskcam.zoo import build_zoo_model
 
         loaded = build_zoo_model(rest, pretrained=not random_init and weights is None)
-    elif prefix in ("yolo", "smp"):
+    elif prefix == "smp":
+        loaded = _smp(rest, pretrained)
+    elif prefix == "yolo":
         raise TaskcamError(
             f"--model {spec}: {prefix} models come with the detection/segmentation adapters, "
             "which are not part of this release yet"

@@ -60,6 +60,23 @@ def maps_to_image(maps: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return out.clamp(0, 1).reshape(*lead, height, width)
 
 
+def _to_image_mask(region: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """A model-grid mask ``[h, w]`` resized (nearest) to the original image, as numpy."""
+    up = F.interpolate(region[None, None].float(), size=(height, width), mode="nearest")
+    return up[0, 0].bool().cpu().numpy()
+
+
+def outline(picture: np.ndarray, mask: np.ndarray, color=(255, 255, 255)) -> np.ndarray:
+    """Draw the outline of ``mask`` (``bool[H, W]``) on an RGB picture, with a dark edge."""
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    out = np.ascontiguousarray(picture.copy())
+    cv2.drawContours(out, contours, -1, (0, 0, 0), 3)
+    cv2.drawContours(out, contours, -1, color, 1)
+    return out
+
+
 def _stem(path: Path, used: set[str]) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem) or "image"
     name, n = stem, 1
@@ -83,7 +100,7 @@ def explain_files(
     *,
     methods: Sequence[str] = ("gradcam",),
     layers: Optional[Sequence[str]] = None,
-    targets: str = "top1",
+    targets: Optional[str] = None,
     colormap: str = "jet",
     batch_size: Optional[int] = None,
     aug_smooth: bool = False,
@@ -103,7 +120,8 @@ def explain_files(
         out_dir: output folder (created).
         methods: registered method names.
         layers: target layers; default: the model's preferred layers or the last feature map.
-        targets: ``top1``, ``top3``, ``285,281`` or class names.
+        targets: classification ``top1`` (default), ``top3``, ``285,281`` or class names;
+            segmentation ``all`` (default: every predicted class) or class ids.
         colormap: OpenCV colormap of the overlays.
         batch_size: perturbed inputs per forward for perturbation methods.
         aug_smooth: test-time augmentation smoothing.
@@ -119,11 +137,20 @@ def explain_files(
         >>> lm = load_model("torchvision:resnet18", weights="none")  # doctest: +SKIP
         >>> explain_files(lm, ["cat.png"], "out", methods=["gradcam"])  # doctest: +SKIP
     """
-    if loaded.task != "classify":
+    if loaded.task not in ("classify", "segment"):
         raise TaskcamError(
-            f"task {loaded.task!r}: only classification is supported by this release"
+            f"task {loaded.task!r}: this release explains classification and segmentation models"
         )
     from taskcam.adapters.classification import logits_of, parse_targets
+    from taskcam.adapters.segmentation import (
+        default_segmentation_layers,
+        region_targets,
+        seg_logits,
+    )
+
+    segment = loaded.task == "segment"
+    if targets is None:
+        targets = "all" if segment else "top1"
 
     method_objs = [get_method(m) for m in methods]
     if not method_objs:
@@ -135,7 +162,9 @@ def explain_files(
     out.mkdir(parents=True, exist_ok=True)
     model, pre, names = loaded.model, loaded.preprocess, loaded.class_names
     device = next(iter(model.parameters()), torch.zeros(())).device
-    layer_names = list(layers or loaded.layers or [])
+    layer_names = list(
+        layers or loaded.layers or (default_segmentation_layers(model) if segment else None) or []
+    )
     explainers: dict[str, Explainer] = {}
     items: list[dict[str, Any]] = []
     failures: list[tuple[str, str]] = []
@@ -153,9 +182,14 @@ def explain_files(
         if not layer_names:
             layer_names = [default_layer(model, x)]
         output = _predict(model, x)
-        logits = logits_of(output)
-        target_rows = parse_targets(targets, logits, class_names=names)
-        probs = logits.softmax(dim=1)[0]
+        if segment:
+            target_rows = region_targets(output, targets, class_names=names)
+            regions = [t.mask(output)[0] for t in target_rows[0]]
+            probs = seg_logits(output).softmax(dim=1)[0]  # [K, h, w]
+        else:
+            logits = logits_of(output)
+            target_rows = parse_targets(targets, logits, class_names=names)
+            probs = logits.softmax(dim=1)[0]
         stem = _stem(path, used)
         (out / stem).mkdir(exist_ok=True)
         records: list[dict[str, Any]] = []
@@ -177,25 +211,36 @@ def explain_files(
             row = []
             for t, target in enumerate(target_rows[0]):
                 k = target.class_index
-                base = f"{stem}/class{k}_{method.name}"
+                base = f"{stem}/{'region' if segment else 'class'}{k}_{method.name}"
                 np.save(out / f"{base}.npy", maps[t])
                 picture = overlay(image, maps[t], colormap=colormap)
+                record: dict[str, Any] = {
+                    "kind": "region" if segment else "class",
+                    "index": t,
+                    "class_id": k,
+                    "class_name": names[k] if names and k < len(names) else str(k),
+                    "score": float(exp.scores[0, t]),
+                }
+                if segment:
+                    region = regions[t]
+                    pixels = int(region.sum())
+                    picture = outline(picture, _to_image_mask(region, height, width))
+                    record["pixels"] = pixels
+                    record["mean_score"] = float(exp.scores[0, t]) / max(1, pixels)
+                    record["mean_probability"] = float(probs[k][region].mean()) if pixels else 0.0
+                else:
+                    record["probability"] = float(probs[k])
                 save_image(out / f"{base}.png", picture)
                 row.append(picture)
-                records.append(
+                record.update(
                     {
-                        "kind": "class",
-                        "index": t,
-                        "class_id": k,
-                        "class_name": names[k] if names and k < len(names) else str(k),
-                        "score": float(exp.scores[0, t]),
-                        "probability": float(probs[k]),
                         "method": method.name,
                         "heatmap": f"{base}.npy",
                         "overlay": f"{base}.png",
                         "empty": bool(exp.empty[0, t]),
                     }
                 )
+                records.append(record)
             tiles.append(row)
         item: dict[str, Any] = {
             "image": str(path),
