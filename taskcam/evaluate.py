@@ -3,6 +3,8 @@
 For every (model, method) pair the table holds, averaged over the images:
 
 - ``pointing_game``: the map's maximum falls on the explained object (within ``tolerance`` px);
+For ``shapes-unet`` the object is the ground-truth region of the explained class.
+
 - ``energy_pg``: share of the map's energy inside the object's box (the energy-based pointing
   game of Wang et al., CVPR-W 2020, is defined on boxes); ``energy_mask``: the same inside the
   object's mask (stricter: the box's corners do not count);
@@ -140,6 +142,62 @@ def _explain_fn(layers, method, reshape, targets):
     return explain_fn
 
 
+@dataclass
+class _Case:
+    """One explanation to score: an image, its target, the ground truth and a score function."""
+
+    image: torch.Tensor  # [3, S, S] in [0, 1]
+    target: Any
+    mask: torch.Tensor  # BoolTensor[S, S]
+    box: torch.Tensor  # [4] xyxy
+    score: Any  # images [N, 3, S, S] -> Tensor[N] in [0, 1]
+
+
+def _classification_cases(model, n: int, seed: int, size: int) -> list[_Case]:
+    from taskcam.adapters.classification import ClassTarget
+
+    images, labels, masks, boxes = heldout_classification(n, seed, size)
+    return [
+        _Case(
+            images[i],
+            ClassTarget(int(labels[i])),
+            masks[i],
+            boxes[i],
+            _class_score(model, int(labels[i])),
+        )
+        for i in range(n)
+    ]
+
+
+def _region_score(model: torch.nn.Module, k: int, region: torch.Tensor):
+    def score(x: torch.Tensor) -> torch.Tensor:
+        probs = F.softmax(model(x), dim=1)[:, k]  # [N, H, W]
+        return (probs * region).sum(dim=(1, 2)) / region.sum().clamp(min=1)
+
+    return score
+
+
+def _segmentation_cases(model, n: int, seed: int, size: int) -> list[_Case]:
+    """One case per (image, object class present): the class's predicted region is the target."""
+    from taskcam.adapters.segmentation import RegionTarget
+
+    cases = []
+    for i in range(n):
+        s = make_sample(i, seed=seed, size=size)
+        image = torch.from_numpy(s.image).permute(2, 0, 1).float() / 255
+        with torch.no_grad():
+            pred = model(image[None]).argmax(1)[0]
+        semantic = torch.from_numpy(s.semantic)
+        for k in sorted(set(int(c) + 1 for c in s.labels)):
+            gt = semantic == k
+            ys, xs = torch.nonzero(gt, as_tuple=True)
+            box = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
+            region = pred == k
+            target = RegionTarget(k, region if region.any() else gt)
+            cases.append(_Case(image, target, gt, box, _region_score(model, k, target.region)))
+    return cases
+
+
 def evaluate(
     models: Sequence[str] = ("shapes-cnn",),
     methods: Sequence[str] = DEFAULT_METHODS,
@@ -153,17 +211,22 @@ def evaluate(
 ) -> list[EvalRow]:
     """Score ``methods`` on the shapes zoo ``models`` over ``n`` held-out images.
 
+    Classifiers explain each image's object class. ``shapes-unet`` explains each object class
+    present in an image as a Seg-Grad-CAM region target (the pixels it predicts as that
+    class); its metrics use the ground-truth class region, and its deletion/insertion/ROAD
+    score is the class's mean probability over the predicted region.
+
     Args:
-        models: zoo names of shapes classifiers (``shapes-cnn``, ``shapes-vit``, ``shapes-swin``).
+        models: zoo names of shapes models (``shapes-cnn``, ``shapes-vit``, ``shapes-swin``,
+            ``shapes-unet``).
         methods: registered method names.
         n: held-out images per model.
         seed: the held-out stream (by default one no zoo model trained on).
         tolerance: pointing-game tolerance in pixels; default 15 px scaled from a 224-px image
             to the model's input size.
-        sanity_images: images used by the randomisation sanity check (it explains them once
-            per randomisation step, so it is the slow part).
+        sanity_images: explanations used by the randomisation sanity check.
         steps: deletion/insertion curve steps.
-        progress: progress bar over (model, method, image).
+        progress: progress bar over (model, method, explanation).
 
     Returns:
         One :class:`EvalRow` per (model, method).
@@ -171,7 +234,6 @@ def evaluate(
     Example:
         >>> rows = evaluate(["shapes-cnn"], ["gradcam"], n=4, progress=False)  # doctest: +SKIP
     """
-    from taskcam.adapters.classification import ClassTarget
     from taskcam.zoo import available_zoo, build_zoo_model
 
     if n < 1:
@@ -182,29 +244,38 @@ def evaluate(
     for name in names:
         if name not in tasks:
             raise TaskcamError(f"no zoo model {name!r}; the zoo has: {', '.join(tasks)}")
-        if tasks[name] != "classify" or not name.startswith("shapes-"):
+        if tasks[name] == "detect" or not name.startswith("shapes-"):
             raise TaskcamError(
-                f"zoo:{name} is a {tasks[name]} model without shapes ground truth; eval scores "
-                "the shapes classifiers in this release (shapes-cnn, shapes-vit, shapes-swin)"
+                f"zoo:{name} is a {tasks[name]} model without shapes ground truth for eval in "
+                "this release; eval scores shapes-cnn, shapes-vit, shapes-swin and shapes-unet"
             )
     loaded_models = [(name, build_zoo_model(name)) for name in names]
 
     rows: list[EvalRow] = []
-    total = len(loaded_models) * len(method_objs) * n
-    bar = tqdm(total=total, desc="eval", unit="map", disable=not progress)
+    bar = tqdm(desc="eval", unit="map", disable=not progress)
     for name, loaded in loaded_models:
         size = loaded.preprocess.size[0]
         tol = tolerance if tolerance is not None else max(1, round(15 * size / 224))
-        images, labels, masks, boxes = heldout_classification(n, seed, size)
         model = _Normalised(loaded.model, loaded.preprocess.mean, loaded.preprocess.std).eval()
-        layers = [f"model.{layer}" for layer in loaded.layers or []] or None
+        layers = loaded.layers
+        if loaded.task == "segment":
+            from taskcam.adapters.segmentation import default_segmentation_layers
+
+            layers = layers or default_segmentation_layers(loaded.model)
+            cases = _segmentation_cases(model, n, seed, size)
+        else:
+            cases = _classification_cases(model, n, seed, size)
+        layers = [f"model.{layer}" for layer in layers or []] or None
+        bar.total = (bar.total or 0) + len(cases) * len(method_objs)
+        masks = torch.stack([c.mask for c in cases])
+        boxes = torch.stack([c.box for c in cases])
         for method in method_objs:
             bar.set_postfix(model=name, method=method.name)
             cam = Explainer(model, layers, method, reshape=loaded.reshape)
             maps, times = [], []
-            for i in range(n):
+            for case in cases:
                 start = time.perf_counter()
-                exp = cam(images[i : i + 1], [ClassTarget(int(labels[i]))])
+                exp = cam(case.image[None], [case.target])
                 times.append(time.perf_counter() - start)
                 maps.append(exp.maps[0, 0])
                 bar.update()
@@ -213,21 +284,20 @@ def evaluate(
             energy = energy_pointing_game(maps_t, boxes).mean()
             energy_mask = energy_pointing_game(maps_t, masks).mean()
             faith = {"deletion": [], "insertion": [], "road_morf": [], "road_lerf": []}
-            for i in range(n):
-                score = _class_score(model, int(labels[i]))
-                image, sal = images[i], maps_t[i]
+            for case, sal in zip(cases, maps_t):
+                image, score = case.image, case.score
                 faith["deletion"].append(
                     deletion(score, image, sal, steps=steps, baseline="mean").auc
                 )
                 faith["insertion"].append(
                     insertion(score, image, sal, steps=steps, baseline="mean").auc
                 )
-                faith["road_morf"].append(road(score, images[i], maps_t[i], order="morf").auc)
-                faith["road_lerf"].append(road(score, images[i], maps_t[i], order="lerf").auc)
-            k = min(sanity_images, n)
-            sanity_targets = [[ClassTarget(int(c))] for c in labels[:k]]
-            explain_fn = _explain_fn(layers, method, loaded.reshape, sanity_targets)
-            steps_done = randomization_check(model, explain_fn, images[:k], max_steps=1)
+                faith["road_morf"].append(road(score, image, sal, order="morf").auc)
+                faith["road_lerf"].append(road(score, image, sal, order="lerf").auc)
+            sample = cases[: min(sanity_images, len(cases))]
+            explain_fn = _explain_fn(layers, method, loaded.reshape, [[c.target] for c in sample])
+            images = torch.stack([c.image for c in sample])
+            steps_done = randomization_check(model, explain_fn, images, max_steps=1)
             rows.append(
                 EvalRow(
                     model=name,

@@ -62,3 +62,12 @@ def test_eval_refuses_what_it_cannot_score():
         evaluate(["shapes-cnn"], ["gradcam"], n=0, progress=False)
     with pytest.raises(TaskcamError, match="no zoo model 'shapes-gan'"):
         evaluate(["shapes-gan"], ["gradcam"], n=2, progress=False)
+
+
+def test_eval_on_the_shapes_unet_scores_region_targets():
+    (row,) = evaluate(["shapes-unet"], ["gradcam"], n=1, sanity_images=1, progress=False)
+    assert row.model == "shapes-unet" and row.images == 1
+    # The Unet's region maps sit on the class region, and deleting the most relevant pixels
+    # first drops the class's mean probability over its region faster than its reverse.
+    assert row.pointing_game == 1.0 and row.energy_mask > 0.6
+    assert row.deletion < row.insertion and row.road_morf < row.road_lerf
