@@ -1,0 +1,637 @@
+"""Ultralytics YOLO adapter: detections and instances explained through the plain ``nn.Module``.
+
+``YOLO.predict`` runs under ``torch.inference_mode`` and hides which anchor produced a box, so
+this adapter works on the underlying ``DetectionModel`` / ``SegmentationModel`` instead:
+
+1. :func:`letterbox` prepares an image exactly as ultralytics does (gray 114 padding);
+2. :func:`detect` runs the model once without gradients and applies its own NMS over the raw
+   anchor candidates, so each kept detection remembers its *candidate* (anchor index);
+3. :class:`YoloDetectionTarget` reads that candidate's class score (or a box side) from the
+   raw predictions of any later forward, which is differentiable;
+4. the engine explains all detections of an image in one forward and one batched backward, and
+   :meth:`LetterboxInfo.map_to_image` brings the maps back to the original image.
+
+What this relies on in ultralytics 8.x (``ultralytics/nn/modules/head.py``), eval mode:
+
+* ``Detect.forward`` returns ``(y, preds)`` with ``y: Tensor[B, 4 + nc, A]``: boxes as
+  ``cx, cy, w, h`` in input pixels, then the sigmoid of the class logits; ``A`` runs over the
+  anchors of every level, finest stride first, row-major within a level. ``preds`` is a dict
+  (older releases: a list of per-level feature maps). In export mode ``y`` comes alone.
+* ``Segment.forward`` returns ``((y, protos), preds)`` with ``y: Tensor[B, 4 + nc + nm, A]``
+  (mask coefficients last) and ``protos: Tensor[B, nm, H/4, W/4]``; older releases returned
+  ``(y, (feats, mc, protos))``, and export mode ``(y, protos)``. All of these are accepted.
+* End-to-end heads (YOLOv10, YOLO26) return top-k boxes without anchor indices when
+  ``head.end2end`` is on; :func:`load_yolo` switches such a head to its one-to-many branch
+  (``end2end = False``) so that candidates exist. Training mode returns a dict and is refused.
+
+Example:
+    >>> import numpy as np, taskcam
+    >>> model = load_yolo("yolov8n.yaml", nc=4)  # random weights
+    >>> x, info = letterbox(np.zeros((200, 320, 3), np.uint8), size=256)
+    >>> dets = detect(model, x, conf=0.0, max_det=2)
+    >>> exp = taskcam.explain(model, x, detection_targets(dets), layers=default_layers(model)[:1])
+    >>> info.map_to_image(exp.maps).shape
+    torch.Size([1, 2, 200, 320])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from taskcam.adapters.detection import Candidates, Detections, DetectionTarget
+from taskcam.errors import TaskcamError
+
+__all__ = [
+    "Detections",
+    "LetterboxInfo",
+    "YoloAdapter",
+    "YoloDetectionTarget",
+    "YoloInstanceTarget",
+    "candidate_layer",
+    "default_layers",
+    "detect",
+    "detection_targets",
+    "letterbox",
+    "load_yolo",
+    "raw_predictions",
+    "yolo_task",
+]
+
+PAD_VALUE = 114
+"""Gray level of ultralytics' letterbox padding."""
+_TASKS = ("detect", "segment")
+
+
+# -- loading -------------------------------------------------------------------------------------
+def _ultralytics() -> None:
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    try:
+        import ultralytics  # noqa: F401
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise TaskcamError("YOLO models need ultralytics (pip install 'taskcam[yolo]')") from e
+
+
+def yolo_task(model: Any) -> str:
+    """The task of a loaded ultralytics model, checked to be ``"detect"`` or ``"segment"``.
+
+    Args:
+        model: an ultralytics ``BaseModel`` (``DetectionModel``, ``ClassificationModel``...).
+
+    Raises:
+        TaskcamError: the model is a classify, pose, obb or other model (the message names it).
+    """
+    _ultralytics()
+    from ultralytics.nn.tasks import guess_model_task
+
+    # The architecture decides, from the yaml's head module when there is one: ``model.task``
+    # and ``model.args`` may hold ultralytics' default train args ("detect").
+    cfg = getattr(model, "yaml", None)
+    task = guess_model_task(cfg if isinstance(cfg, dict) else model)
+    if task not in _TASKS:
+        raise TaskcamError(
+            f"{type(model).__name__} is a {task!r} model; the YOLO adapter explains "
+            f"detect and segment models only"
+        )
+    return task
+
+
+def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn.Module:
+    """The ``nn.Module`` of an ultralytics detection or segmentation model, float32, eval mode.
+
+    Args:
+        path_or_yaml: a local ``.pt`` checkpoint, or a model yaml (a local file or one bundled
+            with ultralytics such as ``"yolov8n-seg.yaml"``, built with random weights).
+        nc: number of classes for a yaml (default: the yaml's own); for a ``.pt`` it must
+            match the checkpoint if given.
+
+    Returns:
+        A ``DetectionModel`` or ``SegmentationModel``; ``model.names`` maps class ids to names.
+
+    Raises:
+        TaskcamError: a missing file, an unknown suffix, a task other than detect/segment,
+            or ``nc`` that disagrees with a checkpoint.
+
+    Example:
+        >>> type(load_yolo("yolov8n-seg.yaml", nc=3)).__name__
+        'SegmentationModel'
+    """
+    _ultralytics()
+    from ultralytics.nn.tasks import (
+        DetectionModel,
+        SegmentationModel,
+        guess_model_task,
+        load_checkpoint,
+        yaml_model_load,
+    )
+
+    path = Path(path_or_yaml)
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        try:
+            cfg = yaml_model_load(path)
+        except (FileNotFoundError, OSError) as e:
+            raise TaskcamError(
+                f"YOLO model yaml {str(path_or_yaml)!r} not found (neither a local file nor "
+                "one bundled with ultralytics)"
+            ) from e
+        task = guess_model_task(cfg)
+        if task not in _TASKS:
+            raise TaskcamError(
+                f"{path_or_yaml}: the yaml builds a {task!r} model; the YOLO adapter explains "
+                "detect and segment models only"
+            )
+        cls = SegmentationModel if task == "segment" else DetectionModel
+        if nc is not None:
+            cfg["nc"] = nc  # set here rather than overridden (and logged) by ultralytics
+        model = cls(cfg, nc=nc, verbose=False)
+        model.task = task
+        model.names = {i: str(i) for i in range(model.model[-1].nc)}
+    elif suffix == ".pt":
+        if not path.is_file():
+            raise TaskcamError(f"YOLO weights {str(path_or_yaml)!r} not found")
+        model, _ = load_checkpoint(str(path))
+        try:
+            yolo_task(model)
+        except TaskcamError as e:
+            raise TaskcamError(f"{path_or_yaml}: {e}") from None
+        head_nc = model.model[-1].nc
+        if nc is not None and nc != head_nc:
+            raise TaskcamError(f"nc={nc} but the checkpoint {path_or_yaml} has {head_nc} classes")
+    else:
+        raise TaskcamError(
+            f"path_or_yaml: expected a .pt checkpoint or a .yaml model, got {str(path_or_yaml)!r}"
+        )
+    head = model.model[-1]
+    if getattr(head, "end2end", False) and getattr(head, "cv2", None) is not None:
+        head.end2end = False  # the one-to-many branch keeps one prediction per anchor
+    return model.float().eval()
+
+
+def default_layers(model: nn.Module) -> list[str]:
+    """Names of the modules feeding the Detect/Segment head: the neck outputs, finest first.
+
+    ``model.model[-1].f`` indexes them (``["model.15", "model.18", "model.21"]`` for YOLOv8:
+    strides 8, 16, 32). The finest one receives gradient from every candidate, since the
+    coarser levels are computed from it; :func:`candidate_layer` picks the level a candidate
+    was predicted on.
+
+    Example:
+        >>> default_layers(load_yolo("yolov8n.yaml"))
+        ['model.15', 'model.18', 'model.21']
+    """
+    head = _head(model)
+    return [f"model.{i}" for i in head.f]
+
+
+def candidate_layer(model: nn.Module, candidate: int, size: Union[int, Sequence[int]]) -> str:
+    """Name of the neck output at the stride where ``candidate`` was predicted.
+
+    Args:
+        model: the YOLO model.
+        candidate: an index into the anchor dimension ``A`` of :func:`raw_predictions`.
+        size: the input's ``S`` or ``(H, W)``.
+
+    Example:
+        >>> m = load_yolo("yolov8n.yaml")
+        >>> candidate_layer(m, 0, 256), candidate_layer(m, 1343, 256)
+        ('model.15', 'model.21')
+    """
+    head = _head(model)
+    h, w = (size, size) if isinstance(size, int) else size
+    start = 0
+    for i, stride in zip(head.f, head.stride.tolist()):
+        count = int(h // stride) * int(w // stride)
+        if candidate < start + count:
+            return f"model.{i}"
+        start += count
+    raise TaskcamError(f"candidate {candidate} is out of range: {start} anchors at {h}x{w}")
+
+
+def _head(model: nn.Module) -> nn.Module:
+    layers = getattr(model, "model", None)
+    if not isinstance(layers, nn.Sequential) or not hasattr(layers[-1], "f"):
+        raise TaskcamError(f"{type(model).__name__} is not an ultralytics YOLO model")
+    return layers[-1]
+
+
+# -- letterbox -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LetterboxInfo:
+    """How :func:`letterbox` placed an image on the ``S × S`` input, to undo it.
+
+    Attributes:
+        height, width: the original image's size.
+        size: the input side ``S``.
+        ratio: the scale applied, ``min(S / height, S / width)``.
+        left, top: the padding before the resized image, in input pixels.
+        new_width, new_height: the resized image's size inside the input.
+    """
+
+    height: int
+    width: int
+    size: int
+    ratio: float
+    left: int
+    top: int
+    new_width: int
+    new_height: int
+
+    def boxes_to_image(self, boxes: torch.Tensor) -> torch.Tensor:
+        """``Tensor[N, 4]`` xyxy in input pixels -> original-image pixels, clipped to the image."""
+        offset = boxes.new_tensor([self.left, self.top, self.left, self.top])
+        out = (boxes - offset) / self.ratio
+        limit = boxes.new_tensor([self.width, self.height, self.width, self.height])
+        return torch.minimum(out.clamp(min=0), limit)
+
+    def boxes_to_input(self, boxes: torch.Tensor) -> torch.Tensor:
+        """``Tensor[N, 4]`` xyxy in original-image pixels -> input pixels."""
+        offset = boxes.new_tensor([self.left, self.top, self.left, self.top])
+        return boxes * self.ratio + offset
+
+    def map_to_image(self, maps: torch.Tensor) -> torch.Tensor:
+        """``Tensor[..., S, S]`` -> ``Tensor[..., height, width]``: crop the padding, resize.
+
+        Bilinear resizing keeps maps in [0, 1] in [0, 1].
+        """
+        if maps.shape[-2:] != (self.size, self.size):
+            raise TaskcamError(
+                f"maps: expected Tensor[..., {self.size}, {self.size}], got {tuple(maps.shape)}"
+            )
+        crop = maps[
+            ..., self.top : self.top + self.new_height, self.left : self.left + self.new_width
+        ]
+        lead = crop.shape[:-2]
+        flat = crop.reshape(-1, 1, *crop.shape[-2:]).float()
+        out = F.interpolate(
+            flat, size=(self.height, self.width), mode="bilinear", align_corners=False
+        )
+        return out.reshape(*lead, self.height, self.width).to(maps.dtype)
+
+
+def letterbox(
+    image: np.ndarray, size: int = 640, stride: int = 32
+) -> tuple[torch.Tensor, LetterboxInfo]:
+    """Resize keeping the aspect ratio and pad to ``size × size``, as ultralytics does.
+
+    Same arithmetic as ``ultralytics.data.augment.LetterBox(auto=False)``: scale
+    ``r = min(S / h, S / w)``, bilinear resize to ``round(w r) × round(h r)``, gray 114 padding
+    split evenly (the odd pixel goes bottom/right).
+
+    Args:
+        image: ``uint8[H, W, 3]`` RGB.
+        size: the input side ``S``; a multiple of ``stride``.
+        stride: the model's largest stride.
+
+    Returns:
+        ``(x, info)``: ``x: Tensor[1, 3, S, S]`` float in [0, 1], and the placement.
+
+    Example:
+        >>> x, info = letterbox(np.zeros((200, 320, 3), np.uint8), size=256)
+        >>> x.shape, info.top, info.new_height
+        (torch.Size([1, 3, 256, 256]), 48, 160)
+    """
+    import cv2
+
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        got = getattr(image, "shape", type(image).__name__)
+        raise TaskcamError(f"image: expected a uint8[H, W, 3] array, got {got}")
+    if image.dtype != np.uint8:
+        raise TaskcamError(f"image: expected dtype uint8, got {image.dtype}")
+    if not isinstance(size, int) or size <= 0 or size % stride:
+        raise TaskcamError(f"size: expected a positive multiple of stride {stride}, got {size!r}")
+    h, w = image.shape[:2]
+    r = min(size / h, size / w)
+    new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
+    if (new_w, new_h) != (w, h):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    dw, dh = (size - new_w) / 2, (size - new_h) / 2
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    padded = cv2.copyMakeBorder(
+        image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3
+    )
+    x = torch.from_numpy(np.ascontiguousarray(padded)).permute(2, 0, 1)[None].float() / 255.0
+    return x, LetterboxInfo(h, w, size, r, left, top, new_w, new_h)
+
+
+# -- raw outputs ---------------------------------------------------------------------------------
+def _split(output: Any) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``(preds Tensor[B, 4 + nc (+ nm), A], protos Tensor[B, nm, h, w] or None)``."""
+    if isinstance(output, dict):
+        raise TaskcamError(
+            "the YOLO output is a dict of raw head outputs (a model in training mode); call "
+            "model.eval() first"
+        )
+    if isinstance(output, torch.Tensor):
+        preds, protos = output, None
+    elif isinstance(output, (tuple, list)) and output:
+        first = output[0]
+        rest = output[1] if len(output) > 1 else None
+        if isinstance(first, (tuple, list)):  # ((y, protos), preds): Segment, 8.3+
+            preds, protos = first[0], first[1] if len(first) > 1 else None
+        elif isinstance(rest, torch.Tensor) and rest.ndim == 4:  # (y, protos): Segment export
+            preds, protos = first, rest
+        elif (
+            isinstance(rest, (tuple, list))
+            and len(rest) == 3
+            and isinstance(rest[2], torch.Tensor)
+            and rest[2].ndim == 4
+        ):  # (y, (feats, mc, protos)): Segment before 8.3
+            preds, protos = first, rest[2]
+        else:  # (y, preds dict or per-level feature list): Detect
+            preds, protos = first, None
+    else:
+        raise TaskcamError(f"cannot find YOLO predictions in a {type(output).__name__} output")
+    if not isinstance(preds, torch.Tensor) or preds.ndim != 3:
+        got = tuple(preds.shape) if isinstance(preds, torch.Tensor) else type(preds).__name__
+        raise TaskcamError(f"YOLO predictions must be Tensor[B, 4 + nc, A], got {got}")
+    if preds.shape[1] > preds.shape[2]:
+        raise TaskcamError(
+            f"YOLO predictions of shape {tuple(preds.shape)} look like end-to-end top-k output "
+            "(no anchor dimension); load the model with load_yolo, which turns end2end off"
+        )
+    return preds, protos
+
+
+def raw_predictions(output: Any) -> torch.Tensor:
+    """``Tensor[B, 4 + nc (+ nm), A]``: every anchor's candidate in a YOLO model's eval output.
+
+    Rows are ``cx, cy, w, h`` in input pixels, the ``nc`` sigmoid class scores, then (segment
+    models) the ``nm`` mask coefficients. Columns are the ``A`` anchors of all levels, finest
+    stride first. Gradients flow through it.
+
+    Args:
+        output: what ``model(x)`` returned in eval mode (tuple forms of ultralytics 8.x, see
+            the module docstring).
+
+    Example:
+        >>> m = load_yolo("yolov8n.yaml", nc=4)
+        >>> raw_predictions(m(torch.rand(1, 3, 64, 64))).shape
+        torch.Size([1, 8, 84])
+    """
+    return _split(output)[0]
+
+
+def _num_classes(preds: torch.Tensor, protos: Optional[torch.Tensor]) -> int:
+    return preds.shape[1] - 4 - (0 if protos is None else protos.shape[1])
+
+
+def _xywh2xyxy(b: torch.Tensor) -> torch.Tensor:
+    """``Tensor[..., 4]`` cx, cy, w, h -> x1, y1, x2, y2."""
+    xy, wh = b[..., :2], b[..., 2:4] / 2
+    return torch.cat([xy - wh, xy + wh], dim=-1)
+
+
+# -- detection -----------------------------------------------------------------------------------
+def _masks(
+    coeffs: torch.Tensor, protos: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """``BoolTensor[N, H, W]``: sigmoid(coeffs @ protos) > 0.5, upsampled, cropped to the box."""
+    nm, ph, pw = protos.shape
+    logits = (coeffs @ protos.reshape(nm, -1)).reshape(-1, 1, ph, pw)  # [N, 1, h, w]
+    logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)[:, 0]
+    ys = torch.arange(size[0], device=boxes.device, dtype=boxes.dtype)[None, :, None]
+    xs = torch.arange(size[1], device=boxes.device, dtype=boxes.dtype)[None, None, :]
+    x1, y1, x2, y2 = (boxes[:, i, None, None] for i in range(4))
+    inside = (xs >= x1) & (xs < x2) & (ys >= y1) & (ys < y2)
+    return (logits > 0) & inside  # sigmoid > 0.5 <=> logit > 0
+
+
+def detect(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    conf: float = 0.25,
+    iou: float = 0.7,
+    max_det: int = 100,
+) -> list[Detections]:
+    """Detect without gradients, with NMS that keeps each detection's anchor candidate.
+
+    Like ultralytics' default (single-label) NMS: each anchor keeps its best class, anchors
+    scoring above ``conf`` go through per-class NMS (``torchvision.ops.batched_nms``), and the
+    best ``max_det`` remain. The model's train/eval flags are restored afterwards.
+
+    Args:
+        model: a YOLO ``DetectionModel`` or ``SegmentationModel``.
+        x: ``Tensor[B, 3, H, W]`` in [0, 1] (see :func:`letterbox`).
+        conf: minimum class score.
+        iou: NMS IoU threshold.
+        max_det: detections kept per image.
+
+    Returns:
+        One :class:`Detections` per image, best score first.
+
+    Example:
+        >>> m = load_yolo("yolov8n.yaml", nc=4)
+        >>> d = detect(m, torch.rand(1, 3, 64, 64), conf=0.0, max_det=3)[0]
+        >>> d.boxes.shape, d.candidates.dtype
+        (torch.Size([3, 4]), torch.int64)
+    """
+    from torchvision.ops import batched_nms
+
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TaskcamError(f"x: expected Tensor[B, 3, H, W], got {got}")
+    if not 0.0 <= conf <= 1.0 or not 0.0 <= iou <= 1.0 or max_det < 1:
+        raise TaskcamError(
+            f"conf, iou in [0, 1] and max_det >= 1 expected, got {conf}, {iou}, {max_det}"
+        )
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            preds, protos = _split(model(x))
+    finally:
+        for m, flag in flags:
+            m.training = flag
+    nc = _num_classes(preds, protos)
+    out: list[Detections] = []
+    for b in range(preds.shape[0]):
+        p = preds[b].T  # [A, 4 + nc (+ nm)]
+        score, cls = p[:, 4 : 4 + nc].max(dim=1)  # [A]
+        cand = torch.nonzero(score > conf if conf > 0 else score >= 0).flatten()
+        boxes = _xywh2xyxy(p[cand, :4])
+        keep = batched_nms(boxes, score[cand], cls[cand], iou)[:max_det]
+        cand = cand[keep]
+        det = Detections(
+            boxes=boxes[keep],
+            scores=score[cand],
+            classes=cls[cand].long(),
+            candidates=cand.long(),
+        )
+        if protos is not None:
+            det.masks = _masks(p[cand, 4 + nc :], protos[b], det.boxes, tuple(x.shape[-2:]))
+        out.append(det)
+    return out
+
+
+# -- targets -------------------------------------------------------------------------------------
+class YoloDetectionTarget(DetectionTarget):
+    """One candidate's class score, or one side of its box, from a YOLO model's output.
+
+    Args:
+        candidate: the anchor index (``Detections.candidates``).
+        class_id: the class whose score is explained.
+        what: ``"score"`` (the sigmoid class score) or a box side ``"x1" | "y1" | "x2" | "y2"``
+            in input pixels.
+        box: the detection's box (input pixels), needed by perturbation methods, which match
+            it by D-RISE similarity (:meth:`perturbed`).
+        layer: the neck level that predicted it (:func:`candidate_layer`), or None.
+
+    A candidate beyond the output's anchors (a resized input) scores 0, as the engine's
+    contract asks. Flips and rescales move anchors, so ``aug_smooth`` does not suit these
+    targets. YOLOv8-style heads have no objectness; for D-RISE matching a candidate's
+    objectness is its best class score.
+
+    Example:
+        >>> m = load_yolo("yolov8n.yaml", nc=4)
+        >>> YoloDetectionTarget(5, 2)(m(torch.rand(2, 3, 64, 64))).shape
+        torch.Size([2])
+    """
+
+    def _preds(self, output: Any) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        preds, protos = _split(output)
+        nc = _num_classes(preds, protos)
+        if self.class_id >= nc:
+            raise TaskcamError(f"class_id {self.class_id} does not exist: the model has {nc}")
+        return preds, protos
+
+    def _score(self, preds: torch.Tensor) -> torch.Tensor:
+        if self.candidate >= preds.shape[2]:
+            return preds.new_zeros(preds.shape[0])
+        column = preds[:, :, self.candidate]  # [B, C]
+        if self.what == "score":
+            return column[:, 4 + self.class_id]
+        side = ("x1", "y1", "x2", "y2").index(self.what)
+        return _xywh2xyxy(column[:, :4])[:, side]
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        return self._score(self._preds(output)[0])
+
+    def candidates(self, output: Any, class_id: int) -> Candidates:
+        preds, protos = self._preds(output)
+        nc = _num_classes(preds, protos)
+        probs = preds[:, 4 : 4 + nc].transpose(1, 2)  # [B, A, nc]
+        boxes = _xywh2xyxy(preds[:, :4].transpose(1, 2))  # [B, A, 4]
+        return Candidates(boxes, probs, objectness=probs.amax(dim=-1))
+
+
+class YoloInstanceTarget(YoloDetectionTarget):
+    """One instance of a YOLO segmentation model: its candidate's class score.
+
+    The class score is what ranks the instance and decides that it exists; its mask is a
+    linear mix of prototypes shared by all instances, so explaining the score is what tells
+    which pixels made the model find *this* object. Box sides work as in the parent class.
+
+    Raises:
+        TaskcamError: when called on a detection model's output (no mask prototypes).
+    """
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        preds, protos = self._preds(output)
+        if protos is None:
+            raise TaskcamError(
+                "YoloInstanceTarget needs a segmentation model's output (mask prototypes); "
+                "use YoloDetectionTarget for detection models"
+            )
+        return self._score(preds)
+
+
+def detection_targets(
+    dets: Sequence[Detections], what: str = "score", model: Optional[nn.Module] = None
+) -> list[list[YoloDetectionTarget]]:
+    """One target per detection, one list per image (instance targets for segment models).
+
+    Each target keeps its detection's box (for perturbation methods) and, when ``model`` is
+    given, the neck level that predicted it (so that the engine explains it with that level
+    when several are hooked).
+
+    The engine needs the same, non-zero number of targets for every image: pass
+    ``max_det`` to :func:`detect` and drop images without detections, or explain images
+    one at a time.
+
+    Example:
+        >>> d = Detections(torch.zeros(1, 4), torch.ones(1), torch.tensor([2]), torch.tensor([7]))
+        >>> detection_targets([d])
+        [[YoloDetectionTarget(7, 2)]]
+    """
+    out = []
+    for det in dets:
+        cls = YoloInstanceTarget if det.masks is not None else YoloDetectionTarget
+        levels = det.levels or [None] * len(det)
+        out.append(
+            [
+                cls(int(c), int(k), what, box=box, layer=level)
+                for c, k, box, level in zip(
+                    det.candidates.tolist(), det.classes.tolist(), det.boxes, levels
+                )
+            ]
+        )
+    return out
+
+
+class YoloAdapter:
+    """The YOLO family as the pipeline drives it (a ``DetectorAdapter``).
+
+    Args:
+        model: a ``DetectionModel`` / ``SegmentationModel`` (see :func:`load_yolo`).
+        size: the letterbox input side.
+        conf, iou, max_det: NMS settings, as ultralytics' ``predict``.
+        class_names: names by class id (default: ``model.names``).
+
+    Example:
+        >>> ad = YoloAdapter(load_yolo("yolov8n.yaml", nc=4), size=128, conf=0.0, max_det=2)
+        >>> x, placement = ad.prepare(np.zeros((90, 160, 3), np.uint8))
+        >>> dets = ad.detect(x)[0]
+        >>> [t.layer for t in ad.targets(dets)][:1] in (["model.15"], ["model.18"], ["model.21"])
+        True
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        size: int = 640,
+        conf: float = 0.25,
+        iou: float = 0.7,
+        max_det: int = 100,
+        class_names: Optional[Sequence[str]] = None,
+    ) -> None:
+        head = _head(model)
+        self.model = model
+        self.task = yolo_task(model)
+        self.stride = int(max(head.stride.tolist())) if hasattr(head, "stride") else 32
+        self.size, self.conf, self.iou, self.max_det = size, conf, iou, max_det
+        names = getattr(model, "names", None)
+        if class_names is None and isinstance(names, dict):
+            class_names = [str(names[i]) for i in sorted(names)]
+        elif class_names is None and isinstance(names, (list, tuple)):
+            class_names = [str(n) for n in names]
+        self.class_names = list(class_names) if class_names is not None else None
+
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, LetterboxInfo]:
+        device = next(iter(self.model.parameters()), torch.zeros(())).device
+        x, info = letterbox(image, self.size, self.stride)
+        return x.to(device), info
+
+    def detect(self, x: torch.Tensor) -> list[Detections]:
+        dets = detect(self.model, x, conf=self.conf, iou=self.iou, max_det=self.max_det)
+        size = tuple(x.shape[-2:])
+        for d in dets:
+            d.levels = [candidate_layer(self.model, int(c), size) for c in d.candidates]
+        return dets
+
+    def targets(self, dets: Detections, what: str = "score") -> list[YoloDetectionTarget]:
+        return detection_targets([dets], what)[0]
+
+    def default_layers(self) -> list[str]:
+        return default_layers(self.model)

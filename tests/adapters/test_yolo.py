@@ -1,0 +1,274 @@
+"""YOLO adapter: loading, letterbox, raw candidates, NMS tracing, targets, explanations."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+import taskcam
+from taskcam import TaskcamError
+from taskcam.adapters.yolo import (
+    Detections,
+    YoloDetectionTarget,
+    YoloInstanceTarget,
+    candidate_layer,
+    default_layers,
+    detect,
+    detection_targets,
+    letterbox,
+    load_yolo,
+    raw_predictions,
+    yolo_task,
+)
+from taskcam.data.shapes import HELDOUT_SEED, make_sample
+from taskcam.shapes_zoo import weights_path
+
+pytest.importorskip("ultralytics")
+
+S = 128  # input side for the random-weight models
+ANCHORS = (S // 8) ** 2 + (S // 16) ** 2 + (S // 32) ** 2
+
+
+@pytest.fixture(scope="module")
+def det_model():
+    torch.manual_seed(0)
+    return load_yolo("yolov8n.yaml", nc=4)
+
+
+@pytest.fixture(scope="module")
+def seg_model():
+    torch.manual_seed(0)
+    return load_yolo("yolov8n-seg.yaml", nc=4)
+
+
+@pytest.fixture(params=["det", "seg"])
+def model(request, det_model, seg_model):
+    return det_model if request.param == "det" else seg_model
+
+
+def _x(seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, S, S, generator=g)
+
+
+def _xyxy(xywh: torch.Tensor) -> torch.Tensor:
+    cx, cy, w, h = xywh.unbind(-1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+
+
+def _state(model):
+    return [m.training for m in model.modules()], [p.requires_grad for p in model.parameters()]
+
+
+# -- loading -------------------------------------------------------------------------------------
+def test_load_yolo_builds_detect_and_segment_models(det_model, seg_model):
+    assert type(det_model).__name__ == "DetectionModel"
+    assert type(seg_model).__name__ == "SegmentationModel"
+    for m in (det_model, seg_model):
+        assert not m.training
+        assert next(m.parameters()).dtype == torch.float32
+        assert m.model[-1].nc == 4
+    assert yolo_task(det_model) == "detect" and yolo_task(seg_model) == "segment"
+
+
+def test_missing_paths_are_named(tmp_path):
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(TaskcamError, match="nope.pt"):
+        load_yolo(missing)
+    with pytest.raises(TaskcamError, match="no-such-model.yaml"):
+        load_yolo("no-such-model.yaml")
+    with pytest.raises(TaskcamError, match=r"\.onnx"):
+        load_yolo(tmp_path / "model.onnx")
+
+
+def test_classify_models_are_refused_naming_the_task(tmp_path):
+    from ultralytics.nn.tasks import ClassificationModel
+
+    cls = ClassificationModel("yolov8n-cls.yaml", nc=4, verbose=False)
+    path = tmp_path / "cls.pt"
+    torch.save({"model": cls, "train_args": {}}, path)  # ultralytics' checkpoint layout
+    with pytest.raises(TaskcamError, match=r"cls\.pt.*'classify'"):
+        load_yolo(path)
+    with pytest.raises(TaskcamError, match="'classify'"):
+        load_yolo("yolov8n-cls.yaml")
+    with pytest.raises(TaskcamError, match="'classify'"):
+        yolo_task(cls)
+
+
+def test_default_layers_are_the_heads_inputs(det_model):
+    assert default_layers(det_model) == [f"model.{i}" for i in det_model.model[-1].f]
+    assert candidate_layer(det_model, 0, S) == "model.15"
+    assert candidate_layer(det_model, (S // 8) ** 2, S) == "model.18"
+    assert candidate_layer(det_model, ANCHORS - 1, (S, S)) == "model.21"
+    with pytest.raises(TaskcamError, match="out of range"):
+        candidate_layer(det_model, ANCHORS, S)
+
+
+# -- letterbox -----------------------------------------------------------------------------------
+def test_letterbox_matches_ultralytics_and_round_trips():
+    from ultralytics.data.augment import LetterBox
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(200, 320, 3), dtype=np.uint8)
+    x, info = letterbox(image, size=256)
+    assert x.shape == (1, 3, 256, 256) and x.dtype == torch.float32
+    ref = LetterBox((256, 256), auto=False)(image=image)
+    assert np.array_equal((x[0].permute(1, 2, 0) * 255).round().byte().numpy(), ref)
+    assert (info.top, info.new_height, info.left, info.new_width) == (48, 160, 0, 256)
+
+    boxes = torch.tensor([[10.0, 20.0, 100.0, 150.0], [0.0, 0.0, 320.0, 200.0]])
+    back = info.boxes_to_image(info.boxes_to_input(boxes))
+    assert (back - boxes).abs().max() <= 1.0
+
+    inside = torch.zeros(2, 1, 256, 256)
+    inside[..., 48:208, :] = 1.0  # the image region, padding left at 0
+    maps = info.map_to_image(inside)
+    assert maps.shape == (2, 1, 200, 320)
+    assert_close(maps, torch.ones_like(maps))
+
+
+def test_letterbox_checks_its_inputs():
+    with pytest.raises(TaskcamError, match="uint8"):
+        letterbox(np.zeros((8, 8, 3), np.float32), size=64)
+    with pytest.raises(TaskcamError, match=r"\[H, W, 3\]"):
+        letterbox(np.zeros((8, 8), np.uint8), size=64)
+    with pytest.raises(TaskcamError, match="multiple of stride"):
+        letterbox(np.zeros((8, 8, 3), np.uint8), size=100)
+
+
+# -- raw predictions and NMS tracing -------------------------------------------------------------
+def test_raw_predictions_shapes(det_model, seg_model):
+    with torch.no_grad():
+        assert raw_predictions(det_model(_x())).shape == (1, 4 + 4, ANCHORS)
+        out = seg_model(_x())
+    assert raw_predictions(out).shape == (1, 4 + 4 + 32, ANCHORS)
+    preds = raw_predictions(out)
+    assert raw_predictions((preds, out[0][1])) is preds  # Segment export form
+    assert raw_predictions((preds, ([], None, out[0][1]))) is preds  # Segment before 8.3
+    with pytest.raises(TaskcamError, match="training mode"):
+        raw_predictions({"boxes": preds})
+
+
+def test_detections_trace_back_to_their_candidates(model):
+    x = _x(1)
+    (dets,) = detect(model, x, conf=0.0, max_det=6)
+    assert len(dets) == 6 and dets.candidates.dtype == torch.long
+    with torch.no_grad():
+        raw = raw_predictions(model(x))[0]  # [4 + nc (+ nm), A]
+    cand = dets.candidates
+    assert_close(dets.boxes, _xyxy(raw[:4, cand].T))
+    assert_close(dets.scores, raw[4 + dets.classes, cand])
+    assert torch.equal(dets.classes, raw[4:8, cand].argmax(0))
+    assert torch.all(dets.scores[:-1] >= dets.scores[1:])
+    if model.model[-1].__class__.__name__ == "Segment":
+        assert dets.masks is not None and dets.masks.shape == (6, S, S)
+        assert dets.masks.dtype == torch.bool
+        ys, xs = torch.meshgrid(torch.arange(S), torch.arange(S), indexing="ij")
+        for box, mask in zip(dets.boxes, dets.masks):
+            inside = (xs >= box[0]) & (xs < box[2]) & (ys >= box[1]) & (ys < box[3])
+            assert not (mask & ~inside).any()
+    else:
+        assert dets.masks is None
+
+
+def test_detect_respects_conf_and_restores_flags(det_model):
+    det_model.train()
+    try:
+        (dets,) = detect(det_model, _x(), conf=1.0)
+        assert det_model.training
+    finally:
+        det_model.eval()
+    assert len(dets) == 0
+
+
+def test_targets_read_scores_and_box_sides(det_model):
+    x = _x(2)
+    (dets,) = detect(det_model, x, conf=0.0, max_det=1)
+    c, k = int(dets.candidates[0]), int(dets.classes[0])
+    out = det_model(x)
+    assert_close(YoloDetectionTarget(c, k)(out), dets.scores)
+    sides = torch.stack([YoloDetectionTarget(c, k, w)(out) for w in ("x1", "y1", "x2", "y2")], 1)
+    assert_close(sides, dets.boxes)
+
+
+def test_targets_are_differentiable_and_check_their_inputs(det_model, seg_model):
+    x = _x(3).requires_grad_()
+    score = YoloDetectionTarget(3, 1, "x2")(det_model(x))
+    (grad,) = torch.autograd.grad(score.sum(), x)
+    assert grad.abs().sum() > 0
+    assert_close(YoloDetectionTarget(10**6, 0)(det_model(_x())), torch.zeros(1))
+    with pytest.raises(TaskcamError, match="class_id 4"):
+        YoloDetectionTarget(0, 4)(det_model(_x()))
+    with pytest.raises(TaskcamError, match="what"):
+        YoloDetectionTarget(0, 0, "area")
+    with pytest.raises(TaskcamError, match="candidate"):
+        YoloDetectionTarget(-1, 0)
+    with pytest.raises(TaskcamError, match="segmentation"):
+        YoloInstanceTarget(0, 0)(det_model(_x()))
+    with torch.no_grad():
+        out = seg_model(_x())
+    assert_close(YoloInstanceTarget(7, 2)(out), raw_predictions(out)[:, 6, 7])
+
+
+def test_detection_targets_per_image(det_model, seg_model):
+    x = torch.cat([_x(4), _x(5)])
+    dets = detect(det_model, x, conf=0.0, max_det=2)
+    targets = detection_targets(dets)
+    assert [len(t) for t in targets] == [2, 2]
+    assert targets[0][0] == YoloDetectionTarget(int(dets[0].candidates[0]), int(dets[0].classes[0]))
+    seg = detection_targets(detect(seg_model, _x(), conf=0.0, max_det=2), what="y2")
+    assert all(type(t) is YoloInstanceTarget and t.what == "y2" for t in seg[0])
+    empty = Detections(
+        torch.zeros(0, 4), torch.zeros(0), torch.zeros(0).long(), torch.zeros(0).long()
+    )
+    assert detection_targets([empty]) == [[]]
+
+
+# -- explanations --------------------------------------------------------------------------------
+def test_explain_k_detections_in_one_call(model):
+    x = _x(6)
+    dets = detect(model, x, conf=0.0, max_det=3)
+    model.model[0].conv.weight.requires_grad_(False)
+    before = _state(model)
+    try:
+        exp = taskcam.explain(model, x, detection_targets(dets), layers=default_layers(model)[:1])
+        assert _state(model) == before
+    finally:
+        model.model[0].conv.weight.requires_grad_(True)
+    assert exp.maps.shape == (1, 3, S, S)
+    assert torch.isfinite(exp.maps).all()
+    assert_close(exp.scores[0], dets[0].scores)
+
+
+@pytest.mark.parametrize("index", [0, 3])  # one object, four objects
+def test_shapes_yolo_detects_and_explains_each_object(index):
+    model = load_yolo(weights_path("shapes-yolo"))
+    assert model.names[0] == "circle"
+    sample = make_sample(index, seed=HELDOUT_SEED, size=256)
+    x, info = letterbox(sample.image, size=256)
+    (dets,) = detect(model, x)
+    boxes = info.boxes_to_image(dets.boxes)
+    gt = torch.from_numpy(sample.boxes).float()
+    from torchvision.ops import box_iou
+
+    iou = box_iou(gt, boxes)  # [G, N]
+    best = iou.argmax(1)
+    assert (iou.max(1).values > 0.5).all()
+    assert torch.equal(dets.classes[best], torch.from_numpy(sample.labels))
+
+    before = _state(model)
+    exp = taskcam.explain(model, x, detection_targets([dets]), layers=default_layers(model)[:1])
+    assert _state(model) == before
+    maps = info.map_to_image(exp.maps)[0]  # [N, H, W] on the original image
+    assert maps.shape == (len(dets), *sample.image.shape[:2])
+    for k, box in enumerate(boxes.round().long().tolist()):
+        x1, y1, x2, y2 = box
+        inside = maps[k, y1:y2, x1:x2].sum() / maps[k].sum()
+        share = (x2 - x1) * (y2 - y1) / maps[k].numel()
+        assert inside > share, (k, float(inside), share)
