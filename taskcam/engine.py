@@ -106,6 +106,36 @@ def _per_image(targets: Targets, batch: int) -> list[list[Target]]:
     return [list(row) for row in targets]
 
 
+def _perturbation_targets(targets: list[list[Target]]) -> list[list[Target]]:
+    """Targets as perturbation methods score them: ``target.perturbed()`` where a target has
+    one (detections are matched by D-RISE similarity once candidates move), else unchanged."""
+
+    def swap(row: list[Target]) -> list[Target]:
+        return [t.perturbed() if callable(getattr(t, "perturbed", None)) else t for t in row]
+
+    if all(row is targets[0] for row in targets):
+        shared = swap(targets[0])
+        return [shared] * len(targets)
+    return [swap(row) for row in targets]
+
+
+def _layer_choice(names: list[str], targets: list[list[Target]]) -> torch.Tensor:
+    """``BoolTensor[L, B, T]``: which hooked layers' maps explain each target.
+
+    A target with a ``layer`` attribute naming one of the hooked layers (a detection's pyramid
+    level) uses that layer alone; every other target uses all of them.
+    """
+    batch, n_targets = len(targets), len(targets[0])
+    use = torch.ones(len(names), batch, n_targets, dtype=torch.bool)
+    for b, row in enumerate(targets):
+        for t, target in enumerate(row):
+            layer = getattr(target, "layer", None)
+            if isinstance(layer, str) and layer in names:
+                use[:, b, t] = False
+                use[names.index(layer), b, t] = True
+    return use
+
+
 def _call_target(target: Target, output: Any, batch: int) -> torch.Tensor:
     score = target(output)
     if not isinstance(score, torch.Tensor) or score.shape != (batch,):
@@ -312,6 +342,18 @@ class Explainer:
         return self.layers
 
     def _explain(self, x: torch.Tensor, targets: list[list[Target]]) -> Explanation:
+        if self.method.needs_detections:
+            plain = [
+                t for row in targets for t in row if not callable(getattr(t, "perturbed", None))
+            ]
+            if plain:
+                raise TaskcamError(
+                    f"{self.method.name} explains detections: its targets must come from a "
+                    f"detector adapter (with perturbed()), got {plain[0]!r}; use rise for "
+                    "other targets"
+                )
+        if self.method.perturbation:
+            targets = _perturbation_targets(targets)
         if self.method.pixel_space:
             return self._explain_pixels(x, targets)
         if not self.method.uses_layers:
@@ -372,7 +414,7 @@ class Explainer:
                 )
                 with torch.no_grad():
                     raw[name] = _combine(method.terms(ctx), act, self.eigen_smooth)
-        maps, empty = self._fuse(raw, x.shape[-2:])
+        maps, empty = self._fuse(raw, x.shape[-2:], targets)
         return Explanation(
             maps=maps,
             raw=raw,
@@ -400,7 +442,7 @@ class Explainer:
         return act, grad
 
     def _fuse(
-        self, raw: dict[str, torch.Tensor], size: torch.Size
+        self, raw: dict[str, torch.Tensor], size: torch.Size, targets: list[list[Target]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             ups = [
@@ -411,8 +453,13 @@ class Explainer:
             ]
             if len(ups) == 1:
                 return normalize_maps(ups[0])
-            stack = torch.stack([normalize_maps(up)[0] for up in ups])
-            fused = stack.mean(0) if self.fuse == "mean" else stack.prod(0)
+            stack = torch.stack([normalize_maps(up)[0] for up in ups])  # [L, B, T, H, W]
+            use = _layer_choice(list(raw), targets).to(stack.device)  # [L, B, T]
+            sel = use[..., None, None]
+            if self.fuse == "mean":
+                fused = (stack * sel).sum(0) / use.sum(0)[..., None, None]
+            else:
+                fused = torch.where(sel, stack, torch.ones_like(stack)).prod(0)
             return normalize_maps(fused)
 
     def _explain_pixels(self, x: torch.Tensor, targets: list[list[Target]]) -> Explanation:

@@ -23,10 +23,14 @@ from taskcam.methods.guided import GuidedBackprop, GuidedGradCAM  # noqa: E402,F
 from taskcam.methods.perturbation import AblationCAM, ScoreCAM  # noqa: E402,F401
 from taskcam.methods.rise import RISE  # noqa: F401
 
+# isort: split
+from taskcam.methods.drise import DRISE  # noqa: F401  (registered last, after RISE)
+
 __all__ = [
     "CAM",
     "AblationCAM",
     "CamTerms",
+    "DRISE",
     "EigenCAM",
     "EigenGradCAM",
     "GradCAM",

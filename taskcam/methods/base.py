@@ -110,6 +110,8 @@ class Method:
     perturbation: ClassVar[bool] = False
     #: black-box methods (RISE) need no target layer: they implement :meth:`saliency`
     uses_layers: ClassVar[bool] = True
+    #: methods defined for detections only (D-RISE): every target must have ``perturbed()``
+    needs_detections: ClassVar[bool] = False
 
     def saliency(
         self,
