@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--model",
         required=True,
-        help="timm:NAME, torchvision:NAME, zoo:NAME or package.module:factory",
+        help="timm:NAME, torchvision:NAME, zoo:NAME, smp:ARCH:ENCODER, yolo:PATH.pt "
+        "or package.module:factory",
     )
     ex.add_argument("--weights", help="state dict / checkpoint path, or 'none' for random weights")
     ex.add_argument("--task", choices=("classify", "detect", "segment"))
@@ -46,8 +47,16 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--layer", help="target layer name(s), comma-separated")
     ex.add_argument(
         "--targets",
-        help="classify: top1 (default), top3, 285,281, names; segment: all (default) or 1,3",
+        help="classify: top1 (default), top3, 285,281, names; detect: all (default), 0,2, "
+        "class=NAME; segment: all (default) or 1,3",
     )
+    ex.add_argument(
+        "--what",
+        default="score",
+        choices=("score", "x1", "y1", "x2", "y2", "objectness"),
+        help="detect: explain each detection's class score (default), a box side or objectness",
+    )
+    ex.add_argument("--conf", type=float, help="detect: score threshold (default: the model's)")
     ex.add_argument("--out", default="taskcam-out", help="output folder (default taskcam-out)")
     ex.add_argument("--device", default="cpu")
     ex.add_argument("--size", type=_ints, help="input size: S or H,W")
@@ -162,6 +171,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         aug_smooth=args.aug_smooth,
         eigen_smooth=args.eigen_smooth,
         progress=not args.no_progress,
+        what=args.what,
+        conf=args.conf,
     )
     n_images = len(summary.results["items"])
     print(

@@ -8,7 +8,7 @@ import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -50,6 +50,7 @@ class LoadedModel:
     class_names: Optional[list[str]] = None
     layers: Optional[list[str]] = None  # preferred target layers, None: found automatically
     reshape: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # token output -> grid
+    adapter: Optional[Any] = None  # detector adapter (YOLO), built on demand for others
 
 
 def imagenet_class_names() -> list[str]:
@@ -212,6 +213,35 @@ def _smp(rest: str, pretrained: bool) -> LoadedModel:
     return LoadedModel(model, f"smp:{rest}", task="segment", preprocess=Preprocess((512, 512)))
 
 
+def _yolo(rest: str, weights: Optional[str]) -> LoadedModel:
+    """``yolo:PATH.pt`` (a local ultralytics checkpoint) or ``yolo:NAME.yaml`` (random weights).
+
+    A ``.pt`` is a checkpoint, so ``--weights`` has no meaning for it; for a yaml,
+    ``--weights PATH.pt`` loads an ultralytics checkpoint of that architecture.
+    """
+    from taskcam.adapters.yolo import YoloAdapter, load_yolo
+
+    path = rest
+    if rest.lower().endswith((".yaml", ".yml")) and weights and weights.lower() != "none":
+        path = weights
+    elif rest.lower().endswith(".pt") and weights and weights.lower() != "none":
+        raise TaskcamError(
+            f"--model yolo:{rest} is a checkpoint already; --weights {weights} is not used "
+            "with it (pass yolo:{weights} instead)"
+        )
+    model = load_yolo(path)
+    adapter = YoloAdapter(model)
+    names = adapter.class_names
+    return LoadedModel(
+        model,
+        f"yolo:{rest}",
+        task=adapter.task,
+        preprocess=Preprocess((adapter.size, adapter.size), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+        class_names=names,
+        adapter=adapter,
+    )
+
+
 def _factory(spec: str) -> LoadedModel:
     module_name, _, attr = spec.partition(":")
     try:
@@ -241,7 +271,8 @@ def load_model(
     """Build the model a spec names, with its preprocessing and class names.
 
     Args:
-        spec: ``timm:NAME``, ``torchvision:NAME``, ``zoo:NAME`` or ``package.module:factory``.
+        spec: ``timm:NAME``, ``torchvision:NAME``, ``zoo:NAME``, ``smp:ARCH:ENCODER``,
+            ``yolo:PATH.pt`` / ``yolo:NAME.yaml`` or ``package.module:factory``.
         weights: ``None`` for the library's pretrained weights, ``"none"`` for random weights,
             or a path to a state dict / checkpoint.
         device: where the model goes.
@@ -277,19 +308,18 @@ def load_model(
     elif prefix == "smp":
         loaded = _smp(rest, pretrained)
     elif prefix == "yolo":
-        raise TaskcamError(
-            f"--model {spec}: {prefix} models come with the detection/segmentation adapters, "
-            "which are not part of this release yet"
-        )
+        loaded = _yolo(rest, weights)
     else:
         loaded = _factory(spec)
-    if weights is not None and not random_init:
+    if weights is not None and not random_init and prefix != "yolo":
         load_weights(loaded.model, weights)
     if size is not None:
         dims = [int(s) for s in size]
         if len(dims) not in (1, 2) or min(dims) < 8:
             raise TaskcamError(f"--size: expected one or two sizes >= 8, got {list(size)}")
         loaded.preprocess.size = (dims[0], dims[-1])
+        if loaded.adapter is not None and hasattr(loaded.adapter, "size"):
+            loaded.adapter.size = max(dims)  # YOLO letterboxes to a square
     for label, value in (("mean", mean), ("std", std)):
         if value is not None:
             vals = tuple(float(v) for v in value)

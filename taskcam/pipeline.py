@@ -25,7 +25,7 @@ from taskcam.methods import get_method
 from taskcam.models import LoadedModel
 from taskcam.render import grid, overlay, save_image
 
-__all__ = ["RunSummary", "explain_files", "maps_to_image"]
+__all__ = ["RunSummary", "detector_adapter", "explain_files", "maps_to_image"]
 
 log = logging.getLogger("taskcam")
 RESULTS_VERSION = 1
@@ -107,6 +107,8 @@ def explain_files(
     eigen_smooth: bool = False,
     make_grid: bool = True,
     progress: bool = True,
+    what: str = "score",
+    conf: Optional[float] = None,
 ) -> RunSummary:
     """Explain every image of ``inputs`` with every method and write the results to ``out_dir``.
 
@@ -121,6 +123,7 @@ def explain_files(
         methods: registered method names.
         layers: target layers; default: the model's preferred layers or the last feature map.
         targets: classification ``top1`` (default), ``top3``, ``285,281`` or class names;
+            detection ``all`` (default), ``0,2`` (the model's ranking) or ``class=NAME``;
             segmentation ``all`` (default: every predicted class) or class ids.
         colormap: OpenCV colormap of the overlays.
         batch_size: perturbed inputs per forward for perturbation methods.
@@ -128,6 +131,9 @@ def explain_files(
         eigen_smooth: eigen smoothing.
         make_grid: also write the methods × targets grid per image.
         progress: progress bars.
+        what: detection models: what each detection's map explains, ``score`` (its class
+            score), a box side ``x1``/``y1``/``x2``/``y2``, or ``objectness``.
+        conf: detection models: the score threshold (default: the model's own).
 
     Returns:
         A :class:`RunSummary`.
@@ -137,9 +143,23 @@ def explain_files(
         >>> lm = load_model("torchvision:resnet18", weights="none")  # doctest: +SKIP
         >>> explain_files(lm, ["cat.png"], "out", methods=["gradcam"])  # doctest: +SKIP
     """
-    if loaded.task not in ("classify", "segment"):
-        raise TaskcamError(
-            f"task {loaded.task!r}: this release explains classification and segmentation models"
+    if loaded.task not in ("classify", "detect", "segment"):
+        raise TaskcamError(f"task {loaded.task!r}: expected classify, detect or segment")
+    if loaded.task == "detect" or _is_detector(loaded):
+        return _explain_detections(
+            loaded,
+            inputs,
+            out_dir,
+            methods=methods,
+            layers=layers,
+            targets=targets,
+            what=what,
+            conf=conf,
+            colormap=colormap,
+            batch_size=batch_size,
+            eigen_smooth=eigen_smooth,
+            make_grid=make_grid,
+            progress=progress,
         )
     from taskcam.adapters.classification import logits_of, parse_targets
     from taskcam.adapters.segmentation import (
@@ -252,6 +272,185 @@ def explain_files(
             col_labels = [
                 f"{r['class_id']} {r['class_name']}" for r in records[: len(target_rows[0])]
             ]
+            picture = grid(tiles, row_labels=[m.name for m in method_objs], col_labels=col_labels)
+            save_image(out / stem / "grid.png", picture)
+            item["grid"] = f"{stem}/grid.png"
+        items.append(item)
+
+    results = {
+        "version": RESULTS_VERSION,
+        "model": loaded.spec,
+        "task": loaded.task,
+        "methods": [m.name for m in method_objs],
+        "layers": layer_names,
+        "items": items,
+        "failures": [{"image": p, "error": e} for p, e in failures],
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return RunSummary(results, out, failures)
+
+
+# -- detection -----------------------------------------------------------------------------------
+def _is_detector(loaded: LoadedModel) -> bool:
+    """Instance segmenters (YOLO-seg) go through the detection path: instances are detections."""
+    return loaded.adapter is not None
+
+
+def detector_adapter(loaded: LoadedModel, conf: Optional[float] = None) -> Any:
+    """The detector adapter for a loaded detection model (YOLO or torchvision).
+
+    Raises:
+        TaskcamError: the model is neither an ultralytics YOLO nor a torchvision detector.
+    """
+    adapter = loaded.adapter
+    if adapter is None:
+        model = loaded.model
+        if type(model).__module__.startswith("ultralytics."):
+            from taskcam.adapters.yolo import YoloAdapter
+
+            adapter = YoloAdapter(
+                model, size=max(loaded.preprocess.size), class_names=loaded.class_names
+            )
+        else:
+            from taskcam.adapters.torchvision_detection import (
+                TorchvisionDetectionAdapter,
+                is_torchvision_detector,
+            )
+
+            if not is_torchvision_detector(model):
+                raise TaskcamError(
+                    f"{loaded.spec}: a {type(model).__name__} is neither an ultralytics YOLO "
+                    "nor a torchvision detector; taskcam cannot trace its detections"
+                )
+            adapter = TorchvisionDetectionAdapter(model, class_names=loaded.class_names)
+        loaded.adapter = adapter
+    if conf is not None:
+        if not 0.0 <= conf <= 1.0:
+            raise TaskcamError(f"--conf: expected a score in [0, 1], got {conf}")
+        adapter.conf = conf
+    return adapter
+
+
+_COLORS = [(255, 255, 255), (255, 220, 0), (0, 255, 255), (255, 0, 255), (0, 255, 0)]
+
+
+def _explain_detections(
+    loaded: LoadedModel,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    methods: Sequence[str],
+    layers: Optional[Sequence[str]],
+    targets: Optional[str],
+    what: str,
+    conf: Optional[float],
+    colormap: str,
+    batch_size: Optional[int],
+    eigen_smooth: bool,
+    make_grid: bool,
+    progress: bool,
+) -> RunSummary:
+    """Detections (and YOLO-seg instances): one map per detection, all from one call per
+    method, drawn with the detection's box and label; see :func:`explain_files`."""
+    from taskcam.adapters.detection import parse_detection_targets
+    from taskcam.render import draw_box
+
+    adapter = detector_adapter(loaded, conf)
+    instances = loaded.task == "segment"
+    method_objs = [get_method(m) for m in methods]
+    if not method_objs:
+        raise TaskcamError("--method: no method given")
+    paths = list_images(inputs)
+    if not paths:
+        raise TaskcamError(f"no images found in {[str(p) for p in inputs]}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = adapter.class_names
+    layer_names = list(layers or adapter.default_layers())
+    explainers: dict[str, Explainer] = {}
+    items: list[dict[str, Any]] = []
+    failures: list[tuple[str, str]] = []
+    used: set[str] = set()
+
+    for path in tqdm(paths, desc="explain", unit="img", disable=not progress):
+        try:
+            image = load_image(path)
+        except TaskcamError as e:
+            log.warning("skipping %s: %s", path, e)
+            failures.append((str(path), str(e)))
+            continue
+        height, width = image.shape[:2]
+        x, placement = adapter.prepare(image)
+        dets = adapter.detect(x)[0]
+        picks = parse_detection_targets(targets, dets, names)
+        item: dict[str, Any] = {"image": str(path), "width": width, "height": height}
+        if not picks:
+            log.warning("%s: no detections to explain", path)
+            item.update({"targets": [], "message": "no detections"})
+            items.append(item)
+            continue
+        dets = dets.select(picks)
+        target_objs = adapter.targets(dets, what)
+        boxes = placement.boxes_to_image(dets.boxes.float()).cpu()
+        masks = None
+        if dets.masks is not None:
+            masks = placement.map_to_image(dets.masks.float()).cpu().numpy() > 0.5
+        stem = _stem(path, used)
+        (out / stem).mkdir(exist_ok=True)
+        records: list[dict[str, Any]] = []
+        tiles: list[list[np.ndarray]] = []
+        for method in method_objs:
+            if method.name not in explainers:
+                explainers[method.name] = Explainer(
+                    adapter.model,
+                    layer_names,
+                    method,
+                    batch_size=batch_size,
+                    eigen_smooth=eigen_smooth,
+                    progress=progress,
+                )
+            exp = explainers[method.name](x, [target_objs])
+            maps = placement.map_to_image(exp.maps[0]).clamp(0, 1).cpu().numpy()
+            maps = maps.astype(np.float32)
+            row = []
+            for t, (rank, target) in enumerate(zip(picks, target_objs)):
+                k = int(dets.classes[t])
+                name = names[k] if names and k < len(names) else str(k)
+                base = f"{stem}/{'inst' if instances else 'det'}{rank}_{method.name}"
+                np.save(out / f"{base}.npy", maps[t])
+                picture = overlay(image, maps[t], colormap=colormap)
+                box = [round(float(v), 2) for v in boxes[t]]
+                record: dict[str, Any] = {
+                    "kind": "region" if instances else "detection",
+                    "index": rank,
+                    "class_id": k,
+                    "class_name": name,
+                    "score": float(dets.scores[t]),
+                    "box": box,
+                }
+                if target.what != "score":
+                    record["explains"] = target.what
+                if masks is not None:
+                    picture = outline(picture, masks[t])
+                    record["pixels"] = int(masks[t].sum())
+                picture = draw_box(picture, box, f"{rank}: {name} {record['score']:.2f}")
+                save_image(out / f"{base}.png", picture)
+                row.append(picture)
+                record.update(
+                    {
+                        "method": method.name,
+                        "heatmap": f"{base}.npy",
+                        "overlay": f"{base}.png",
+                        "empty": bool(exp.empty[0, t]),
+                    }
+                )
+                if len(exp.layers) > 1 and getattr(target, "layer", None) in exp.layers:
+                    record["layer"] = target.layer
+                records.append(record)
+            tiles.append(row)
+        item["targets"] = records
+        if make_grid and tiles:
+            col_labels = [f"{r['index']}: {r['class_name']}" for r in records[: len(picks)]]
             picture = grid(tiles, row_labels=[m.name for m in method_objs], col_labels=col_labels)
             save_image(out / stem / "grid.png", picture)
             item["grid"] = f"{stem}/grid.png"

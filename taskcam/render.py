@@ -22,6 +22,7 @@ from taskcam.io import ImageLike, to_rgb_uint8
 __all__ = [
     "COLORMAPS",
     "colorize",
+    "draw_box",
     "draw_label",
     "feature_map_grid",
     "filter_grid",
@@ -164,6 +165,37 @@ def draw_label(
             )
         cv2.putText(out, line, (x, y_base), _FONT, font_scale, color, thickness, cv2.LINE_AA)
         y += max(th, line_h) + base + max(2, thickness + 1)
+    return out
+
+
+def draw_box(
+    image: ImageLike,
+    box: Sequence[float],
+    label: str = "",
+    *,
+    color: Color = _WHITE,
+    thickness: int = 2,
+) -> np.ndarray:
+    """Draw an xyxy box (image pixels) with a dark edge and its label above it, on a copy.
+
+    Example:
+        >>> out = draw_box(np.zeros((50, 80, 3), np.uint8), [10, 20, 40, 45], "cat 0.9")
+        >>> out[20, 25].tolist(), out.shape
+        ([255, 255, 255], (50, 80, 3))
+    """
+    out = to_rgb_uint8(image).copy()
+    h, w = out.shape[:2]
+    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    x1, x2 = max(0, min(x1, w - 1)), max(0, min(x2, w - 1))
+    y1, y2 = max(0, min(y1, h - 1)), max(0, min(y2, h - 1))
+    cv2.rectangle(out, (x1, y1), (x2, y2), _BLACK, thickness + 2)
+    cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
+    if label:
+        scale = _auto_font_scale(h, w)
+        tw, th = _text_size(label, scale, 1)
+        ty = y1 - th - 6 if y1 - th - 6 >= 0 else min(y1 + 4, max(0, h - th - 4))
+        tx = max(0, min(x1 + 2, w - tw - 4))  # keep the label inside the picture
+        out = draw_label(out, label, origin=(tx, ty), font_scale=scale, color=color)
     return out
 
 

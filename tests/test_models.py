@@ -61,7 +61,7 @@ def test_safetensors_weights(tmp_path):
         ("timm:not_a_model_xyz", "no model named"),
         ("zoo:nothing", "the zoo has: efficientnet-lite0"),
         ("no_such_module_xyz:factory", "cannot import"),
-        ("yolo:best.pt", "not part of this release"),
+        ("yolo:best.pt", "YOLO weights .best.pt. not found"),
     ],
 )
 def test_bad_specs_are_named(spec, message):
