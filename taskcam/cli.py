@@ -43,7 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--weights", help="state dict / checkpoint path, or 'none' for random weights")
     ex.add_argument("--task", choices=("classify", "detect", "segment"))
-    ex.add_argument("--method", default="gradcam", help="method name(s), comma-separated")
+    ex.add_argument(
+        "--method",
+        help="method name(s), comma-separated (default: gradcam; odam for detections)",
+    )
     ex.add_argument("--layer", help="target layer name(s), comma-separated")
     ex.add_argument(
         "--targets",
@@ -163,7 +166,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         loaded,
         args.inputs,
         args.out,
-        methods=_split(args.method),
+        methods=_split(args.method) or None,
         layers=_split(args.layer) or None,
         targets=args.targets,
         colormap=args.colormap,

@@ -98,7 +98,7 @@ def explain_files(
     inputs: Sequence[str | Path],
     out_dir: str | Path,
     *,
-    methods: Sequence[str] = ("gradcam",),
+    methods: Optional[Sequence[str]] = None,
     layers: Optional[Sequence[str]] = None,
     targets: Optional[str] = None,
     colormap: str = "jet",
@@ -120,7 +120,9 @@ def explain_files(
         loaded: the model and its preprocessing (:func:`taskcam.models.load_model`).
         inputs: image files or folders.
         out_dir: output folder (created).
-        methods: registered method names.
+        methods: registered method names; default ``gradcam``, and ``odam`` for detections
+            (Grad-CAM's channel averaging spreads a detection's map over every object of its
+            class; ODAM keeps it on the instance).
         layers: target layers; default: the model's preferred layers or the last feature map.
         targets: classification ``top1`` (default), ``top3``, ``285,281`` or class names;
             detection ``all`` (default), ``0,2`` (the model's ranking) or ``class=NAME``;
@@ -150,7 +152,7 @@ def explain_files(
             loaded,
             inputs,
             out_dir,
-            methods=methods,
+            methods=methods or ("odam",),
             layers=layers,
             targets=targets,
             what=what,
@@ -172,9 +174,7 @@ def explain_files(
     if targets is None:
         targets = "all" if segment else "top1"
 
-    method_objs = [get_method(m) for m in methods]
-    if not method_objs:
-        raise TaskcamError("--method: no method given")
+    method_objs = [get_method(m) for m in methods or ("gradcam",)]
     paths = list_images(inputs)
     if not paths:
         raise TaskcamError(f"no images found in {[str(p) for p in inputs]}")

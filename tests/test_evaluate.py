@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 
 import pytest
 
@@ -54,8 +55,6 @@ def test_eval_on_a_transformer_uses_its_token_reshape():
 
 
 def test_eval_refuses_what_it_cannot_score():
-    with pytest.raises(TaskcamError, match="shapes-fasterrcnn is a detect model"):
-        evaluate(["shapes-fasterrcnn"], ["gradcam"], n=2, progress=False)
     with pytest.raises(TaskcamError, match="without shapes ground truth"):
         evaluate(["efficientnet-lite0"], ["gradcam"], n=2, progress=False)
     with pytest.raises(TaskcamError, match="at least one image, got 0"):
@@ -71,3 +70,19 @@ def test_eval_on_the_shapes_unet_scores_region_targets():
     # first drops the class's mean probability over its region faster than its reverse.
     assert row.pointing_game == 1.0 and row.energy_mask > 0.6
     assert row.deletion < row.insertion and row.road_morf < row.road_lerf
+
+
+def test_eval_on_shapes_yolo_scores_each_detection():
+    rows = evaluate(["shapes-yolo"], ["gradcam", "odam"], n=3, progress=False)
+    assert [r.method for r in rows] == ["gradcam", "odam"]
+    for row in rows:
+        assert row.model == "shapes-yolo" and row.images == 3
+        for value in (row.pointing_game, row.energy_pg, row.other_energy, row.deletion):
+            assert 0.0 <= value <= 1.0
+        # deleting what the map points at loses the detection faster than inserting it back
+        assert row.deletion < row.insertion
+        assert math.isnan(row.sanity) and math.isnan(row.road_morf)
+    # ODAM keeps each detection's map on its own object; Grad-CAM's channel averaging
+    # spreads it over every object of the class
+    gradcam, odam = rows
+    assert odam.pointing_game == 1.0 and odam.other_energy < gradcam.other_energy

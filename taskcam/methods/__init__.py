@@ -12,6 +12,7 @@ from taskcam.methods.base import (
 from taskcam.methods.eigen import EigenCAM, EigenGradCAM  # noqa: E402,F401
 from taskcam.methods.gradient import (  # noqa: F401  (registration)
     CAM,
+    ODAM,
     GradCAM,
     GradCAMElementWise,
     GradCAMPlusPlus,
@@ -43,6 +44,7 @@ __all__ = [
     "LayerContext",
     "RISE",
     "Method",
+    "ODAM",
     "ScoreCAM",
     "Target",
     "XGradCAM",

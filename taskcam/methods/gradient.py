@@ -159,6 +159,25 @@ class LayerCAM(Method):
 
 
 @register
+class ODAM(Method):
+    """ODAM (Zhao & Chan, ICLR 2023): per-detection ``relu(sum_c g * A)``, instance-specific.
+
+    "ODAM: Gradient-based Instance-specific Visual Explanations for Object Detection". The
+    gradient of one detection's score is large only where that detection was predicted, so
+    keeping it element-wise (rather than averaging it into one weight per channel, as
+    Grad-CAM does) keeps the map on that instance instead of on every object of its class.
+    The arithmetic is HiResCAM's; what makes it ODAM is the target (one detection's score
+    traced to its candidate) and the layer (the pyramid level that produced it, which the
+    detector adapters set on each target). Works on any target; meant for detections.
+    """
+
+    name = "odam"
+
+    def terms(self, ctx: LayerContext) -> CamTerms:
+        return CamTerms(elementwise=_require_grads(ctx) * ctx.activations[:, None])
+
+
+@register
 class CAM(Method):
     """CAM (Zhou et al., CVPR 2016): ``sum_c w_{k,c} A_c`` with ``w`` the classifier's weights.
 

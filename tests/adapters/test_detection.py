@@ -211,7 +211,7 @@ def test_cli_detect_targets_and_bad_input(shapes_files, tmp_path, capsys):
     out = tmp_path / "one"
     assert main([*base, "--targets", "1", "--what", "x2", "--out", str(out)]) == 0
     (t,) = json.loads((out / "results.json").read_text())["items"][0]["targets"]
-    assert t["index"] == 1 and t["explains"] == "x2" and t["heatmap"].endswith("det1_gradcam.npy")
+    assert t["index"] == 1 and t["explains"] == "x2" and t["heatmap"].endswith("det1_odam.npy")
     out = tmp_path / "cls"
     assert main([*base, "--targets", "class=triangle", "--out", str(out)]) == 0
     chosen = json.loads((out / "results.json").read_text())["items"][0]["targets"]
