@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
@@ -231,6 +232,11 @@ def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
 def _detach(output: Any) -> Any:
     if isinstance(output, torch.Tensor):
         return output.detach()
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):  # detector outputs
+        fields = dataclasses.fields(output)
+        return dataclasses.replace(
+            output, **{f.name: _detach(getattr(output, f.name)) for f in fields if f.init}
+        )
     if isinstance(output, dict):
         return {k: _detach(v) for k, v in output.items()}
     if isinstance(output, (list, tuple)) and not hasattr(output, "_fields"):

@@ -225,7 +225,7 @@ _LAYERS = {
     "shapes-cnn": ["layer3"],
     "shapes-vit": ["blocks.3.norm1"],
     "shapes-swin": ["layers.2.blocks.1.norm1"],
-    "shapes-fasterrcnn": ["backbone.fpn"],
+    "shapes-fasterrcnn": [f"backbone.fpn.layer_blocks.{i}" for i in range(3)],  # p3-p5
     "shapes-unet": ["decoder"],
 }
 

@@ -245,3 +245,32 @@ def test_cli_yolo_seg_explains_instances_with_their_masks(tmp_path):
         assert t["kind"] == "region" and isinstance(t["pixels"], int) and len(t["box"]) == 4
         heat = np.load(out / t["heatmap"])
         assert heat.shape == (300, 400) and np.isfinite(heat).all()
+
+
+def test_cli_torchvision_detector_with_nonstandard_fpn_names(shapes_files, tmp_path):
+    folder, samples = shapes_files
+    out = tmp_path / "frcnn"
+    args = ["explain", str(folder / "s1.png"), str(folder / "wide.png"), "--no-progress"]
+    assert main([*args, "--model", "zoo:shapes-fasterrcnn", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "detect" and results["methods"] == ["odam"]
+    assert results["layers"] == [f"backbone.fpn.layer_blocks.{i}" for i in range(3)]
+    items = {item["image"].rsplit("/", 1)[-1]: item for item in results["items"]}
+    gt = torch.from_numpy(samples[1].boxes).float()
+    for name, scale in (("s1.png", 1.0), ("wide.png", None)):
+        targets = items[name]["targets"]
+        assert targets and all(t["kind"] == "detection" for t in targets)
+        for t in targets:
+            heat = np.load(out / t["heatmap"])
+            assert heat.shape == (items[name]["height"], items[name]["width"])
+            assert t["class_name"] in ("circle", "square", "triangle", "star")
+        if scale:
+            found = torch.tensor([t["box"] for t in targets if t["score"] > 0.5])
+            assert (box_iou(gt, found).max(1).values > 0.5).all()
+            # each confident detection's map peaks on its own box
+            for t in targets:
+                if t["score"] > 0.5:
+                    heat = np.load(out / t["heatmap"])
+                    y, x = np.unravel_index(int(heat.argmax()), heat.shape)
+                    x1, y1, x2, y2 = t["box"]
+                    assert x1 - 8 <= x <= x2 + 8 and y1 - 8 <= y <= y2 + 8, t
