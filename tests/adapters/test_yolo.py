@@ -272,3 +272,25 @@ def test_shapes_yolo_detects_and_explains_each_object(index):
         inside = maps[k, y1:y2, x1:x2].sum() / maps[k].sum()
         share = (x2 - x1) * (y2 - y1) / maps[k].numel()
         assert inside > share, (k, float(inside), share)
+
+
+@pytest.mark.parametrize("yaml", ["yolov5nu.yaml", "yolo11n.yaml", "yolo26n.yaml"])
+def test_other_yolo_generations_are_traced_and_explained(yaml):
+    from taskcam.adapters.yolo import YoloAdapter
+
+    torch.manual_seed(0)
+    model = load_yolo(yaml, nc=4)
+    # YOLO26 is end-to-end (no NMS); its one-to-many branch gives the anchor candidates
+    assert not getattr(model.model[-1], "end2end", False)
+    adapter = YoloAdapter(model, size=64, conf=0.0, max_det=3)
+    image = np.random.default_rng(0).integers(0, 256, (50, 80, 3), dtype=np.uint8)
+    x, info = adapter.prepare(image)
+    dets = adapter.detect(x)[0]
+    assert len(dets) == 3 and set(dets.levels) <= set(adapter.default_layers())
+    # random weights give class scores with vanishing gradients; box sides have real ones
+    targets = adapter.targets(dets, "x2")
+    exp = taskcam.explain(model, x, [targets], layers=adapter.default_layers(), method="odam")
+    maps = info.map_to_image(exp.maps)
+    assert maps.shape == (1, 3, 50, 80) and torch.isfinite(maps).all()
+    assert not exp.empty.any()
+    assert_close(exp.scores[0], dets.boxes[:, 2])  # x2 of each box, input pixels
