@@ -493,6 +493,12 @@ def pearson(a: np.ndarray, b: np.ndarray) -> Optional[float]:
     return None if den == 0 else float((a * b).sum() / den)
 
 
+def _normalised(m: np.ndarray) -> np.ndarray:
+    """A map min-max normalised to [0, 1]; a constant map becomes zeros."""
+    lo, hi = float(m.min()), float(m.max())
+    return np.zeros_like(m) if hi <= lo else (m - lo) / (hi - lo)
+
+
 def _fmt(v: Any, spec: str = ".3f") -> str:
     if v is None:
         return "-"

@@ -88,7 +88,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import statistics
 import sys
@@ -103,7 +102,11 @@ import torchvision
 from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
 from torch import nn
 
-import taskcam
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from classic import _cores, _fmt, _normalised, _round, pearson  # noqa: E402
+
+import taskcam  # noqa: E402
 from taskcam.adapters.detection import Detections
 from taskcam.adapters.torchvision_detection import (
     TorchvisionDetectionAdapter,
@@ -117,13 +120,6 @@ SCORE_THRESH = 0.0  # low enough for at least max(KS) detections
 
 
 # -- models and inputs ----------------------------------------------------------------------
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _fasterrcnn() -> tuple[nn.Module, np.ndarray]:
@@ -189,39 +185,8 @@ def _matched_to_self(out: dict[str, torch.Tensor], k: int) -> int:
 # -- report ---------------------------------------------------------------------------------
 
 
-def pearson(a: np.ndarray, b: np.ndarray) -> Optional[float]:
-    """Pearson correlation of two maps, flattened; ``None`` when one is constant."""
-    a = a.astype(np.float64).ravel() - a.mean()
-    b = b.astype(np.float64).ravel() - b.mean()
-    den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
-    return None if den == 0 else float((a * b).sum() / den)
-
-
-def _normalised(m: np.ndarray) -> np.ndarray:
-    lo, hi = float(m.min()), float(m.max())
-    return np.zeros_like(m) if hi <= lo else (m - lo) / (hi - lo)
-
-
 def _is_empty(m: np.ndarray) -> bool:
     return float(m.max()) <= float(m.min())
-
-
-def _fmt(v: Any, spec: str = ".3f") -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return format(v, spec)
-    return str(v)
-
-
-def _round(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return None if math.isnan(obj) else float(f"{obj:.5g}")
-    if isinstance(obj, dict):
-        return {k: _round(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_round(v) for v in obj]
-    return obj
 
 
 def _measure(model_name: str, rounds: int) -> dict[str, Any]:

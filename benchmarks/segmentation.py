@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import statistics
 import sys
@@ -74,7 +73,11 @@ import torchvision
 from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 from torch import nn
 
-import taskcam
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from classic import _cores, _fmt, _normalised, _round, pearson  # noqa: E402
+
+import taskcam  # noqa: E402
 from taskcam.adapters.segmentation import (
     RegionTarget,
     default_segmentation_layers,
@@ -88,13 +91,6 @@ DEEPLAB_SIZE = 320
 
 
 # -- models and inputs ----------------------------------------------------------------------
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _shapes_unet() -> tuple[nn.Module, torch.Tensor]:
@@ -175,37 +171,6 @@ def gradcam_call(
 
 
 # -- report ---------------------------------------------------------------------------------
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> Optional[float]:
-    """Pearson correlation of two maps, flattened; ``None`` when one is constant."""
-    a = a.astype(np.float64).ravel() - a.mean()
-    b = b.astype(np.float64).ravel() - b.mean()
-    den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
-    return None if den == 0 else float((a * b).sum() / den)
-
-
-def _normalised(m: np.ndarray) -> np.ndarray:
-    lo, hi = float(m.min()), float(m.max())
-    return np.zeros_like(m) if hi <= lo else (m - lo) / (hi - lo)
-
-
-def _fmt(v: Any, spec: str = ".3f") -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return format(v, spec)
-    return str(v)
-
-
-def _round(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return None if math.isnan(obj) else float(f"{obj:.5g}")
-    if isinstance(obj, dict):
-        return {k: _round(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_round(v) for v in obj]
-    return obj
 
 
 def _measure(model_name: str, rounds: int) -> dict[str, Any]:
