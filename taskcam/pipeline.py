@@ -87,6 +87,28 @@ def _stem(path: Path, used: set[str]) -> str:
     return name
 
 
+def _finish(
+    loaded: LoadedModel,
+    methods: Sequence[Any],
+    layers: list[str],
+    items: list[dict[str, Any]],
+    failures: list[tuple[str, str]],
+    out: Path,
+) -> RunSummary:
+    """Write ``results.json`` (the DESIGN contract) and sum the run up."""
+    results = {
+        "version": RESULTS_VERSION,
+        "model": loaded.spec,
+        "task": loaded.task,
+        "methods": [m.name for m in methods],
+        "layers": layers,
+        "items": items,
+        "failures": [{"image": p, "error": e} for p, e in failures],
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return RunSummary(results, out, failures)
+
+
 def _predict(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's output without gradients, model state restored."""
     with Capture(model, [], need_grad=False), torch.no_grad():
@@ -277,17 +299,7 @@ def explain_files(
             item["grid"] = f"{stem}/grid.png"
         items.append(item)
 
-    results = {
-        "version": RESULTS_VERSION,
-        "model": loaded.spec,
-        "task": loaded.task,
-        "methods": [m.name for m in method_objs],
-        "layers": layer_names,
-        "items": items,
-        "failures": [{"image": p, "error": e} for p, e in failures],
-    }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    return RunSummary(results, out, failures)
+    return _finish(loaded, method_objs, layer_names, items, failures, out)
 
 
 # -- detection -----------------------------------------------------------------------------------
@@ -456,14 +468,4 @@ def _explain_detections(
             item["grid"] = f"{stem}/grid.png"
         items.append(item)
 
-    results = {
-        "version": RESULTS_VERSION,
-        "model": loaded.spec,
-        "task": loaded.task,
-        "methods": [m.name for m in method_objs],
-        "layers": layer_names,
-        "items": items,
-        "failures": [{"image": p, "error": e} for p, e in failures],
-    }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    return RunSummary(results, out, failures)
+    return _finish(loaded, method_objs, layer_names, items, failures, out)
