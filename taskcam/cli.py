@@ -1,4 +1,5 @@
-"""The ``taskcam`` command: ``explain``, ``methods``, ``zoo`` and ``demo``."""
+"""The ``taskcam`` command: ``explain``, ``attention``, ``methods``, ``zoo``, ``eval`` and
+``demo``."""
 
 from __future__ import annotations
 
@@ -70,6 +71,25 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--aug-smooth", action="store_true", help="test-time augmentation smoothing")
     ex.add_argument("--eigen-smooth", action="store_true", help="eigen smoothing")
     ex.add_argument("--no-progress", action="store_true")
+
+    att = sub.add_parser(
+        "attention",
+        help="attention debugging report of a ViT: layers x heads grid, head statistics, "
+        "rollout next to Grad-CAM",
+    )
+    att.add_argument("image", metavar="IMAGE", help="an image file")
+    att.add_argument("--model", required=True, help="timm:NAME, torchvision:NAME, zoo:NAME, ...")
+    att.add_argument("--weights", help="state dict / checkpoint path, or 'none' for random weights")
+    att.add_argument(
+        "--query", default="cls", help="the query token: cls (default) or a patch ROW,COL"
+    )
+    att.add_argument("--target", type=int, help="class explained (default: the top-1)")
+    att.add_argument("--out", default="taskcam-attention", help="output folder")
+    att.add_argument("--device", default="cpu")
+    att.add_argument("--size", type=_ints, help="input size: S or H,W")
+    att.add_argument("--mean", type=_floats, help="normalisation mean: three values")
+    att.add_argument("--std", type=_floats, help="normalisation std: three values")
+    att.add_argument("--colormap", default="jet")
 
     sub.add_parser("methods", help="list the registered methods")
     zoo = sub.add_parser("zoo", help="list, train or check the zoo models")
@@ -147,6 +167,51 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _query(text: str) -> object:
+    if text.strip().lower() == "cls":
+        return "cls"
+    try:
+        row, col = _ints(text)
+    except ValueError as e:
+        raise TaskcamError(f"--query: expected cls or ROW,COL, got {text!r}") from e
+    return (row, col)
+
+
+def _cmd_attention(args: argparse.Namespace) -> int:
+    from taskcam.adapters.transformers import attention_report
+    from taskcam.models import load_model
+
+    query = _query(args.query)
+    loaded = load_model(
+        args.model,
+        args.weights,
+        device=args.device,
+        size=args.size,
+        mean=args.mean,
+        std=args.std,
+    )
+    pre = loaded.preprocess
+    summary = attention_report(
+        loaded.model,
+        args.image,
+        args.out,
+        size=pre.size,
+        mean=pre.mean,
+        std=pre.std,
+        query=query,
+        target=args.target,
+        class_names=loaded.class_names,
+        model_name=args.model,
+        colormap=args.colormap,
+    )
+    flagged = summary["flagged"]
+    print(
+        f"{len(summary['layers'])} layer(s); uniform heads {flagged['uniform']}, prefix-only "
+        f"heads {flagged['prefix_only']} -> {args.out}/attention.json"
+    )
+    return 0
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
     from taskcam.models import load_model
     from taskcam.pipeline import explain_files
@@ -204,6 +269,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _cmd_zoo(args)
         if args.command == "eval":
             return _cmd_eval(args)
+        if args.command == "attention":
+            return _cmd_attention(args)
         if args.command == "demo":
             from taskcam.demo import run_demo
 

@@ -148,9 +148,32 @@ def _class_score(model: torch.nn.Module, k: int):
 
 def _explain_fn(layers, method, reshape, targets):
     def explain_fn(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return Explainer(model, layers, method, reshape=reshape)(x, targets).maps[:, 0]
+        return _explainer(model, layers, method, reshape)(x, targets).maps[:, 0]
 
     return explain_fn
+
+
+@dataclass(frozen=True)
+class _AttentionMethod:
+    """An attention method (``rollout``, ``grad-rollout``, ``legrad``) of ViT-style models,
+    from :mod:`taskcam.adapters.transformers`; it needs no layer."""
+
+    name: str
+
+
+def _get_method(name: str):
+    from taskcam.adapters.transformers import ATTENTION_METHODS
+
+    return _AttentionMethod(name) if name in ATTENTION_METHODS else get_method(name)
+
+
+def _explainer(model, layers, method, reshape):
+    """An ``Explainer``, or for attention methods an ``AttentionExplainer`` (same call)."""
+    if isinstance(method, _AttentionMethod):
+        from taskcam.adapters.transformers import AttentionExplainer
+
+        return AttentionExplainer(model, method.name)
+    return Explainer(model, layers, method, reshape=reshape)
 
 
 @dataclass
@@ -230,7 +253,9 @@ def evaluate(
     Args:
         models: zoo names of shapes models (``shapes-cnn``, ``shapes-vit``, ``shapes-swin``,
             ``shapes-unet``).
-        methods: registered method names.
+        methods: registered method names, or the attention methods ``rollout``,
+            ``grad-rollout`` and ``legrad`` of ViT-style models (see
+            :mod:`taskcam.adapters.transformers`).
         n: held-out images per model.
         seed: the held-out stream (by default one no zoo model trained on).
         tolerance: pointing-game tolerance in pixels; default 15 px scaled from a 224-px image
@@ -249,7 +274,7 @@ def evaluate(
 
     if n < 1:
         raise TaskcamError(f"-n: need at least one image, got {n}")
-    method_objs = [get_method(m) for m in methods]
+    method_objs = [_get_method(m) for m in methods]
     tasks = {entry.name: entry.task for entry in available_zoo()}
     names = [name.removeprefix("zoo:") for name in models]
     for name in names:
@@ -286,7 +311,7 @@ def evaluate(
         boxes = torch.stack([c.box for c in cases])
         for method in method_objs:
             bar.set_postfix(model=name, method=method.name)
-            cam = Explainer(model, layers, method, reshape=loaded.reshape)
+            cam = _explainer(model, layers, method, loaded.reshape)
             maps, times = [], []
             for case in cases:
                 start = time.perf_counter()
@@ -340,6 +365,9 @@ def _detection_rows(name, loaded, methods, n, seed, tol, steps, bar) -> list[Eva
     from taskcam.metrics import boxes_to_masks
     from taskcam.pipeline import detector_adapter
 
+    attention = [m.name for m in methods if isinstance(m, _AttentionMethod)]
+    if attention:
+        raise TaskcamError(f"{name} is a detector; {attention} explain ViT-style classifiers")
     adapter = detector_adapter(loaded)
     size = loaded.preprocess.size[0]
     # (image [3, S, S], detections, targets, gt masks [K, S, S], gt boxes [K, 4])

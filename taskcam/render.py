@@ -21,6 +21,7 @@ from taskcam.io import ImageLike, to_rgb_uint8
 
 __all__ = [
     "COLORMAPS",
+    "attention_grid",
     "colorize",
     "draw_box",
     "draw_label",
@@ -467,6 +468,78 @@ def feature_map_grid(
     th, tw = tile, max(1, round(tile * w / h))
     tiles = [colorize(_resize(m, th, tw), cmap) for m in maps_np]
     return _tile_grid(tiles, pad=pad)
+
+
+def attention_grid(
+    image: ImageLike,
+    maps: np.ndarray | torch.Tensor,
+    *,
+    layer_labels: Sequence[str] | None = None,
+    colormap: str | int = "jet",
+    alpha: float = 0.5,
+    marker: tuple[int, int] | None = None,
+    cell: int = 112,
+    mean_column: bool = True,
+) -> np.ndarray:
+    """Draw attention maps as a layers × heads grid of overlays (the last column their mean).
+
+    Each cell is the image with one head's map over the patch grid overlaid, the map
+    normalised on its own (min-max; a constant map shows as 0). With ``marker``, the query
+    patch ``(row, col)`` is outlined in every cell.
+
+    Args:
+        image: the (resized) model input picture, any form :func:`taskcam.io.to_rgb_uint8`
+            accepts.
+        maps: ``[L, heads, h, w]`` attention of one query over the patch grid.
+        layer_labels: one label per layer (default ``L0``, ``L1``, ...).
+        colormap: OpenCV colormap name.
+        alpha: heatmap weight in the overlays.
+        marker: the query patch ``(row, col)``, or ``None``.
+        cell: side of each cell in pixels.
+        mean_column: append a column with the heads' mean.
+
+    Returns:
+        ``np.ndarray[H, W, 3]`` uint8 RGB.
+
+    Raises:
+        TaskcamError: ``maps`` is not 4-D or the label count does not match.
+
+    Example:
+        >>> img = np.zeros((32, 32, 3), np.uint8)
+        >>> attention_grid(img, np.random.rand(2, 3, 4, 4), cell=32).shape[1] > 4 * 32
+        True
+    """
+    if isinstance(maps, torch.Tensor):
+        maps = maps.detach().float().cpu().numpy()
+    arr = np.nan_to_num(np.asarray(maps, dtype=np.float32))
+    if arr.ndim != 4 or 0 in arr.shape:
+        raise TaskcamError(f"maps must be [layers, heads, h, w], got shape {arr.shape}")
+    n_layers, n_heads, gh, gw = arr.shape
+    if layer_labels is None:
+        layer_labels = [f"L{i}" for i in range(n_layers)]
+    if len(layer_labels) != n_layers:
+        raise TaskcamError(f"layer_labels has {len(layer_labels)} labels for {n_layers} layers")
+    _check_positive(cell, "cell")
+    picture = _resize(to_rgb_uint8(image), cell, cell)
+    if mean_column:
+        arr = np.concatenate([arr, arr.mean(axis=1, keepdims=True)], axis=1)
+    lo = arr.min(axis=(2, 3), keepdims=True)
+    span = arr.max(axis=(2, 3), keepdims=True) - lo
+    norm = np.where(span > 0, (arr - lo) / np.where(span > 0, span, 1.0), 0.0)
+    box = None
+    if marker is not None:
+        r, c = int(marker[0]), int(marker[1])
+        box = [c * cell / gw, r * cell / gh, (c + 1) * cell / gw - 1, (r + 1) * cell / gh - 1]
+    rows = []
+    for layer in norm:
+        row = []
+        for m in layer:
+            hm = cv2.resize(m, (cell, cell), interpolation=cv2.INTER_NEAREST)
+            out = overlay(picture, hm, colormap=colormap, alpha=alpha)
+            row.append(draw_box(out, box, thickness=1) if box is not None else out)
+        rows.append(row)
+    cols = [f"head {k}" for k in range(n_heads)] + (["mean"] if mean_column else [])
+    return grid(rows, row_labels=list(layer_labels), col_labels=cols)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,379 @@
+"""Attention capture with fused kernels, rollout / grad-rollout / LeGrad, the attention report."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from timm.models.swin_transformer import SwinTransformer
+from timm.models.vision_transformer import VisionTransformer
+from torch.overrides import TorchFunctionMode
+from torchvision.models.swin_transformer import (
+    PatchMergingV2,
+    SwinTransformerBlockV2,
+)
+
+from taskcam.adapters.classification import ClassTarget
+from taskcam.adapters.transformers import (
+    AttentionExplainer,
+    capture_attention,
+    grad_rollout,
+    head_statistics,
+    legrad,
+    rollout,
+    vit_layout,
+)
+from taskcam.cli import main
+from taskcam.errors import TaskcamError
+
+
+def _state(model):
+    """Everything attention capture could leave behind on a model."""
+    return [
+        (
+            name,
+            m.training,
+            dict(m._forward_hooks),
+            dict(m._forward_pre_hooks),
+            dict(m._backward_hooks),
+            getattr(m, "fused_attn", None),
+            "forward" in m.__dict__,
+        )
+        for name, m in model.named_modules()
+    ] + [(n, p.requires_grad, p.grad) for n, p in model.named_parameters()]
+
+
+def _timm_vit(**kw):
+    torch.manual_seed(0)
+    args = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, num_classes=5)
+    args.update(kw)
+    return VisionTransformer(**args).eval()
+
+
+def _tv_vit():
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(
+        image_size=64,
+        patch_size=16,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=64,
+        mlp_dim=128,
+        num_classes=5,
+    ).eval()
+    torch.nn.init.normal_(vit.heads.head.weight, std=0.2)  # torchvision starts the head at 0
+    return vit
+
+
+TIMM_CONFIGS = {
+    "cls": {},
+    "cls+registers": {"reg_tokens": 2},
+    "no-cls-avg": {"class_token": False, "global_pool": "avg"},
+}
+
+
+def _unfused_timm_reference(vit, x):
+    """The attention timm itself computes with fused_attn off (its attn_drop input)."""
+    refs, handles = {}, []
+    for name, m in vit.named_modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = False
+            handles.append(
+                m.attn_drop.register_forward_hook(lambda _m, _i, o, n=name: refs.__setitem__(n, o))
+            )
+    try:
+        out = vit(x)
+    finally:
+        for h in handles:
+            h.remove()
+        for m in vit.modules():
+            if hasattr(m, "fused_attn"):
+                m.fused_attn = True
+    return out, refs
+
+
+@pytest.mark.parametrize("config", list(TIMM_CONFIGS))
+def test_timm_fused_capture_equals_unfused_attention_and_leaves_the_model_as_it_was(config):
+    vit = _timm_vit(**TIMM_CONFIGS[config])
+    assert all(m.fused_attn for m in vit.modules() if hasattr(m, "fused_attn"))
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        plain = vit(x)
+    before = _state(vit)
+    with capture_attention(vit) as cap, torch.no_grad():
+        captured_out = vit(x)
+    assert torch.equal(captured_out, plain)  # bit-identical
+    assert _state(vit) == before
+    with torch.no_grad():
+        _, refs = _unfused_timm_reference(vit, x)
+    n = vit.num_prefix_tokens + 16
+    assert set(cap.attentions) == {"blocks.0.attn", "blocks.1.attn"}
+    for name, attn in cap.attentions.items():
+        assert attn.shape == (3, 2, n, n)
+        assert torch.allclose(attn, refs[name], rtol=1e-5, atol=1e-6), name
+        assert torch.allclose(attn.sum(-1), torch.ones(3, 2, n))
+
+
+def test_torchvision_capture_equals_need_weights_attention_and_keeps_outputs():
+    vit = _tv_vit()
+    x = torch.randn(2, 3, 64, 64)
+    inputs = {}
+    handles = [
+        layer.self_attention.register_forward_pre_hook(
+            lambda _m, args, n=name: inputs.__setitem__(n, args[0])
+        )
+        for name, layer in vit.encoder.layers.named_children()
+    ]
+    with torch.no_grad():
+        plain = vit(x)
+    for h in handles:
+        h.remove()
+    before = _state(vit)
+    with capture_attention(vit) as cap, torch.no_grad():
+        out = vit(x)
+    assert torch.equal(out, plain)
+    assert _state(vit) == before
+    for name, layer in vit.encoder.layers.named_children():
+        q = inputs[name]
+        with torch.no_grad():
+            _, ref = layer.self_attention(q, q, q, need_weights=True, average_attn_weights=False)
+        got = cap.attentions[f"encoder.layers.{name}.self_attention"]
+        assert got.shape == (2, 2, 17, 17)
+        assert torch.allclose(got, ref, rtol=1e-5, atol=1e-6), name
+
+
+def test_gradients_wrt_captured_attention_equal_the_unfused_models_and_outputs_stay_equal():
+    vit = _timm_vit(reg_tokens=1)
+    for p in vit.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        plain = vit(x)
+    before = _state(vit)
+    with capture_attention(vit, grad=True) as cap, torch.enable_grad():
+        out = vit(x)
+        leaves = [r.leaf for r in cap.records]
+        grads = torch.autograd.grad(out[:, 2].sum(), leaves)
+    assert torch.equal(out.detach(), plain)  # the zero term changes nothing
+    assert _state(vit) == before
+    # reference: the unfused model's own attention tensors, differentiated directly
+    with torch.enable_grad():
+        ref_out, refs = _unfused_timm_reference(vit, x.requires_grad_(True))
+        ref_grads = torch.autograd.grad(ref_out[:, 2].sum(), [refs[r.name] for r in cap.records])
+    for g, ref in zip(grads, ref_grads):
+        assert g.abs().max() > 0
+        assert torch.allclose(g, ref, rtol=1e-4, atol=1e-6)
+
+
+class _SoftmaxRecorder(TorchFunctionMode):
+    """Records every F.softmax output: torchvision's Swin computes its attention with it."""
+
+    def __init__(self):
+        super().__init__()
+        self.outputs = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func is F.softmax:
+            self.outputs.append(out)
+        return out
+
+
+@pytest.mark.parametrize("v2", [False, True])
+def test_torchvision_swin_window_attention_per_stage(v2):
+    torch.manual_seed(0)
+    extra = {"block": SwinTransformerBlockV2, "downsample_layer": PatchMergingV2} if v2 else {}
+    swin = torchvision.models.SwinTransformer(
+        patch_size=[4, 4],
+        embed_dim=16,
+        depths=[2, 2],
+        num_heads=[2, 4],
+        window_size=[4, 4],
+        num_classes=3,
+        **extra,
+    ).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad(), _SoftmaxRecorder() as rec:
+        plain = swin(x)
+    before = _state(swin)
+    with capture_attention(swin) as cap, torch.no_grad():
+        out = swin(x)
+    assert torch.equal(out, plain) and _state(swin) == before
+    stages = cap.by_stage()
+    assert list(stages) == ["features.1", "features.3"]
+    # stage 1: 8x8 tokens in 4x4 windows -> 2x2 windows; stage 2: 4x4 tokens, one window
+    assert [r.windows for r in stages["features.1"]] == [(2, 2), (2, 2)]
+    assert stages["features.1"][1].attn.shape == (2, 4, 2, 16, 16)
+    assert stages["features.3"][0].attn.shape == (2, 1, 4, 16, 16)
+    for got, ref in zip(cap.records, rec.outputs[: len(cap.records)]):
+        assert torch.allclose(got.attn.flatten(0, 1), ref, rtol=1e-5, atol=1e-6), got.name
+
+
+def test_timm_swin_fused_window_attention_equals_unfused():
+    torch.manual_seed(0)
+    swin = SwinTransformer(
+        img_size=32,
+        patch_size=4,
+        window_size=4,
+        embed_dim=16,
+        depths=(2, 2),
+        num_heads=(2, 4),
+        num_classes=3,
+    ).eval()
+    for m in swin.modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = True
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        plain = swin(x)
+    with capture_attention(swin) as cap, torch.no_grad():
+        out = swin(x)
+    assert torch.equal(out, plain)
+    with torch.no_grad():
+        _, refs = _unfused_timm_reference(swin, x)
+    assert [r.name for r in cap.by_stage()["layers.0"]] == [
+        "layers.0.blocks.0.attn",
+        "layers.0.blocks.1.attn",
+    ]
+    for r in cap.records:
+        assert r.attn.shape[:2] == (2, r.windows[0] * r.windows[1])
+        assert torch.allclose(r.attn.flatten(0, 1), refs[r.name], rtol=1e-5, atol=1e-6)
+
+
+MODELS = {
+    "timm-cls": lambda: _timm_vit(),
+    "timm-registers": lambda: _timm_vit(reg_tokens=4, patch_size=16),
+    "timm-avg": lambda: _timm_vit(class_token=False, global_pool="avg"),
+    "torchvision": _tv_vit,
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("method", [rollout, grad_rollout, legrad])
+def test_attention_explanations_are_maps_in_unit_range(name, method):
+    model = MODELS[name]()
+    size = 64 if name == "torchvision" else 32
+    x = torch.randn(2, 3, size, size)
+    before = _state(model)
+    exp = method(model, x, [ClassTarget(1), ClassTarget(4)])
+    assert _state(model) == before
+    assert exp.maps.shape == (2, 2, size, size)
+    assert torch.isfinite(exp.maps).all()
+    assert exp.maps.min() >= 0 and exp.maps.max() <= 1
+    assert not exp.empty.any()
+    layout = vit_layout(model)
+    assert exp.raw[exp.method].shape[-2:] == layout.grid((size, size))
+    if method is not rollout:  # class-specific: the two targets' maps differ
+        assert not torch.allclose(exp.maps[:, 0], exp.maps[:, 1])
+
+
+def test_layout_reads_prefix_tokens_and_grid():
+    assert vit_layout(_timm_vit(reg_tokens=3)).prefix == 4
+    lay = vit_layout(_timm_vit(class_token=False, global_pool="avg", patch_size=4))
+    assert (lay.prefix, lay.pool, lay.grid((32, 32))) == (0, "avg", (8, 8))
+    assert vit_layout(_tv_vit()).attention[0] == "encoder.layers.encoder_layer_0.self_attention"
+
+
+def test_rollout_of_identity_attention_is_the_query_itself():
+    """With q = k = 0 every head is uniform; a patch query's rollout still peaks on itself
+    (the identity added for the residual path) and is otherwise flat."""
+    vit = _timm_vit()
+    for blk in vit.blocks:
+        with torch.no_grad():
+            blk.attn.qkv.weight[:128].zero_()
+            blk.attn.qkv.bias[:128].zero_()
+    exp = rollout(vit, torch.randn(1, 3, 32, 32), query=(1, 2))
+    raw = exp.raw["rollout"][0, 0]
+    assert raw.argmax() == 1 * 4 + 2
+    others = raw.flatten()[torch.arange(16) != 6]
+    assert torch.allclose(others, others[0].expand_as(others))
+
+
+def test_head_statistics_flags_uniform_and_prefix_only_heads():
+    n = 1 + 9
+    uniform = torch.full((n, n), 1 / n)
+    prefix = torch.zeros(n, n)
+    prefix[:, 0] = 1.0
+    local = torch.zeros(n, n)
+    local[torch.arange(n), torch.arange(n)] = 1.0  # each token attends to itself
+    stats = head_statistics(torch.stack([uniform, prefix, local]), (3, 3), 1, query=5)
+    assert stats[0]["flags"] == ["uniform"]
+    assert stats[0]["normalized_entropy"] == pytest.approx(1.0)
+    assert stats[1]["flags"] == ["prefix-only"] and stats[1]["prefix_mass"] == 1.0
+    assert stats[2]["flags"] == [] and stats[2]["mean_distance"] == 0.0
+    assert stats[2]["query_distance"] == 0.0 and stats[2]["entropy"] == pytest.approx(0.0)
+
+
+def test_attention_command_writes_the_grid_png_and_json(tmp_path):
+    import cv2
+    import numpy as np
+
+    from taskcam.data.shapes import make_sample
+
+    sample = make_sample(0, seed=123, size=64, max_objects=1)
+    image = tmp_path / "shape.png"
+    cv2.imwrite(str(image), cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "att"
+    code = main(["attention", str(image), "--model", "zoo:shapes-vit", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "attention.json").read_text())
+    assert summary["grid"] == [8, 8] and summary["prefix_tokens"] == 1
+    assert summary["query"] == "cls"
+    assert len(summary["layers"]) == 4 and len(summary["layers"][0]["heads"]) == 4
+    for layer in summary["layers"]:
+        for head in layer["heads"]:
+            assert 0 <= head["normalized_entropy"] <= 1 and 0 <= head["prefix_mass"] <= 1
+            assert 0 <= head["mean_distance"] <= 8 * 2**0.5
+    grid = cv2.imread(str(out / summary["files"]["grid"]))
+    assert grid is not None and grid.shape[0] > 4 * 64 and grid.shape[1] > 5 * 64
+    assert cv2.imread(str(out / summary["files"]["maps"])) is not None
+    # a patch query on a timm model with random weights
+    out2 = tmp_path / "att2"
+    code = main(
+        [
+            "attention",
+            str(image),
+            "--model",
+            "timm:vit_tiny_patch16_224",
+            "--weights",
+            "none",
+            "--query",
+            "2,3",
+            "--out",
+            str(out2),
+        ]
+    )
+    assert code == 0
+    summary = json.loads((out2 / "attention.json").read_text())
+    assert summary["query"] == [2, 3] and summary["grid"] == [14, 14]
+    assert len(summary["layers"]) == 12
+    assert all(h["query_distance"] is not None for h in summary["layers"][0]["heads"])
+    assert np.isfinite(summary["layers"][-1]["heads"][0]["entropy"])
+
+
+def test_errors_name_what_was_wrong(tmp_path, capsys):
+    resnet = torchvision.models.resnet18(weights=None)
+    with pytest.raises(TaskcamError, match="no attention module.*MultiheadAttention"):
+        capture_attention(resnet)
+    with pytest.raises(TaskcamError, match="no attention module"):
+        rollout(resnet, torch.rand(1, 3, 32, 32))
+    swin = SwinTransformer(
+        img_size=32, patch_size=4, window_size=4, embed_dim=16, depths=(2,), num_heads=(2,)
+    )
+    with pytest.raises(TaskcamError, match="not a ViT-style model"):
+        legrad(swin, torch.rand(1, 3, 32, 32))
+    vit = _timm_vit()
+    with pytest.raises(TaskcamError, match=r"patch \(4, 0\) is outside the 4x4 grid"):
+        rollout(vit, torch.rand(1, 3, 32, 32), query=(4, 0))
+    with pytest.raises(TaskcamError, match="unknown"):
+        AttentionExplainer(vit, "attention-flow")
+    with pytest.raises(TaskcamError, match="not attention modules"):
+        capture_attention(vit, modules=["blocks.0.mlp"])
+    image = tmp_path / "x.png"
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    code = main(["attention", str(image), "--model", "torchvision:resnet18", "--weights", "none"])
+    assert code == 2 and "searched for" in capsys.readouterr().err
