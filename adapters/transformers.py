@@ -969,7 +969,13 @@ def grad_rollout(
     return _finish(raw, x.shape[-2:], "grad-rollout", scores, layout, output)
 
 
-def legrad(model: nn.Module, inputs: torch.Tensor, targets: Any = None) -> Explanation:
+def legrad(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: Any = None,
+    *,
+    last_layers: Optional[int] = None,
+) -> Explanation:
     """LeGrad (Bousselham, Boggust, Chaybouti, Strobelt & Kuehne, "LeGrad: An Explainability
     Method for Vision Transformers via Feature Formation Sensitivity", 2024).
 
@@ -984,6 +990,8 @@ def legrad(model: nn.Module, inputs: torch.Tensor, targets: Any = None) -> Expla
             intermediate logits ``head(block_l output)`` of the transformer inside it.
         inputs: ``Tensor[B, 3, H, W]``.
         targets: as :func:`taskcam.explain` takes them; default each image's top-1 class.
+        last_layers: sum over the last this many layers only (the authors' code starts at
+            the second-to-last layer for CLIP models); default every layer, as in the paper.
 
     Returns:
         An :class:`taskcam.Explanation`; ``maps: Tensor[B, T, H, W]`` in [0, 1].
@@ -1020,7 +1028,10 @@ def legrad(model: nn.Module, inputs: torch.Tensor, targets: Any = None) -> Expla
                 records = _ordered(cap, layout)
                 _check_tokens(records[0].attn, layout, grid)
                 total = None
+                first = 0 if last_layers is None else max(0, len(records) - int(last_layers))
                 for i, rec in enumerate(records):
+                    if i < first:
+                        continue
                     with torch.enable_grad():
                         inter = _scores(layout.head(outs[i]), per_image)  # [B, T]
                     per_t = []
@@ -1269,7 +1280,7 @@ def attention_report(
     picture = attention_grid(
         shown,
         rows,
-        layer_labels=[n.rsplit(".", 2)[-2] if "." in n else n for n in layout.attention],
+        layer_labels=[f"layer {i}" for i in range(len(records))],
         colormap=colormap,
         marker=marker,
     )
@@ -1277,7 +1288,8 @@ def attention_report(
     cells = [shown, *(overlay(shown, m, colormap=colormap) for m in (roll, groll, cam))]
     name = class_names[k] if class_names and k < len(class_names) else str(k)
     labels = ["image", "rollout", f"grad-rollout {name}", f"grad-cam {name}"]
-    save_image(out / "maps.png", image_grid([cells], col_labels=labels))
+    cell = max(160, min(size))
+    save_image(out / "maps.png", image_grid([cells], col_labels=labels, cell_size=cell))
 
     layers_json = []
     uniform, prefix_only = [], []
