@@ -54,6 +54,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -166,6 +167,10 @@ class TracedOutput:
         feature_names: the backbone's feature maps, in order.
         detections: torchvision's detections with their candidates; ``boxes`` in ``x``'s
             pixels, ``masks`` (Mask R-CNN, when asked) on the placement's canvas.
+        tracked: two-stage with gradients on: per image, the detections' proposals mapped
+            to their ``probs`` row ``Tensor[K]`` and ``boxes`` row ``Tensor[K, 4]``, which
+            carry the gradients (the box head reran on those proposals only) while the full
+            tensors above are constants. None otherwise. :meth:`row` reads either.
     """
 
     family: str
@@ -176,6 +181,18 @@ class TracedOutput:
     levels: list[torch.Tensor]
     feature_names: list[str]
     detections: list[Detections]
+    tracked: Optional[list[dict[int, tuple[torch.Tensor, torch.Tensor]]]] = None
+
+    def row(
+        self, image: int, candidate: int
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+        """One candidate's ``scores`` row, objectness (None for RetinaNet) and ``boxes`` row,
+        from ``tracked`` (with gradients) where it has them."""
+        if self.tracked is not None and candidate in self.tracked[image]:
+            probs, boxes = self.tracked[image][candidate]  # two-stage: scores are probs
+            return probs, 1 - probs[0], boxes
+        objectness = None if self.objectness is None else self.objectness[image][candidate]
+        return self.scores[image][candidate], objectness, self.boxes[image][candidate]
 
     @property
     def background(self) -> bool:
@@ -411,13 +428,19 @@ class TracedDetector(nn.Module):
         heads = self.roi_heads
         proposals, _ = self.rpn(images, features)  # detached boxes, transformed pixels
         pool = heads.box_roi_pool
-        box_features = heads.box_head(pool(features, proposals, images.image_sizes))
-        class_logits, box_regression = heads.box_predictor(box_features)
+        counts = [len(p) for p in proposals]
+        # The box head runs on every proposal (1000 per image for R50-FPN), but only the
+        # detections' rows are ever explained. With gradients on, it runs on all of them
+        # without gradients (for the detections and for matching), then again with gradients
+        # on the detections' proposals only (``tracked``): a backward crosses K rows of the
+        # head instead of 1000, with the same gradients.
+        tracking = torch.is_grad_enabled()
+        with torch.no_grad() if tracking else nullcontext():
+            class_logits, box_regression = self._box_head(features, proposals, images)
         boxes_all = heads.box_coder.decode(box_regression, proposals)  # [sum N, K, 4]
         probs_all = F.softmax(class_logits, -1)  # [sum N, K]
         levels_all = _roi_levels(pool, list(features), proposals)
         thresh = heads.score_thresh if score_thresh is None else score_thresh
-        counts = [len(p) for p in proposals]
 
         out = _empty_output(self.family, list(features))
         kept_boxes_t: list[torch.Tensor] = []
@@ -452,9 +475,42 @@ class TracedDetector(nn.Module):
             assert out.objectness is not None
             out.objectness.append(1 - probs[:, 0])
             out.levels.append(levels)
+        if tracking:
+            out.tracked = self._tracked(features, proposals, images, out.detections, size)
         if with_masks and heads.has_mask():
             self._masks(features, images.image_sizes, kept_boxes_t, out.detections, size)
         return out
+
+    def _box_head(
+        self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor], images: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoI pooling, box head and predictor: class logits and box deltas per proposal."""
+        heads = self.roi_heads
+        pooled = heads.box_roi_pool(features, proposals, images.image_sizes)
+        return heads.box_predictor(heads.box_head(pooled))
+
+    def _tracked(
+        self,
+        features: dict[str, torch.Tensor],
+        proposals: list[torch.Tensor],
+        images: Any,
+        dets: list[Detections],
+        size: tuple[int, int],
+    ) -> list[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+        """The box head again, with gradients, on the detections' proposals only."""
+        heads = self.roi_heads
+        kept = [torch.unique(d.candidates) for d in dets]
+        chosen = [p[i] for p, i in zip(proposals, kept)]
+        logits, regression = self._box_head(features, chosen, images)
+        probs = F.softmax(logits, -1).split([len(i) for i in kept])  # [R, K] per image
+        boxes = heads.box_coder.decode(regression, chosen).split([len(i) for i in kept])
+        tracked = []
+        for cands, p, box, image_size in zip(kept, probs, boxes, images.image_sizes):
+            n, k = p.shape
+            box = clip_boxes_to_image(box, image_size).reshape(-1, 4)  # [R * K, 4]
+            box = resize_boxes(box, image_size, size).reshape(n, k, 4)
+            tracked.append({int(c): (p[i], box[i]) for i, c in enumerate(cands.tolist())})
+        return tracked
 
     def _masks(
         self,
@@ -850,13 +906,14 @@ class TorchvisionDetectionTarget(DetectionTarget):
             scores = out.scores[b]
             if self.candidate >= scores.shape[0]:
                 values.append(scores.new_zeros(()))
-            elif self.what == "score":
-                values.append(scores[self.candidate, self.class_id])
+                continue
+            row, objectness, box = out.row(b, self.candidate)
+            if self.what == "score":
+                values.append(row[self.class_id])
             elif self.what == "objectness":
-                assert out.objectness is not None
-                values.append(out.objectness[b][self.candidate])
+                assert objectness is not None
+                values.append(objectness)
             else:
-                box = out.boxes[b][self.candidate]
                 if box.ndim == 2:  # two-stage: one box per class
                     box = box[self.class_id]
                 values.append(box[_SIDES.index(self.what)])

@@ -366,6 +366,48 @@ def test_box_side_and_objectness_targets_read_the_candidate(detectors, quick):
             assert_close(value, 1 - out.probs[0][c, :1])
 
 
+def test_two_stage_gradients_equal_the_full_box_head(detectors):
+    """Only the kept detections' rows run the box head with gradients; the gradients of their
+    scores and boxes equal those through torchvision's box head run on every proposal."""
+    det = detectors["fasterrcnn"]
+    adapter = TorchvisionDetectionAdapter(det)
+    x = _x(batch=2, seed=3)
+    dets = adapter.detect(x)
+    heads = det.roi_heads
+    with torch.enable_grad():
+        leaf = x.clone().requires_grad_(True)
+        out = adapter.model(leaf)
+        # the reference: torchvision's own stages, the box head on all proposals with gradients
+        ref_x = x.clone().requires_grad_(True)
+        images, _ = det.transform(list(ref_x))
+        features = det.backbone(images.tensors)
+        proposals, _ = det.rpn(images, features)
+        counts = [len(p) for p in proposals]
+        pooled = heads.box_roi_pool(features, proposals, images.image_sizes)
+        logits, deltas = heads.box_predictor(heads.box_head(pooled))
+        probs = torch.softmax(logits, -1).split(counts)
+        boxes = heads.box_coder.decode(deltas, proposals).split(counts)
+        checked = 0
+        for b, d in enumerate(dets):
+            x_scale = W / images.image_sizes[b][1]  # the traced boxes are in x's pixels
+            for cand, cls in zip(d.candidates.tolist()[:3], d.classes.tolist()[:3]):
+                assert_close(out.probs[b][cand], probs[b][cand].detach())
+                pairs = (
+                    (TorchvisionDetectionTarget(cand, cls), probs[b][cand, cls], 1.0),
+                    (TorchvisionDetectionTarget(cand, cls, "x2"), boxes[b][cand, cls, 2], x_scale),
+                    (TorchvisionDetectionTarget(cand, cls, "objectness"), 1 - probs[b][cand, 0], 1),
+                )
+                for target, ref, scale in pairs:
+                    value = target(out)[b]
+                    assert_close(value, ref.detach() * scale)
+                    (g,) = torch.autograd.grad(value, leaf, retain_graph=True)
+                    (g_ref,) = torch.autograd.grad(ref, ref_x, retain_graph=True)
+                    assert g.abs().sum() > 0
+                    assert_close(g, g_ref * scale, rtol=1e-3, atol=1e-7)
+                checked += 1
+        assert checked >= 2
+
+
 def test_out_of_range_candidates_score_zero(detectors):
     with torch.no_grad():
         out = TracedDetector(detectors["fasterrcnn"])(_x(2))
