@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from timm.models.swin_transformer import SwinTransformer
+from timm.models.swin_transformer_v2 import SwinTransformerV2
 from timm.models.vision_transformer import VisionTransformer
 from torch.overrides import TorchFunctionMode
 from torchvision.models.swin_transformer import (
@@ -76,9 +77,11 @@ TIMM_CONFIGS = {
 def _unfused_timm_reference(vit, x):
     """The attention timm itself computes with fused_attn off (its attn_drop input)."""
     refs, handles = {}, []
+    flags = {m: m.fused_attn for m in vit.modules() if hasattr(m, "fused_attn")}
     for name, m in vit.named_modules():
-        if hasattr(m, "fused_attn"):
-            m.fused_attn = False
+        if hasattr(m, "qkv") and hasattr(m, "attn_drop"):
+            if hasattr(m, "fused_attn"):
+                m.fused_attn = False
             handles.append(
                 m.attn_drop.register_forward_hook(lambda _m, _i, o, n=name: refs.__setitem__(n, o))
             )
@@ -87,9 +90,8 @@ def _unfused_timm_reference(vit, x):
     finally:
         for h in handles:
             h.remove()
-        for m in vit.modules():
-            if hasattr(m, "fused_attn"):
-                m.fused_attn = True
+        for m, flag in flags.items():
+            m.fused_attn = flag
     return out, refs
 
 
@@ -210,9 +212,11 @@ def test_torchvision_swin_window_attention_per_stage(v2):
         assert torch.allclose(got.attn.flatten(0, 1), ref, rtol=1e-5, atol=1e-6), got.name
 
 
-def test_timm_swin_fused_window_attention_equals_unfused():
+@pytest.mark.parametrize("v2", [False, True])
+def test_timm_swin_fused_window_attention_equals_unfused(v2):
     torch.manual_seed(0)
-    swin = SwinTransformer(
+    arch = SwinTransformerV2 if v2 else SwinTransformer  # V2 is unfused: its softmax is hooked
+    swin = arch(
         img_size=32,
         patch_size=4,
         window_size=4,
@@ -335,7 +339,7 @@ def test_attention_command_writes_the_grid_png_and_json(tmp_path):
             "attention",
             str(image),
             "--model",
-            "timm:vit_tiny_patch16_224",
+            "timm:test_vit",  # timm's own tiny test ViT: 160 px, 16 px patches, 6 blocks
             "--weights",
             "none",
             "--query",
@@ -346,8 +350,8 @@ def test_attention_command_writes_the_grid_png_and_json(tmp_path):
     )
     assert code == 0
     summary = json.loads((out2 / "attention.json").read_text())
-    assert summary["query"] == [2, 3] and summary["grid"] == [14, 14]
-    assert len(summary["layers"]) == 12
+    assert summary["query"] == [2, 3] and summary["grid"] == [10, 10]
+    assert len(summary["layers"]) == 6
     assert all(h["query_distance"] is not None for h in summary["layers"][0]["heads"])
     assert np.isfinite(summary["layers"][-1]["heads"][0]["entropy"])
 
