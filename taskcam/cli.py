@@ -90,6 +90,18 @@ def _parser() -> argparse.ArgumentParser:
     att.add_argument("--mean", type=_floats, help="normalisation mean: three values")
     att.add_argument("--std", type=_floats, help="normalisation std: three values")
     att.add_argument("--colormap", default="jet")
+    att.add_argument(
+        "--uniform-threshold",
+        type=float,
+        default=0.95,
+        help="flag a head 'uniform' when its entropy is at least this fraction of log N",
+    )
+    att.add_argument(
+        "--prefix-threshold",
+        type=float,
+        default=0.9,
+        help="flag a head 'prefix-only' when this share of its attention is on prefix tokens",
+    )
 
     sub.add_parser("methods", help="list the registered methods")
     zoo = sub.add_parser("zoo", help="list, train or check the zoo models")
@@ -203,6 +215,8 @@ def _cmd_attention(args: argparse.Namespace) -> int:
         class_names=loaded.class_names,
         model_name=args.model,
         colormap=args.colormap,
+        uniform_threshold=args.uniform_threshold,
+        prefix_threshold=args.prefix_threshold,
     )
     flagged = summary["flagged"]
     print(
