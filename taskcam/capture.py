@@ -62,13 +62,29 @@ class ModelState:
                 param.requires_grad_(flag)
 
 
-def _first_tensor(name: str, output: Any) -> torch.Tensor:
+def _first_tensor(name: str, output: Any) -> tuple[torch.Tensor, Optional[int]]:
+    """The tensor a layer outputs and, for a tuple output (Hugging Face), its index there."""
     if isinstance(output, torch.Tensor):
-        return output
+        return output, None
+    if isinstance(output, (tuple, list)):
+        for i, item in enumerate(output):
+            if isinstance(item, torch.Tensor):
+                return item, i
     raise TaskcamError(
         f"layer {name!r} returns {type(output).__name__}, not a tensor; choose a layer whose "
         "output is a tensor"
     )
+
+
+def _replace(output: Any, index: Optional[int], tensor: torch.Tensor) -> Any:
+    """``output`` with its tensor at ``index`` (``None``: the output itself) replaced."""
+    if index is None:
+        return tensor
+    items = list(output)
+    items[index] = tensor
+    if isinstance(output, tuple) and hasattr(output, "_fields"):  # a namedtuple
+        return type(output)(*items)
+    return type(output)(items)
 
 
 class Capture:
@@ -79,6 +95,9 @@ class Capture:
     hooked activation becomes the leaf of the graph, so autograd records only what lies after
     it). On exit, even after an exception, the hooks are removed and every module's mode and
     every parameter's ``requires_grad`` flag are put back exactly.
+
+    A layer that returns a tuple (Hugging Face blocks) is captured through its first tensor,
+    the hidden states; the rest of the tuple passes through untouched.
 
     Args:
         model: the network.
@@ -102,27 +121,48 @@ class Capture:
         self.need_grad = need_grad
         self.activations: dict[str, torch.Tensor] = {}
         self.edit: Optional[Edit] = None
+        # name -> reshape with an ``inverse``: edits then see (and return) Tensor[B, C, h, w]
+        self.views: dict[str, Any] = {}
         self.record = True
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._state: Optional[ModelState] = None
 
     def _hook(self, name: str):
         def hook(_module: nn.Module, _inputs: Any, output: Any):
-            act = _first_tensor(name, output)
+            act, index = _first_tensor(name, output)
             if self.edit is not None:
-                act = self.edit(name, act)
+                act = self._edited(name, act)
             if not self.record:
-                return act if self.edit is not None else None
+                return _replace(output, index, act) if self.edit is not None else None
             if self.need_grad and torch.is_grad_enabled():
                 if not act.requires_grad:
                     act = act.detach().requires_grad_(True)
                 self.activations[name] = act
                 # downstream in-place ops (ReLU(inplace=True), +=) must not alter the capture
-                return act.clone()
+                return _replace(output, index, act.clone())
             self.activations[name] = act.detach()
-            return act.clone()
+            return _replace(output, index, act.clone())
 
         return hook
+
+    def _edited(self, name: str, act: torch.Tensor) -> torch.Tensor:
+        """Apply :attr:`edit`, through the layer's grid view when it has one."""
+        assert self.edit is not None
+        view = self.views.get(name)
+        if view is None:
+            return self.edit(name, act)
+        grid = view(act)
+        edited = self.edit(name, grid)
+        if edited is grid:
+            return act
+        inverse = getattr(view, "inverse", None)
+        if inverse is None:
+            raise TaskcamError(
+                f"layer {name!r} is edited through its reshape {view!r}, which has no "
+                "inverse(grid, like); give it one to use methods that edit the layer "
+                "(ablationcam)"
+            )
+        return inverse(edited, act)
 
     def __enter__(self) -> Capture:
         self._state = ModelState(self.model)

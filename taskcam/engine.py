@@ -18,6 +18,7 @@ from taskcam.masking import check_batch_size
 from taskcam.methods import CamTerms, LayerContext, Method, get_method
 from taskcam.methods.eigen import principal_projection
 from taskcam.methods.guided import GuidedReLU
+from taskcam.reshape import reshape_for_output
 
 __all__ = ["Explainer", "Explanation", "explain", "normalize_maps"]
 
@@ -261,13 +262,18 @@ class Explainer:
         model: any ``nn.Module`` taking ``Tensor[B, 3, H, W]``. It is left exactly as it was:
             train/eval mode, ``requires_grad`` flags and hooks are restored after each call.
         layers: target layer(s) as dotted names or modules; several are fused. ``None`` picks
-            the last spatial feature map (see :func:`taskcam.layers.default_layer`).
+            the last spatial feature map of a CNN, or the input of the last attention of a
+            transformer (see :func:`taskcam.layers.default_layer`).
         method: a registered method name (``taskcam methods`` lists them) or a ``Method``.
         fuse: how several layers' normalised maps are combined: ``"mean"`` or ``"product"``.
         aug_smooth: average the maps over horizontal flips and a 1.1× rescale.
         eigen_smooth: replace each map by the first principal component of its weighted
             activations (removes noise; not for eigen methods, which are that already).
-        reshape: maps a layer's output to ``Tensor[B, C, h, w]`` (token outputs).
+        reshape: maps a layer's output to ``Tensor[B, C, h, w]``; it wins over the automatic
+            one. ``None`` infers it per layer from the model and the input (ViT tokens
+            ``Tensor[B, P + h*w, C]``, Swin's channels-last stages: see
+            :func:`taskcam.reshape.reshape_for_output`). Methods that edit the layer
+            (ablationcam) need a reshape with an ``inverse(grid, like)``, as taskcam's have.
         batch_size: perturbed inputs per forward for perturbation methods.
         progress: show progress bars for perturbation methods.
         **method_options: settings passed to the method (``fc=`` for ``cam``).
@@ -307,6 +313,7 @@ class Explainer:
         self.aug_smooth = aug_smooth
         self.eigen_smooth = eigen_smooth
         self.reshape = reshape
+        self._inferred: dict[tuple, Optional[Reshape]] = {}
         self.batch_size = batch_size
         self.progress = progress
 
@@ -404,7 +411,10 @@ class Explainer:
             scores = scores.detach()
             raw: dict[str, torch.Tensor] = {}
             for (name, module), act, grad in zip(layers, acts, grads):
-                act, grad = self._as_grid(name, act.detach(), grad)
+                reshape = self._reshape_of(name, act.shape, x.shape[-2:])
+                if reshape is not None:
+                    cap.views[name] = reshape  # edits (ablation) see the grid too
+                act, grad = self._as_grid(name, act.detach(), grad, reshape)
                 ctx = LayerContext(
                     name=name,
                     module=module,
@@ -431,19 +441,34 @@ class Explainer:
             output=_detach(output),
         )
 
-    def _as_grid(
-        self, name: str, act: torch.Tensor, grad: Optional[torch.Tensor]
-    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def _reshape_of(self, name: str, shape: torch.Size, size: torch.Size) -> Optional[Reshape]:
+        """The explicit reshape, else the one inferred for this layer, output and input size."""
         if self.reshape is not None:
-            act = self.reshape(act)
+            return self.reshape
+        key = (name, tuple(shape[1:]), tuple(size))
+        if key not in self._inferred:
+            self._inferred[key] = reshape_for_output(self.model, name, shape, size)
+        return self._inferred[key]
+
+    def _as_grid(
+        self,
+        name: str,
+        act: torch.Tensor,
+        grad: Optional[torch.Tensor],
+        reshape: Optional[Reshape],
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        shape = tuple(act.shape)
+        if reshape is not None:
+            act = reshape(act)
             if grad is not None:
                 b, t = grad.shape[:2]
-                grad = self.reshape(grad.flatten(0, 1))
+                grad = reshape(grad.flatten(0, 1))
                 grad = grad.reshape(b, t, *grad.shape[1:])
         if act.ndim != 4:
             raise TaskcamError(
-                f"layer {name!r} gives {tuple(act.shape)}; CAM methods need Tensor[B, C, h, w] "
-                "(pass reshape= for token outputs)"
+                f"layer {name!r} gives {shape}"
+                + (f", {tuple(act.shape)} after {reshape!r}" if reshape is not None else "")
+                + "; CAM methods need Tensor[B, C, h, w] (pass reshape= for token outputs)"
             )
         return act, grad
 
