@@ -41,7 +41,14 @@ class Preprocess:
 
 @dataclass
 class LoadedModel:
-    """A model ready to explain, with what the CLI needs to feed and describe it."""
+    """A model ready to explain, with what the CLI needs to feed and describe it.
+
+    For a transformer classifier (timm ViT / DeiT / Swin, torchvision ViT / Swin, a Hugging
+    Face vision transformer from a factory), :func:`load_model` fills ``layers`` with the
+    default target layer (:func:`taskcam.layers.default_layer`) and ``reshape`` with the
+    transform its output needs at the preprocessing size
+    (:func:`taskcam.reshape.infer_reshape`).
+    """
 
     model: nn.Module
     spec: str
@@ -327,4 +334,21 @@ def load_model(
                 raise TaskcamError(f"--{label}: expected 3 values (std > 0), got {list(value)}")
             setattr(loaded.preprocess, label, vals)
     loaded.model.to(device).eval()
+    if prefix not in ("yolo", "smp", "zoo") and loaded.task == "classify":
+        _transformer_defaults(loaded, device)
     return loaded
+
+
+def _transformer_defaults(loaded: LoadedModel, device: str | torch.device) -> None:
+    """Fill a transformer's default layer and the reshape it needs, read from one forward."""
+    from taskcam.layers import default_layer, has_transformer_blocks
+    from taskcam.reshape import infer_reshape
+
+    if loaded.layers is not None or loaded.reshape is not None:
+        return
+    if not has_transformer_blocks(loaded.model):
+        return
+    example = torch.zeros(1, 3, *loaded.preprocess.size, device=device)
+    layer = default_layer(loaded.model, example)
+    loaded.layers = [layer]
+    loaded.reshape = infer_reshape(loaded.model, layer, example)
