@@ -18,7 +18,7 @@ from torchvision.models.resnet import BasicBlock
 from taskcam.data.shapes import CLASSES
 from taskcam.errors import TaskcamError
 from taskcam.models import LoadedModel, Preprocess
-from taskcam.reshape import ChannelsLast, TokensToGrid
+from taskcam.reshape import infer_reshape
 
 __all__ = [
     "CLASSIFY_SIZE",
@@ -251,10 +251,10 @@ def shapes_loaded_model(name: str, pretrained: bool = True, path: Optional[Path]
     if name == "shapes-fasterrcnn":
         names = ["background", *CLASSES]
     reshape = None
-    if name == "shapes-vit":
-        reshape = TokensToGrid((CLASSIFY_SIZE // 8, CLASSIFY_SIZE // 8), prefix=1)
-    elif name == "shapes-swin":
-        reshape = ChannelsLast()
+    if name in ("shapes-vit", "shapes-swin"):
+        # read from the model, as for any transformer: TokensToGrid((8, 8), 1), ChannelsLast()
+        example = torch.zeros(1, 3, size, size)
+        reshape = infer_reshape(model, _LAYERS[name][0], example)
     return LoadedModel(
         model=model.eval(),
         spec=f"zoo:{name}",
