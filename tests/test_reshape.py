@@ -613,3 +613,19 @@ def test_explain_command_on_a_timm_vit_needs_no_layer(tmp_path):
     assert heatmap.shape == (300, 200) and np.isfinite(heatmap).all()
     # in [0, 1] on the model's 384x384 grid, resampled to the original 300x200 image
     assert heatmap.min() >= 0.0 and 0.9 < heatmap.max() <= 1.0
+
+
+# -- the shapes zoo ViT: maps through taskcam.evaluate on 100 held-out images -------------------
+def test_shapes_vit_maps_point_at_the_objects_through_the_inferred_reshape():
+    """The issue's bar is Grad-CAM pointing game >= 0.85. Measured on these 100 images, plain
+    Grad-CAM reaches 0.57 at the default ``blocks.3.norm1`` and at most 0.69 on any layer or
+    fusion tried (see the report of issue 6); element-wise methods do reach the bar there."""
+    from taskcam.evaluate import evaluate
+    from taskcam.zoo import build_zoo_model
+
+    loaded = build_zoo_model("shapes-vit")
+    assert loaded.layers == ["blocks.3.norm1"] and loaded.reshape == TokensToGrid((8, 8), 1)
+    rows = evaluate(["shapes-vit"], ["gradcam", "hirescam"], n=100, sanity_images=2, progress=False)
+    points = {row.method: row.pointing_game for row in rows}
+    assert points["hirescam"] >= 0.85, points
+    assert points["gradcam"] >= 0.5, points  # below the bar: recorded, not met
