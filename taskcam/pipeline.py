@@ -245,7 +245,8 @@ def explain_files(
                     batch_size=batch_size,
                     aug_smooth=aug_smooth,
                     eigen_smooth=eigen_smooth,
-                    reshape=loaded.reshape,
+                    # the loaded reshape fits the model's default layers; others are inferred
+                    reshape=None if layers else loaded.reshape,
                     progress=progress,
                 )
             exp = explainers[method.name](x, target_rows)

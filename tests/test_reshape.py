@@ -615,6 +615,27 @@ def test_explain_command_on_a_timm_vit_needs_no_layer(tmp_path):
     assert heatmap.min() >= 0.0 and 0.9 < heatmap.max() <= 1.0
 
 
+def test_explain_command_infers_the_reshape_of_a_user_layer(tmp_path):
+    """``--layer`` other than the zoo default: the patch convolution (already a grid) and an
+    earlier block's tokens each get their own reshape, not the default layer's."""
+    import numpy as np
+
+    from taskcam.cli import main
+    from taskcam.render import save_image
+
+    image = tmp_path / "in.png"
+    save_image(image, (np.random.default_rng(1).random((80, 60, 3)) * 255).astype(np.uint8))
+    for layer in ("patch_embed.proj", "blocks.1.norm1"):
+        out = tmp_path / layer
+        argv = ["explain", str(image), "--model", "zoo:shapes-vit", "--layer", layer]
+        assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+        results = json.loads((out / "results.json").read_text())
+        assert results["layers"] == [layer]
+        ((target,),) = [item["targets"] for item in results["items"]]
+        heatmap = np.load(out / target["heatmap"])
+        assert heatmap.shape == (80, 60) and np.isfinite(heatmap).all()
+
+
 # -- the shapes zoo ViT: maps through taskcam.evaluate on 100 held-out images -------------------
 def test_shapes_vit_maps_point_at_the_objects_through_the_inferred_reshape():
     """The issue's bar is Grad-CAM pointing game >= 0.85. Measured on these 100 images, plain
