@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from taskcam.capture import ModelState
+from taskcam.capture import HookSession, ModelState
 from taskcam.engine import Explanation, normalize_maps
 from taskcam.errors import TaskcamError
 
@@ -395,7 +395,7 @@ class AttentionRecord:
         return ".".join(parts)
 
 
-class AttentionCapture:
+class AttentionCapture(HookSession):
     """Context manager recording every attention module's attention on each forward.
 
     See the module docstring for how fused attention is recomputed and, with ``grad=True``,
@@ -432,6 +432,7 @@ class AttentionCapture:
         rtol: float = 1e-3,
         atol: float = 1e-4,
     ) -> None:
+        super().__init__()
         found = find_attention_modules(model)
         if modules is not None:
             names = {n for n, _, _ in found}
@@ -448,8 +449,6 @@ class AttentionCapture:
         self.records: list[AttentionRecord] = []
         self._batch: Optional[int] = None
         self._windows = _timm_window_grids(model, found)
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._state: Optional[ModelState] = None
 
     # -- results --------------------------------------------------------------------------
     @property
@@ -547,19 +546,6 @@ class AttentionCapture:
             self._release()
             raise
         return self
-
-    def _release(self) -> None:
-        try:
-            for handle in self._handles:
-                handle.remove()
-            self._handles.clear()
-        finally:
-            if self._state is not None:
-                self._state.restore()
-                self._state = None
-
-    def __exit__(self, *exc: object) -> None:
-        self._release()
 
 
 def _timm_window_grids(

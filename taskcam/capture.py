@@ -87,7 +87,33 @@ def _replace(output: Any, index: Optional[int], tensor: torch.Tensor) -> Any:
     return type(output)(items)
 
 
-class Capture:
+class HookSession:
+    """Hooks owned by a context manager, and the model state to put back when it ends.
+
+    Subclasses register hooks into ``_handles`` and set ``_state`` (a :class:`ModelState`)
+    in ``__enter__``, calling :meth:`_release` if that fails half-way; ``__exit__`` removes
+    every hook and restores the model, even after an exception.
+    """
+
+    def __init__(self) -> None:
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._state: Optional[ModelState] = None
+
+    def _release(self) -> None:
+        try:
+            for handle in self._handles:
+                handle.remove()
+            self._handles.clear()
+        finally:
+            if self._state is not None:
+                self._state.restore()
+                self._state = None
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
+
+
+class Capture(HookSession):
     """Forward hooks on target layers that record their outputs, owned and always released.
 
     On entry the model is put in eval mode and, when gradients are wanted, its parameters stop
@@ -116,6 +142,7 @@ class Capture:
     def __init__(
         self, model: nn.Module, layers: list[tuple[str, nn.Module]], *, need_grad: bool
     ) -> None:
+        super().__init__()
         self.model = model
         self.layers = layers
         self.need_grad = need_grad
@@ -124,8 +151,6 @@ class Capture:
         # name -> reshape with an ``inverse``: edits then see (and return) Tensor[B, C, h, w]
         self.views: dict[str, Any] = {}
         self.record = True
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._state: Optional[ModelState] = None
 
     def _hook(self, name: str):
         def hook(_module: nn.Module, _inputs: Any, output: Any):
@@ -174,16 +199,3 @@ class Capture:
             self._release()
             raise
         return self
-
-    def _release(self) -> None:
-        try:
-            for handle in self._handles:
-                handle.remove()
-            self._handles.clear()
-        finally:
-            if self._state is not None:
-                self._state.restore()
-                self._state = None
-
-    def __exit__(self, *exc: object) -> None:
-        self._release()
