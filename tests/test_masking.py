@@ -63,6 +63,11 @@ def test_auto_batch_size_follows_the_budget(net):
     assert auto_batch_size(per, one.device, budget=10 * per) == 10
     assert auto_batch_size(per, one.device, budget=per // 2) == 1
     assert auto_batch_size(per, one.device, budget=1 << 40) == 256
+    # the CPU default keeps a batch of full forwards about cache-sized (48 MiB); a tail-only
+    # caller raises that ceiling
+    default = auto_batch_size(per, one.device)
+    assert 1 <= default <= max(1, (48 << 20) // per)
+    assert auto_batch_size(per, one.device, cpu_budget=1 << 40) > default
 
 
 def test_rise_masks_are_seeded_smooth_and_keep_p():

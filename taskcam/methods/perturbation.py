@@ -269,7 +269,10 @@ class AblationCAM(_Perturbation):
         # only the tail sees the copies: the layer's activation bounds what one copy costs
         act = ctx.activations[image]
         per_copy = 4 * act.numel() * act.element_size()
-        return auto_batch_size(per_copy, act.device, self.memory_budget, cap=1024)
+        # the copies only run the tail: big batches amortise the prefix forward each one repeats
+        return auto_batch_size(
+            per_copy, act.device, self.memory_budget, cap=1024, cpu_budget=384 << 20
+        )
 
     def _channel_weights(self, ctx: LayerContext, b: int, idx: torch.Tensor) -> torch.Tensor:
         base = ctx.scores[b].float()  # [T]
