@@ -14,9 +14,9 @@ What is measured, one fresh process per (model, variant):
   ``fast-ablationcam`` with their default ``top_k`` (1/16 of the channels) and ``top_k=1/8``.
 * grad-cam's ``ScoreCAM`` and ``AblationCAM`` (``batch_size = 32``, as usual) and torchcam's
   ``ScoreCAM`` (``batch_size=32``), called as a user would (see ``classic.py``).
-* Time: the single call, timed once (these calls run thousands of forwards; the model has
-  already done one plain forward in the process).
-* Memory: peak RSS above the level before the call (``classic.PeakRSS``: ``VmHWM`` after
+* Time: the median of ``--rounds`` calls (default 1: these calls run thousands of forwards;
+  the model has already done one plain forward in the process).
+* Memory: peak RSS above the level before the first call (``classic.PeakRSS``: ``VmHWM`` after
   ``clear_refs``); ``mem_mb`` leaves out shared-library pages faulted in, ``mem_rss_mb`` not.
 * Agreement: Pearson correlation of the map (224x224) with taskcam's exact map of the same
   method (for fast modes and peers), and of tail-only Ablation-CAM with the full-forward one.
@@ -36,6 +36,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import statistics
 import sys
 import time
 from typing import Any, Callable, Optional
@@ -68,8 +69,9 @@ VARIANTS: dict[str, tuple[str, str, dict[str, Any], Optional[str]]] = {
 SLOW_PEERS = ("gradcam:scorecam", "torchcam:scorecam")
 
 
-def _measure(model_name: str, variant: str) -> dict:
-    """Fresh process: time, peak memory and map of one call of one variant."""
+def _measure(model_name: str, variant: str, rounds: int = 1) -> dict:
+    """Fresh process: median time of ``rounds`` calls of one variant, the first call's peak
+    memory and map."""
     lib, method, opts, _ = VARIANTS[variant]
     model, x, k = classic._setup(model_name)
     layer = classic.MODELS[model_name][1]
@@ -90,11 +92,16 @@ def _measure(model_name: str, variant: str) -> dict:
     with classic.PeakRSS() as mem:
         t0 = time.perf_counter()
         out = call(x)
-        seconds = time.perf_counter() - t0
+        times = [time.perf_counter() - t0]
+    for _ in range(rounds - 1):
+        t0 = time.perf_counter()
+        call(x)
+        times.append(time.perf_counter() - t0)
     close()
     result = {
         "k": k,
-        "seconds": seconds,
+        "seconds": statistics.median(times),
+        "rounds": rounds,
         "mem_mb": mem.peak / classic.MIB,
         "mem_rss_mb": mem.peak_rss / classic.MIB,
         "mem_how": mem.how,
@@ -154,7 +161,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
     parser.add_argument("--quick", action="store_true", help="Lite0 only, no slow peers")
     parser.add_argument("--skip-peers", action="store_true", help="taskcam only")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="calls per variant, median reported (default 1)"
+    )
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in models:
@@ -206,7 +218,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for model in models:
         rows = js.setdefault(model, {})
         for v in variants:
-            r = classic._in_child(ctx, _measure, model, v)
+            r = classic._in_child(ctx, _measure, model, v, args.rounds)
             key = f"{model}/{v}"
             if "error" in r:
                 errors.append(key)
