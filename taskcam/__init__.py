@@ -13,18 +13,22 @@ from taskcam.engine import Explainer, Explanation, explain, normalize_maps
 from taskcam.errors import TaskcamError
 from taskcam.layers import default_layer, resolve_layers
 from taskcam.methods import Method, available_methods, get_method, register
+from taskcam.reshape import ChannelsLast, TokensToGrid, infer_reshape
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChannelsLast",
     "Explainer",
     "Explanation",
     "Method",
     "TaskcamError",
+    "TokensToGrid",
     "available_methods",
     "default_layer",
     "explain",
     "get_method",
+    "infer_reshape",
     "normalize_maps",
     "register",
     "resolve_layers",
