@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--conf", type=float, help="detect: score threshold (default: the model's)")
     ex.add_argument("--out", default="taskcam-out", help="output folder (default taskcam-out)")
+    ex.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an --out that holds results of a run with other settings "
+        "(a run with the same settings is resumed: finished images are skipped)",
+    )
     ex.add_argument("--device", default="cpu")
     ex.add_argument("--size", type=_ints, help="input size: S or H,W")
     ex.add_argument("--mean", type=_floats, help="normalisation mean: three values")
@@ -255,11 +261,14 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         what=args.what,
         conf=args.conf,
+        overwrite=args.overwrite,
     )
     n_images = len(summary.results["items"])
+    resumed = f" ({summary.resumed} done by an earlier run)" if summary.resumed else ""
     print(
-        f"{n_images} image(s), {summary.n_targets} map(s), {len(summary.failures)} failure(s) "
-        f"in {time.perf_counter() - start:.1f} s -> {summary.out_dir / 'results.json'}"
+        f"{n_images} image(s){resumed}, {summary.n_targets} map(s), "
+        f"{len(summary.failures)} failure(s) in {time.perf_counter() - start:.1f} s -> "
+        f"{summary.out_dir / 'results.json'}"
     )
     for path, error in summary.failures:
         print(f"  failed: {path}: {error}", file=sys.stderr)
@@ -294,6 +303,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except TaskcamError as e:
         print(f"taskcam: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.command != "explain":
+            raise
+        print(
+            f"taskcam: interrupted; {args.out}/results.json holds the finished images, and "
+            "the same command resumes the run",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

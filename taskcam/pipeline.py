@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from taskcam.layers import default_layer
 from taskcam.methods import get_method
 from taskcam.models import LoadedModel
 from taskcam.render import grid, overlay, save_image
+from taskcam.runlog import RunLog, write_json_atomic
 
 __all__ = ["RunSummary", "detector_adapter", "explain_files", "maps_to_image"]
 
@@ -38,6 +38,7 @@ class RunSummary:
     results: dict[str, Any]
     out_dir: Path
     failures: list[tuple[str, str]] = field(default_factory=list)
+    resumed: int = 0  # images an earlier, interrupted run of the same settings had done
 
     @property
     def n_targets(self) -> int:
@@ -77,36 +78,59 @@ def outline(picture: np.ndarray, mask: np.ndarray, color=(255, 255, 255)) -> np.
     return out
 
 
-def _stem(path: Path, used: set[str]) -> str:
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem) or "image"
-    name, n = stem, 1
-    while name in used:
-        n += 1
-        name = f"{stem}_{n}"
-    used.add(name)
-    return name
+def _stems(paths: Sequence[Path]) -> dict[str, str]:
+    """Each image's output folder name, unique, from the whole list (so a resumed run names
+    them as one uninterrupted run would)."""
+    used: set[str] = set()
+    stems = {}
+    for path in paths:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem) or "image"
+        name, n = stem, 1
+        while name in used:
+            n += 1
+            name = f"{stem}_{n}"
+        used.add(name)
+        stems[str(path)] = name
+    return stems
+
+
+def _settings(loaded: LoadedModel, **options: Any) -> dict[str, Any]:
+    """What shapes a run's results: a folder is resumed only under the same settings."""
+    pre = loaded.preprocess
+    return {
+        "version": RESULTS_VERSION,
+        "model": loaded.spec,
+        "task": loaded.task,
+        "size": list(pre.size),
+        "mean": list(pre.mean),
+        "std": list(pre.std),
+        **options,
+    }
 
 
 def _finish(
     loaded: LoadedModel,
     methods: Sequence[Any],
     layers: list[str],
-    items: list[dict[str, Any]],
+    paths: Sequence[Path],
+    run: RunLog,
     failures: list[tuple[str, str]],
-    out: Path,
+    complete: bool = True,
 ) -> RunSummary:
-    """Write ``results.json`` (the DESIGN contract) and sum the run up."""
+    """Write ``results.json`` (the DESIGN contract) from the run log, in input order, and sum
+    the run up; an interrupted run writes what it finished, with ``complete: false``."""
     results = {
         "version": RESULTS_VERSION,
         "model": loaded.spec,
         "task": loaded.task,
         "methods": [m.name for m in methods],
         "layers": layers,
-        "items": items,
+        "items": [run.items[str(p)] for p in paths if str(p) in run.items],
         "failures": [{"image": p, "error": e} for p, e in failures],
+        "complete": complete,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    return RunSummary(results, out, failures)
+    write_json_atomic(run.out / "results.json", results)
+    return RunSummary(results, run.out, failures, run.resumed)
 
 
 def _predict(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -131,12 +155,18 @@ def explain_files(
     progress: bool = True,
     what: str = "score",
     conf: Optional[float] = None,
+    overwrite: bool = False,
 ) -> RunSummary:
     """Explain every image of ``inputs`` with every method and write the results to ``out_dir``.
 
     For each image: ``<stem>/class<K>_<method>.npy`` (float32 H×W in [0, 1] on the original
     image's grid), the matching ``.png`` overlay, ``<stem>/grid.png`` (methods × targets) and
     one entry in ``results.json``. An image that cannot be read is reported and skipped.
+
+    Each finished image is logged to ``results.jsonl`` (see :mod:`taskcam.runlog`): a run
+    stopped by Ctrl-C or a crash and started again with the same settings skips what is done
+    and ends with the ``results.json`` of one uninterrupted run; Ctrl-C writes a
+    ``results.json`` of the finished images (``complete: false``) before it stops.
 
     Args:
         loaded: the model and its preprocessing (:func:`taskcam.models.load_model`).
@@ -158,6 +188,8 @@ def explain_files(
         what: detection models: what each detection's map explains, ``score`` (its class
             score), a box side ``x1``/``y1``/``x2``/``y2``, or ``objectness``.
         conf: detection models: the score threshold (default: the model's own).
+        overwrite: start afresh in a folder holding results of a run with other settings
+            (otherwise refused with an error naming the settings that differ).
 
     Returns:
         A :class:`RunSummary`.
@@ -169,6 +201,18 @@ def explain_files(
     """
     if loaded.task not in ("classify", "detect", "segment"):
         raise TaskcamError(f"task {loaded.task!r}: expected classify, detect or segment")
+    settings = _settings(
+        loaded,
+        methods=list(methods) if methods else None,
+        layers=list(layers) if layers else None,
+        targets=targets,
+        colormap=colormap,
+        aug_smooth=aug_smooth,
+        eigen_smooth=eigen_smooth,
+        make_grid=make_grid,
+        what=what,
+        conf=conf,
+    )
     if loaded.task == "detect" or _is_detector(loaded):
         return _explain_detections(
             loaded,
@@ -184,6 +228,7 @@ def explain_files(
             eigen_smooth=eigen_smooth,
             make_grid=make_grid,
             progress=progress,
+            run_settings=(settings, overwrite),
         )
     from taskcam.adapters.classification import logits_of, parse_targets
     from taskcam.adapters.segmentation import (
@@ -200,107 +245,123 @@ def explain_files(
     paths = list_images(inputs)
     if not paths:
         raise TaskcamError(f"no images found in {[str(p) for p in inputs]}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    run = RunLog(Path(out_dir), settings, overwrite)
+    out = run.out
     model, pre, names = loaded.model, loaded.preprocess, loaded.class_names
     device = next(iter(model.parameters()), torch.zeros(())).device
     layer_names = list(
-        layers or loaded.layers or (default_segmentation_layers(model) if segment else None) or []
+        layers
+        or loaded.layers
+        or (default_segmentation_layers(model) if segment else None)
+        or run.layers  # the default layer an interrupted run of these settings found
+        or []
     )
     explainers: dict[str, Explainer] = {}
-    items: list[dict[str, Any]] = []
     failures: list[tuple[str, str]] = []
-    used: set[str] = set()
+    stems = _stems(paths)
 
-    for path in tqdm(paths, desc="explain", unit="img", disable=not progress):
+    with run:
         try:
-            image = load_image(path)
-        except TaskcamError as e:
-            log.warning("skipping %s: %s", path, e)
-            failures.append((str(path), str(e)))
-            continue
-        height, width = image.shape[:2]
-        x = to_tensor(image, pre.size, pre.mean, pre.std).to(device)
-        if not layer_names:
-            layer_names = [default_layer(model, x)]
-        output = _predict(model, x)
-        if segment:
-            target_rows = region_targets(output, targets, class_names=names)
-            regions = [t.mask(output)[0] for t in target_rows[0]]
-            probs = seg_logits(output).softmax(dim=1)[0]  # [K, h, w]
-        else:
-            logits = logits_of(output)
-            target_rows = parse_targets(targets, logits, class_names=names)
-            probs = logits.softmax(dim=1)[0]
-        stem = _stem(path, used)
-        (out / stem).mkdir(exist_ok=True)
-        records: list[dict[str, Any]] = []
-        tiles: list[list[np.ndarray]] = []
-        for method in method_objs:
-            if method.name not in explainers:
-                explainers[method.name] = Explainer(
-                    model,
-                    layer_names,
-                    method,
-                    batch_size=batch_size,
-                    aug_smooth=aug_smooth,
-                    eigen_smooth=eigen_smooth,
-                    # the loaded reshape fits the model's default layers; others are inferred
-                    reshape=None if layers else loaded.reshape,
-                    progress=progress,
-                )
-            exp = explainers[method.name](x, target_rows)
-            maps = maps_to_image(exp.maps[0], height, width).cpu().numpy().astype(np.float32)
-            row = []
-            for t, target in enumerate(target_rows[0]):
-                k = target.class_index
-                base = f"{stem}/{'region' if segment else 'class'}{k}_{method.name}"
-                np.save(out / f"{base}.npy", maps[t])
-                picture = overlay(image, maps[t], colormap=colormap)
-                record: dict[str, Any] = {
-                    "kind": "region" if segment else "class",
-                    "index": t,
-                    "class_id": k,
-                    "class_name": names[k] if names and k < len(names) else str(k),
-                    "score": float(exp.scores[0, t]),
-                }
+            for path in tqdm(paths, desc="explain", unit="img", disable=not progress):
+                if str(path) in run.items:
+                    continue  # done by an earlier, interrupted run of the same settings
+                try:
+                    image = load_image(path)
+                except TaskcamError as e:
+                    log.warning("skipping %s: %s", path, e)
+                    failures.append((str(path), str(e)))
+                    run.failed(str(path), str(e))
+                    continue
+                height, width = image.shape[:2]
+                x = to_tensor(image, pre.size, pre.mean, pre.std).to(device)
+                if not layer_names:
+                    layer_names = [default_layer(model, x)]
+                output = _predict(model, x)
                 if segment:
-                    region = regions[t]
-                    pixels = int(region.sum())
-                    picture = outline(picture, _to_image_mask(region, height, width))
-                    record["pixels"] = pixels
-                    record["mean_score"] = float(exp.scores[0, t]) / max(1, pixels)
-                    record["mean_probability"] = float(probs[k][region].mean()) if pixels else 0.0
+                    target_rows = region_targets(output, targets, class_names=names)
+                    regions = [t.mask(output)[0] for t in target_rows[0]]
+                    probs = seg_logits(output).softmax(dim=1)[0]  # [K, h, w]
                 else:
-                    record["probability"] = float(probs[k])
-                save_image(out / f"{base}.png", picture)
-                row.append(picture)
-                record.update(
-                    {
-                        "method": method.name,
-                        "heatmap": f"{base}.npy",
-                        "overlay": f"{base}.png",
-                        "empty": bool(exp.empty[0, t]),
-                    }
-                )
-                records.append(record)
-            tiles.append(row)
-        item: dict[str, Any] = {
-            "image": str(path),
-            "width": width,
-            "height": height,
-            "targets": records,
-        }
-        if make_grid and tiles:
-            col_labels = [
-                f"{r['class_id']} {r['class_name']}" for r in records[: len(target_rows[0])]
-            ]
-            picture = grid(tiles, row_labels=[m.name for m in method_objs], col_labels=col_labels)
-            save_image(out / stem / "grid.png", picture)
-            item["grid"] = f"{stem}/grid.png"
-        items.append(item)
-
-    return _finish(loaded, method_objs, layer_names, items, failures, out)
+                    logits = logits_of(output)
+                    target_rows = parse_targets(targets, logits, class_names=names)
+                    probs = logits.softmax(dim=1)[0]
+                stem = stems[str(path)]
+                (out / stem).mkdir(exist_ok=True)
+                records: list[dict[str, Any]] = []
+                tiles: list[list[np.ndarray]] = []
+                for method in method_objs:
+                    if method.name not in explainers:
+                        explainers[method.name] = Explainer(
+                            model,
+                            layer_names,
+                            method,
+                            batch_size=batch_size,
+                            aug_smooth=aug_smooth,
+                            eigen_smooth=eigen_smooth,
+                            # the loaded reshape fits the default layers; others are inferred
+                            reshape=None if layers else loaded.reshape,
+                            progress=progress,
+                        )
+                    exp = explainers[method.name](x, target_rows)
+                    maps = (
+                        maps_to_image(exp.maps[0], height, width).cpu().numpy().astype(np.float32)
+                    )
+                    row = []
+                    for t, target in enumerate(target_rows[0]):
+                        k = target.class_index
+                        base = f"{stem}/{'region' if segment else 'class'}{k}_{method.name}"
+                        np.save(out / f"{base}.npy", maps[t])
+                        picture = overlay(image, maps[t], colormap=colormap)
+                        record: dict[str, Any] = {
+                            "kind": "region" if segment else "class",
+                            "index": t,
+                            "class_id": k,
+                            "class_name": names[k] if names and k < len(names) else str(k),
+                            "score": float(exp.scores[0, t]),
+                        }
+                        if segment:
+                            region = regions[t]
+                            pixels = int(region.sum())
+                            picture = outline(picture, _to_image_mask(region, height, width))
+                            record["pixels"] = pixels
+                            record["mean_score"] = float(exp.scores[0, t]) / max(1, pixels)
+                            record["mean_probability"] = (
+                                float(probs[k][region].mean()) if pixels else 0.0
+                            )
+                        else:
+                            record["probability"] = float(probs[k])
+                        save_image(out / f"{base}.png", picture)
+                        row.append(picture)
+                        record.update(
+                            {
+                                "method": method.name,
+                                "heatmap": f"{base}.npy",
+                                "overlay": f"{base}.png",
+                                "empty": bool(exp.empty[0, t]),
+                            }
+                        )
+                        records.append(record)
+                    tiles.append(row)
+                item: dict[str, Any] = {
+                    "image": str(path),
+                    "width": width,
+                    "height": height,
+                    "targets": records,
+                }
+                if make_grid and tiles:
+                    col_labels = [
+                        f"{r['class_id']} {r['class_name']}" for r in records[: len(target_rows[0])]
+                    ]
+                    picture = grid(
+                        tiles, row_labels=[m.name for m in method_objs], col_labels=col_labels
+                    )
+                    save_image(out / stem / "grid.png", picture)
+                    item["grid"] = f"{stem}/grid.png"
+                run.done(str(path), item, layer_names)
+        except KeyboardInterrupt:
+            _finish(loaded, method_objs, layer_names, paths, run, failures, complete=False)
+            raise
+    return _finish(loaded, method_objs, layer_names, paths, run, failures)
 
 
 # -- detection -----------------------------------------------------------------------------------
@@ -362,6 +423,7 @@ def _explain_detections(
     eigen_smooth: bool,
     make_grid: bool,
     progress: bool,
+    run_settings: tuple[dict[str, Any], bool],
 ) -> RunSummary:
     """Detections (and YOLO-seg instances): one map per detection, all from one call per
     method, drawn with the detection's box and label; see :func:`explain_files`."""
@@ -376,97 +438,105 @@ def _explain_detections(
     paths = list_images(inputs)
     if not paths:
         raise TaskcamError(f"no images found in {[str(p) for p in inputs]}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    run = RunLog(Path(out_dir), *run_settings)
+    out = run.out
     names = adapter.class_names
     layer_names = list(layers or adapter.default_layers())
     explainers: dict[str, Explainer] = {}
-    items: list[dict[str, Any]] = []
     failures: list[tuple[str, str]] = []
-    used: set[str] = set()
+    stems = _stems(paths)
 
-    for path in tqdm(paths, desc="explain", unit="img", disable=not progress):
+    with run:
         try:
-            image = load_image(path)
-        except TaskcamError as e:
-            log.warning("skipping %s: %s", path, e)
-            failures.append((str(path), str(e)))
-            continue
-        height, width = image.shape[:2]
-        x, placement = adapter.prepare(image)
-        dets = adapter.detect(x)[0]
-        picks = parse_detection_targets(targets, dets, names)
-        item: dict[str, Any] = {"image": str(path), "width": width, "height": height}
-        if not picks:
-            log.warning("%s: no detections to explain", path)
-            item.update({"targets": [], "message": "no detections"})
-            items.append(item)
-            continue
-        dets = dets.select(picks)
-        target_objs = adapter.targets(dets, what)
-        boxes = placement.boxes_to_image(dets.boxes.float()).cpu()
-        masks = None
-        if dets.masks is not None:
-            masks = placement.map_to_image(dets.masks.float()).cpu().numpy() > 0.5
-        stem = _stem(path, used)
-        (out / stem).mkdir(exist_ok=True)
-        records: list[dict[str, Any]] = []
-        tiles: list[list[np.ndarray]] = []
-        for method in method_objs:
-            if method.name not in explainers:
-                explainers[method.name] = Explainer(
-                    adapter.model,
-                    layer_names,
-                    method,
-                    batch_size=batch_size,
-                    eigen_smooth=eigen_smooth,
-                    progress=progress,
-                )
-            exp = explainers[method.name](x, [target_objs])
-            maps = placement.map_to_image(exp.maps[0]).clamp(0, 1).cpu().numpy()
-            maps = maps.astype(np.float32)
-            row = []
-            for t, (rank, target) in enumerate(zip(picks, target_objs)):
-                k = int(dets.classes[t])
-                name = names[k] if names and k < len(names) else str(k)
-                base = f"{stem}/{'inst' if instances else 'det'}{rank}_{method.name}"
-                np.save(out / f"{base}.npy", maps[t])
-                picture = overlay(image, maps[t], colormap=colormap)
-                box = [round(float(v), 2) for v in boxes[t]]
-                record: dict[str, Any] = {
-                    "kind": "region" if instances else "detection",
-                    "index": rank,
-                    "class_id": k,
-                    "class_name": name,
-                    "score": float(dets.scores[t]),
-                    "box": box,
-                }
-                if target.what != "score":
-                    record["explains"] = target.what
-                if masks is not None:
-                    picture = outline(picture, masks[t])
-                    record["pixels"] = int(masks[t].sum())
-                picture = draw_box(picture, box, f"{rank}: {name} {record['score']:.2f}")
-                save_image(out / f"{base}.png", picture)
-                row.append(picture)
-                record.update(
-                    {
-                        "method": method.name,
-                        "heatmap": f"{base}.npy",
-                        "overlay": f"{base}.png",
-                        "empty": bool(exp.empty[0, t]),
-                    }
-                )
-                if len(exp.layers) > 1 and getattr(target, "layer", None) in exp.layers:
-                    record["layer"] = target.layer
-                records.append(record)
-            tiles.append(row)
-        item["targets"] = records
-        if make_grid and tiles:
-            col_labels = [f"{r['index']}: {r['class_name']}" for r in records[: len(picks)]]
-            picture = grid(tiles, row_labels=[m.name for m in method_objs], col_labels=col_labels)
-            save_image(out / stem / "grid.png", picture)
-            item["grid"] = f"{stem}/grid.png"
-        items.append(item)
-
-    return _finish(loaded, method_objs, layer_names, items, failures, out)
+            for path in tqdm(paths, desc="explain", unit="img", disable=not progress):
+                if str(path) in run.items:
+                    continue  # done by an earlier, interrupted run of the same settings
+                try:
+                    image = load_image(path)
+                except TaskcamError as e:
+                    log.warning("skipping %s: %s", path, e)
+                    failures.append((str(path), str(e)))
+                    run.failed(str(path), str(e))
+                    continue
+                height, width = image.shape[:2]
+                x, placement = adapter.prepare(image)
+                dets = adapter.detect(x)[0]
+                picks = parse_detection_targets(targets, dets, names)
+                item: dict[str, Any] = {"image": str(path), "width": width, "height": height}
+                if not picks:
+                    log.warning("%s: no detections to explain", path)
+                    item.update({"targets": [], "message": "no detections"})
+                    run.done(str(path), item, layer_names)
+                    continue
+                dets = dets.select(picks)
+                target_objs = adapter.targets(dets, what)
+                boxes = placement.boxes_to_image(dets.boxes.float()).cpu()
+                masks = None
+                if dets.masks is not None:
+                    masks = placement.map_to_image(dets.masks.float()).cpu().numpy() > 0.5
+                stem = stems[str(path)]
+                (out / stem).mkdir(exist_ok=True)
+                records: list[dict[str, Any]] = []
+                tiles: list[list[np.ndarray]] = []
+                for method in method_objs:
+                    if method.name not in explainers:
+                        explainers[method.name] = Explainer(
+                            adapter.model,
+                            layer_names,
+                            method,
+                            batch_size=batch_size,
+                            eigen_smooth=eigen_smooth,
+                            progress=progress,
+                        )
+                    exp = explainers[method.name](x, [target_objs])
+                    maps = placement.map_to_image(exp.maps[0]).clamp(0, 1).cpu().numpy()
+                    maps = maps.astype(np.float32)
+                    row = []
+                    for t, (rank, target) in enumerate(zip(picks, target_objs)):
+                        k = int(dets.classes[t])
+                        name = names[k] if names and k < len(names) else str(k)
+                        base = f"{stem}/{'inst' if instances else 'det'}{rank}_{method.name}"
+                        np.save(out / f"{base}.npy", maps[t])
+                        picture = overlay(image, maps[t], colormap=colormap)
+                        box = [round(float(v), 2) for v in boxes[t]]
+                        record: dict[str, Any] = {
+                            "kind": "region" if instances else "detection",
+                            "index": rank,
+                            "class_id": k,
+                            "class_name": name,
+                            "score": float(dets.scores[t]),
+                            "box": box,
+                        }
+                        if target.what != "score":
+                            record["explains"] = target.what
+                        if masks is not None:
+                            picture = outline(picture, masks[t])
+                            record["pixels"] = int(masks[t].sum())
+                        picture = draw_box(picture, box, f"{rank}: {name} {record['score']:.2f}")
+                        save_image(out / f"{base}.png", picture)
+                        row.append(picture)
+                        record.update(
+                            {
+                                "method": method.name,
+                                "heatmap": f"{base}.npy",
+                                "overlay": f"{base}.png",
+                                "empty": bool(exp.empty[0, t]),
+                            }
+                        )
+                        if len(exp.layers) > 1 and getattr(target, "layer", None) in exp.layers:
+                            record["layer"] = target.layer
+                        records.append(record)
+                    tiles.append(row)
+                item["targets"] = records
+                if make_grid and tiles:
+                    col_labels = [f"{r['index']}: {r['class_name']}" for r in records[: len(picks)]]
+                    picture = grid(
+                        tiles, row_labels=[m.name for m in method_objs], col_labels=col_labels
+                    )
+                    save_image(out / stem / "grid.png", picture)
+                    item["grid"] = f"{stem}/grid.png"
+                run.done(str(path), item, layer_names)
+        except KeyboardInterrupt:
+            _finish(loaded, method_objs, layer_names, paths, run, failures, complete=False)
+            raise
+    return _finish(loaded, method_objs, layer_names, paths, run, failures)
