@@ -1,5 +1,5 @@
-"""The ``taskcam`` command: ``explain``, ``attention``, ``methods``, ``zoo``, ``eval`` and
-``demo``."""
+"""The ``taskcam`` command: ``explain``, ``attention``, ``report``, ``methods``, ``zoo``,
+``eval`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         help="start afresh in an --out that holds results of a run with other settings "
         "(a run with the same settings is resumed: finished images are skipped)",
     )
+    ex.add_argument(
+        "--report",
+        action="store_true",
+        help="also write OUT/report.html, a browsable offline page of the results",
+    )
     ex.add_argument("--device", default="cpu")
     ex.add_argument("--size", type=_ints, help="input size: S or H,W")
     ex.add_argument("--mean", type=_floats, help="normalisation mean: three values")
@@ -132,6 +137,11 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="EfficientNet-Lite0 on scikit-image photos, every method")
     demo.add_argument("--out", default="taskcam-demo")
     demo.add_argument("--no-progress", action="store_true")
+
+    rep = sub.add_parser("report", help="write OUT_DIR/report.html from an explain run's results")
+    rep.add_argument("out_dir", metavar="OUT_DIR", help="the folder an explain run wrote")
+    rep.add_argument("--embed", action="store_true", help="embed the pictures (one portable file)")
+    rep.add_argument("--title", help="page title (default: taskcam report: MODEL)")
     return parser
 
 
@@ -232,6 +242,13 @@ def _cmd_attention(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from taskcam.report import write_report
+
+    print(f"-> {write_report(args.out_dir, embed=args.embed, title=args.title)}")
+    return 0
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
     from taskcam.models import load_model
     from taskcam.pipeline import explain_files
@@ -272,6 +289,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     )
     for path, error in summary.failures:
         print(f"  failed: {path}: {error}", file=sys.stderr)
+    if args.report:
+        from taskcam.report import write_report
+
+        print(f"report -> {write_report(summary.out_dir)}")
     return 0 if n_images else 1
 
 
@@ -294,6 +315,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _cmd_eval(args)
         if args.command == "attention":
             return _cmd_attention(args)
+        if args.command == "report":
+            return _cmd_report(args)
         if args.command == "demo":
             from taskcam.demo import run_demo
 
