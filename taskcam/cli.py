@@ -35,7 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     ex = sub.add_parser("explain", help="explain images with one or more CAM methods")
-    ex.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    ex.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files or folders, or video files (.mp4, .avi, .mov, .mkv, .webm)",
+    )
     ex.add_argument(
         "--model",
         required=True,
@@ -81,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--batch-size", type=int, help="inputs per forward for perturbation methods")
     ex.add_argument("--aug-smooth", action="store_true", help="test-time augmentation smoothing")
     ex.add_argument("--eigen-smooth", action="store_true", help="eigen smoothing")
+    ex.add_argument(
+        "--stride",
+        type=int,
+        default=1,
+        help="videos: explain every N-th frame (default 1); the annotated video runs at fps / N",
+    )
     ex.add_argument("--no-progress", action="store_true")
 
     att = sub.add_parser(
@@ -279,11 +290,16 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         what=args.what,
         conf=args.conf,
         overwrite=args.overwrite,
+        stride=args.stride,
     )
     n_images = len(summary.results["items"])
+    unit = "image"
     resumed = f" ({summary.resumed} done by an earlier run)" if summary.resumed else ""
+    if "videos" in summary.results:
+        written = sorted({v["path"] for v in summary.results["videos"]})
+        unit, resumed = "frame", f" -> {', '.join(written)}"
     print(
-        f"{n_images} image(s){resumed}, {summary.n_targets} map(s), "
+        f"{n_images} {unit}(s){resumed}, {summary.n_targets} map(s), "
         f"{len(summary.failures)} failure(s) in {time.perf_counter() - start:.1f} s -> "
         f"{summary.out_dir / 'results.json'}"
     )

@@ -156,6 +156,7 @@ def explain_files(
     what: str = "score",
     conf: Optional[float] = None,
     overwrite: bool = False,
+    stride: int = 1,
 ) -> RunSummary:
     """Explain every image of ``inputs`` with every method and write the results to ``out_dir``.
 
@@ -190,6 +191,11 @@ def explain_files(
         conf: detection models: the score threshold (default: the model's own).
         overwrite: start afresh in a folder holding results of a run with other settings
             (otherwise refused with an error naming the settings that differ).
+        stride: video inputs: explain every ``stride``-th frame.
+
+    Inputs that are video files (:data:`taskcam.video.VIDEO_EXTENSIONS`) are explained frame
+    by frame by :func:`taskcam.video.explain_videos` (an annotated video and one item per
+    explained frame); a run takes either images or videos, not both.
 
     Returns:
         A :class:`RunSummary`.
@@ -201,6 +207,33 @@ def explain_files(
     """
     if loaded.task not in ("classify", "detect", "segment"):
         raise TaskcamError(f"task {loaded.task!r}: expected classify, detect or segment")
+    from taskcam.video import explain_videos, is_video
+
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    videos = [p for p in inputs if is_video(p) and not Path(p).is_dir()]
+    if videos:
+        if len(videos) != len(inputs):
+            raise TaskcamError("explain images and videos in separate runs (separate --out)")
+        return explain_videos(
+            loaded,
+            videos,
+            out_dir,
+            methods=methods,
+            layers=layers,
+            targets=targets,
+            stride=stride,
+            colormap=colormap,
+            batch_size=batch_size,
+            aug_smooth=aug_smooth,
+            eigen_smooth=eigen_smooth,
+            progress=progress,
+            what=what,
+            conf=conf,
+            overwrite=overwrite,
+        )
+    if stride != 1:
+        raise TaskcamError(f"--stride {stride}: only for video inputs")
     settings = _settings(
         loaded,
         methods=list(methods) if methods else None,
