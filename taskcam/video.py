@@ -149,7 +149,8 @@ class _Frames:
         self.what, self.batch_size = what, batch_size
         self.aug_smooth, self.eigen_smooth = aug_smooth, eigen_smooth
         self.explainers: dict[str, Explainer] = {}
-        self.masks: Optional[np.ndarray] = None  # the last frame's instance masks (YOLO-seg)
+        # the last frame's instance (YOLO-seg) or class-region masks on the frame's grid
+        self.masks: Optional[np.ndarray] = None
         if self.detect:
             self.adapter = detector_adapter(loaded, conf)
             self.names = self.adapter.class_names
@@ -227,8 +228,8 @@ class _Frames:
 
     def _classes(self, image: np.ndarray) -> tuple[list[dict], dict[str, np.ndarray], list]:
         from taskcam.adapters.classification import logits_of, parse_targets
-        from taskcam.adapters.segmentation import region_targets
-        from taskcam.pipeline import _predict, maps_to_image
+        from taskcam.adapters.segmentation import region_targets, seg_logits
+        from taskcam.pipeline import _predict, _to_image_mask, maps_to_image
 
         height, width = image.shape[:2]
         pre = self.loaded.preprocess
@@ -240,6 +241,8 @@ class _Frames:
         if self.segment:
             target_rows = region_targets(output, self.targets, class_names=self.names)
             regions = [t.mask(output)[0] for t in target_rows[0]]
+            probs = seg_logits(output).softmax(dim=1)[0]  # [K, h, w]
+            self.masks = np.stack([_to_image_mask(r, height, width) for r in regions])
         else:
             logits = logits_of(output)
             target_rows = parse_targets(self.targets, logits, class_names=self.names)
@@ -263,7 +266,10 @@ class _Frames:
                 "score": float(scores[t]) if scores is not None else 0.0,
             }
             if self.segment:
-                record["pixels"] = int(regions[t].sum())
+                pixels = int(regions[t].sum())
+                record["pixels"] = pixels
+                record["mean_score"] = record["score"] / max(1, pixels)
+                record["mean_probability"] = float(probs[k][regions[t]].mean()) if pixels else 0.0
             else:
                 record["probability"] = float(probs[k])
             records.append(record)

@@ -201,3 +201,24 @@ def test_cli_explains_a_video_end_to_end(clip, tmp_path, capsys):
     # other settings in that folder are refused
     assert main([*argv, "--stride", "2", "--out", str(out), "--no-progress"]) == 2
     assert "stride" in capsys.readouterr().err
+
+
+def test_segmenter_video_regions_are_the_frame_classes(clip, tmp_path):
+    path, samples = clip
+    loaded = load_model("zoo:shapes-unet")
+    summary = explain_video(loaded, path, tmp_path / "seg", stride=4, progress=False)
+    items = summary.results["items"]
+    assert [item["frame"] for item in items] == [0, 4]
+    for item in items:
+        truth = {int(label) + 1 for label in samples[item["frame"]].labels}  # 0: background
+        regions = {t["class_id"]: t["pixels"] for t in item["targets"] if t["class_id"] != 0}
+        # every object class of this frame is a region; others are at most a few specks
+        large = {k for k, pixels in regions.items() if pixels >= 500}
+        assert large == truth, (item["frame"], regions, truth)
+        for target in item["targets"]:
+            assert target["kind"] == "region" and target["pixels"] > 0
+            assert 0.0 <= target["mean_probability"] <= 1.0
+            heat = np.load(tmp_path / "seg" / target["heatmap"])
+            assert heat.shape == (256, 256) and heat.dtype == np.float32
+    frames, _ = read_video(tmp_path / "seg" / "clip_explained.mp4")
+    assert len(frames) == 2
