@@ -1,0 +1,399 @@
+"""The HTML report (:mod:`taskcam.report`) in real headless Chromium.
+
+The browser is Debian's ``chromium`` (``make test`` installs it where missing), driven by
+Playwright's Python API with ``executable_path``: Playwright never downloads a browser here.
+The runs are real: the shapes zoo classifier and Faster R-CNN on generated shapes images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from taskcam.cli import main
+from taskcam.data import make_sample
+from taskcam.errors import TaskcamError
+from taskcam.models import load_model
+from taskcam.pipeline import explain_files
+from taskcam.render import save_image
+from taskcam.report import write_report
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+def _chromium() -> str:
+    """Debian's chromium: found, or installed with apt-get where that is usable (root)."""
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if not (shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0):
+        pytest.skip(
+            "chromium is not installed and apt-get is not usable (not root): install Debian's "
+            "chromium (`apt-get install chromium`) or run `make test` as root"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+    ):
+        subprocess.run(cmd, check=True, env=env, timeout=900)
+    found = shutil.which("chromium")
+    assert found, "apt-get installed chromium but it is not on PATH"
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = _chromium()
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _images(folder: Path, n: int, size: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"shapes{size}_{i}.png"
+        save_image(path, make_sample(i, seed=9999, size=size).image)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def cls_run(tmp_path_factory) -> Path:
+    """The shapes classifier, top-2 classes of 3 images, Grad-CAM and LayerCAM: 12 targets."""
+    root = tmp_path_factory.mktemp("cls")
+    out = root / "out"
+    explain_files(
+        load_model("zoo:shapes-cnn"),
+        _images(root / "images", 3, 64),
+        out,
+        methods=["gradcam", "layercam"],
+        targets="top2",
+        progress=False,
+    )
+    write_report(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def det_run(tmp_path_factory) -> Path:
+    """The shapes Faster R-CNN on 2 images of 256 px, every detection, Grad-CAM and ODAM."""
+    root = tmp_path_factory.mktemp("det")
+    out = root / "out"
+    explain_files(
+        load_model("zoo:shapes-fasterrcnn"),
+        _images(root / "images", 2, 256),
+        out,
+        methods=["gradcam", "odam"],
+        progress=False,
+    )
+    write_report(out)
+    return out
+
+
+def _targets(out: Path) -> list[dict]:
+    results = json.loads((out / "results.json").read_text())
+    return [t for item in results["items"] for t in item["targets"]]
+
+
+class Opened:
+    """A page loaded from a file, with every console error, page error and request seen."""
+
+    def __init__(self, browser: Browser, path: Path) -> None:
+        self.page: Page = browser.new_page(viewport={"width": 1280, "height": 900})
+        self.errors: list[str] = []
+        self.failed: list[str] = []
+        self.requests: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("dialog", lambda d: (self.errors.append(f"dialog: {d.message}"), d.dismiss()))
+        self.page.on("requestfailed", lambda r: self.failed.append(f"{r.url} {r.failure}"))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.goto(path.resolve().as_uri())
+        self.page.wait_for_selector("body[data-ready='1']", state="attached", timeout=10_000)
+
+    def cards(self) -> list[dict]:
+        """The gallery's cards in display order: image, target, class, method, score."""
+        return self.page.eval_on_selector_all(
+            "#gallery .card",
+            """cards => cards.map(c => ({image: +c.dataset.image, target: +c.dataset.target,
+                 cls: c.dataset.class, method: c.dataset.method, score: +c.dataset.score,
+                 box_energy: (c.querySelector('dd[data-field=box_energy]') || {}).textContent}))""",
+        )
+
+    def load_all_images(self) -> list[str]:
+        """Load every lazy image now; the sources of those that did not decode."""
+        return self.page.evaluate(
+            """async () => {
+                const imgs = [...document.querySelectorAll('img')];
+                imgs.forEach(i => { i.loading = 'eager'; });
+                await Promise.all(imgs.map(i => i.decode().catch(() => null)));
+                return imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src);
+            }"""
+        )
+
+    def close(self) -> None:
+        self.page.close()
+
+
+@pytest.fixture
+def opened(browser):
+    pages: list[Opened] = []
+
+    def open_(path: Path) -> Opened:
+        pages.append(Opened(browser, path))
+        return pages[-1]
+
+    yield open_
+    for page in pages:
+        page.close()
+
+
+# -- the page ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("run", ["cls_run", "det_run"])
+def test_page_loads_clean_and_shows_every_target(run, request, opened):
+    out = request.getfixturevalue(run)
+    targets = _targets(out)
+    assert len(targets) >= 4
+    page = opened(out / "report.html")
+    assert page.load_all_images() == []
+    cards = page.cards()
+    assert len(cards) == len(targets)
+    assert page.page.inner_text("#count") == f"{len(targets)} of {len(targets)} targets shown"
+    # the cards are results.json's targets, in its order
+    shown = [(c["cls"], c["method"], round(c["score"], 5)) for c in cards]
+    expected = [(t["class_name"], t["method"], round(t["score"], 5)) for t in targets]
+    assert shown == expected
+    assert page.errors == [] and page.failed == []
+    assert page.requests and all(u.startswith(("file:", "data:")) for u in page.requests)
+    overlays = {u.rsplit("/", 2)[-2] + "/" + u.rsplit("/", 1)[-1] for u in page.requests}
+    assert {t["overlay"] for t in targets} <= overlays
+
+
+def test_detection_cards_show_boxes_and_box_energy(det_run, opened):
+    targets = _targets(det_run)
+    page = opened(det_run / "report.html")
+    first = page.page.locator("#gallery .card").first
+    box = first.locator("dd[data-field=box]").inner_text()
+    assert (
+        box == "[" + ", ".join(str(round(v, 1)).removesuffix(".0") for v in targets[0]["box"]) + "]"
+    )
+    energies = [float(c["box_energy"]) for c in page.cards()]
+    assert len(energies) == len(targets) and all(0.0 <= e <= 1.0 for e in energies)
+    assert page.errors == []
+
+
+def test_class_filter_shows_only_that_class(cls_run, opened):
+    targets = _targets(cls_run)
+    by_class = Counter(t["class_name"] for t in targets)
+    assert len(by_class) >= 2, "the run should hold several classes for the filter to matter"
+    page = opened(cls_run / "report.html")
+    assert len(page.cards()) == len(targets)
+    name, n = by_class.most_common()[-1]
+    page.page.select_option("#f-class", name)
+    cards = page.cards()
+    assert len(cards) == n < len(targets)
+    assert {c["cls"] for c in cards} == {name}
+    page.page.select_option("#f-class", "")
+    assert len(page.cards()) == len(targets)
+    assert page.errors == []
+
+
+def test_method_kind_and_score_filters(cls_run, det_run, opened):
+    targets = _targets(cls_run)
+    page = opened(cls_run / "report.html")
+    page.page.select_option("#f-method", "layercam")
+    cards = page.cards()
+    assert len(cards) == sum(t["method"] == "layercam" for t in targets) < len(targets)
+    assert {c["method"] for c in cards} == {"layercam"}
+    page.page.select_option("#f-method", "")
+    threshold = float(np.median([t["score"] for t in targets]))
+    page.page.fill("#f-score", repr(threshold))
+    cards = page.cards()
+    assert len(cards) == sum(t["score"] >= threshold for t in targets) < len(targets)
+    assert all(c["score"] >= threshold for c in cards)
+    page.page.select_option("#f-kind", "class")
+    assert len(page.cards()) == len(cards)
+    page.page.fill("#f-score", "1e9")
+    assert page.cards() == [] and page.page.is_visible("#empty")
+    assert "No target matches" in page.page.inner_text("#empty")
+    page.page.click("#reset")
+    assert len(page.cards()) == len(targets)
+    # a detection run offers its own kind only
+    det = opened(det_run / "report.html")
+    kinds = det.page.eval_on_selector_all("#f-kind option", "os => os.map(o => o.value)")
+    assert kinds == ["", "detection"]
+    assert page.errors == [] and det.errors == []
+
+
+def test_sort_by_score_puts_lowest_first(cls_run, opened):
+    targets = _targets(cls_run)
+    scores = sorted(t["score"] for t in targets)
+    page = opened(cls_run / "report.html")
+    page.page.uncheck("#group")
+    page.page.select_option("#sort-field", "score")
+    page.page.select_option("#sort-dir", "asc")
+    shown = [c["score"] for c in page.cards()]
+    assert shown == pytest.approx(scores, rel=1e-6)
+    assert shown[0] == pytest.approx(min(scores)) and shown[0] < shown[-1]
+    page.page.select_option("#sort-dir", "desc")
+    assert [c["score"] for c in page.cards()] == pytest.approx(scores[::-1], rel=1e-6)
+    # grouped by image: ascending inside each image, images in results order
+    page.page.check("#group")
+    page.page.select_option("#sort-dir", "asc")
+    cards = page.cards()
+    images = [c["image"] for c in cards]
+    assert images == sorted(images) and len(set(images)) == 3
+    for i in set(images):
+        mine = [c["score"] for c in cards if c["image"] == i]
+        assert mine == sorted(mine)
+    sortable = page.page.eval_on_selector_all("#sort-field option", "os => os.map(o => o.value)")
+    assert sortable[:3] == ["", "score", "probability"] and "empty" in sortable
+    assert page.errors == []
+
+
+def test_sort_detections_by_box_energy(det_run, opened):
+    page = opened(det_run / "report.html")
+    page.page.uncheck("#group")
+    page.page.select_option("#sort-field", "box_energy")
+    energies = [float(c["box_energy"]) for c in page.cards()]
+    assert energies == sorted(energies) and energies[0] < energies[-1]
+    assert page.errors == []
+
+
+def test_side_by_side_shows_every_method_for_one_target(det_run, opened):
+    results = json.loads((det_run / "results.json").read_text())
+    item = results["items"][-1]
+    rank = item["targets"][-1]["index"]
+    same = [t for t in item["targets"] if t["index"] == rank]
+    assert [t["method"] for t in same] == ["gradcam", "odam"]
+    page = opened(det_run / "report.html")
+    assert page.page.is_hidden("#compare")
+    page.page.locator("#gallery .card").last.locator(".compare-btn").click()
+    assert page.page.is_visible("#compare")
+    cells = page.page.locator("#compare-grid .cell")
+    assert cells.count() == 2
+    methods = page.page.eval_on_selector_all(
+        "#compare-grid .cell", "cs => cs.map(c => c.dataset.method)"
+    )
+    assert methods == ["gradcam", "odam"]
+    scores = [float(cells.nth(i).locator("dd[data-field=score]").inner_text()) for i in range(2)]
+    assert scores == pytest.approx([t["score"] for t in same], rel=1e-3)
+    srcs = page.page.eval_on_selector_all(
+        "#compare-grid img", "is => is.map(i => decodeURIComponent(i.src))"
+    )
+    assert [s.endswith(t["overlay"]) for s, t in zip(srcs, same)] == [True, True]
+    assert page.load_all_images() == []
+    page.page.click("#compare-close")
+    assert page.page.is_hidden("#compare")
+    assert page.errors == [] and page.failed == []
+
+
+def test_screenshot(det_run, opened, tmp_path):
+    page = opened(det_run / "report.html")
+    assert page.load_all_images() == []
+    shot = tmp_path / "report.png"
+    page.page.screenshot(path=str(shot), full_page=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shot.stat().st_size > 20_000
+    picture = cv2.imread(str(shot))
+    assert picture.shape[0] >= 900 and picture.shape[1] == 1280
+    assert picture.std() > 20  # overlays and text, not a blank page
+
+
+# -- odd and bad input -----------------------------------------------------------------------
+def _write_results(out: Path, items: list) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"version": 1, "model": "zoo:x", "task": "classify", "methods": ["gradcam"]}
+    (out / "results.json").write_text(json.dumps({**doc, "layers": ["l"], "items": items}))
+    return out
+
+
+def test_zero_items_says_so(tmp_path, opened):
+    out = _write_results(tmp_path / "empty", [])
+    page = opened(write_report(out))
+    assert page.cards() == []
+    assert page.page.is_visible("#empty")
+    assert "no images" in page.page.inner_text("#empty")
+    assert page.errors == [] and page.failed == []
+
+
+def test_markup_in_names_is_text_and_missing_files_are_not_fetched(tmp_path, opened):
+    evil = "</script><img src=x onerror=alert(1)>&amp;"
+    target = {
+        "kind": "class",
+        "index": 0,
+        "class_id": 7,
+        "class_name": evil,
+        "score": float("nan"),
+        "method": "gradcam",
+        "heatmap": "a/missing.npy",
+        "overlay": "a/missing.png",
+        "empty": True,
+    }
+    item = {"image": "in/a.png", "width": 8, "height": 8, "targets": [target]}
+    nothing = {"image": "in/b.png", "width": 8, "height": 8, "targets": [], "message": "none"}
+    out = _write_results(tmp_path / "odd", [item, nothing])
+    page = opened(write_report(out))
+    cards = page.cards()
+    assert [c["cls"] for c in cards] == [evil]
+    assert page.page.locator("#gallery .card .title").inner_text() == f"#0 {evil} (7)"
+    assert page.page.locator("#gallery .card img").count() == 0
+    assert "overlay file missing" in page.page.inner_text("#gallery")
+    assert "in/b.png: none" in page.page.inner_text("#extra")
+    assert page.errors == [] and page.failed == []
+
+
+def test_embed_makes_one_portable_file(cls_run, tmp_path, opened):
+    path = write_report(cls_run, embed=True, title="embedded")
+    alone = tmp_path / "alone.html"
+    shutil.copy(path, alone)  # away from the overlays
+    page = opened(alone)
+    assert page.load_all_images() == []
+    assert len(page.cards()) == len(_targets(cls_run))
+    assert page.page.title() == "embedded"
+    assert page.errors == [] and page.failed == []
+    write_report(cls_run)  # back to the default page for the other tests
+
+
+def test_missing_results_is_an_error_naming_the_path(tmp_path, capsys):
+    with pytest.raises(TaskcamError, match=str(tmp_path / "results.json")):
+        write_report(tmp_path)
+    (tmp_path / "results.json").write_text("{not json")
+    with pytest.raises(TaskcamError, match="not readable as JSON"):
+        write_report(tmp_path)
+    missing = tmp_path / "nowhere"
+    assert main(["report", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("taskcam: error: ") and str(missing / "results.json") in err
+    assert not (missing / "report.html").exists()
+
+
+def test_cli_report_and_explain_report(tmp_path, capsys):
+    images = _images(tmp_path / "images", 1, 64)
+    out = tmp_path / "out"
+    args = ["explain", str(images[0]), "--model", "zoo:shapes-cnn", "--out", str(out)]
+    assert main([*args, "--no-progress", "--report"]) == 0
+    assert f"report -> {out / 'report.html'}" in capsys.readouterr().out
+    page = (out / "report.html").read_text()
+    assert '<script type="application/json" id="taskcam-data">' in page
+    assert "http://" not in page and "https://" not in page
+    (out / "report.html").unlink()
+    assert main(["report", str(out), "--title", "mine"]) == 0
+    assert str(out / "report.html") in capsys.readouterr().out
+    assert "<title>mine</title>" in (out / "report.html").read_text()
