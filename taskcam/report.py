@@ -128,10 +128,15 @@ def _page_data(results: dict[str, Any], out: Path, *, embed: bool, box_energy: b
                 if key not in ("src",) and isinstance(value, (bool, int, float)):
                     numeric.setdefault(key, None)
             targets.append(record)
+        label = Path(image).name or image
+        if isinstance(item.get("frame"), int):  # a frame of a video (taskcam.video)
+            label += f" · frame {item['frame']}"
+            if isinstance(item.get("time"), (int, float)):
+                label += f" ({item['time']:.2f} s)"
         items.append(
             {
                 "image": image,
-                "label": Path(image).name or image,
+                "label": label,
                 "width": item.get("width"),
                 "height": item.get("height"),
                 "grid": _source(out, item.get("grid"), embed),
@@ -149,6 +154,15 @@ def _page_data(results: dict[str, Any], out: Path, *, embed: bool, box_energy: b
         "layers": results.get("layers") or [],
         "complete": results.get("complete", True),
         "failures": _finite(results.get("failures") or []),
+        "videos": [
+            {
+                "path": _link(out, v.get("path")),
+                "method": v.get("method"),
+                "frames": v.get("frames"),
+            }
+            for v in results.get("videos") or []
+            if isinstance(v, dict)
+        ],
         "items": items,
         "sortable": first + middle + last,
         "card_fields": sorted(_CARD_FIELDS),
@@ -178,6 +192,13 @@ def _source(out: Path, rel: Any, embed: bool) -> Optional[str]:
         return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
     if Path(rel).is_absolute():
         return path.resolve().as_uri()
+    return quote(Path(rel).as_posix(), safe="/")
+
+
+def _link(out: Path, rel: Any) -> Optional[str]:
+    """A relative URL to a file of the run (a link, never fetched by the page), or None."""
+    if not isinstance(rel, str) or not rel or not (out / rel).is_file():
+        return None
     return quote(Path(rel).as_posix(), safe="/")
 
 
@@ -420,6 +441,17 @@ _SCRIPT = r"""
       });
       box.appendChild(el("h2", { text: "Images with no targets (" + none.length + ")" }));
       box.appendChild(ul);
+    }
+    var videos = DATA.videos.filter(function (v) { return v.path; });
+    if (videos.length) {
+      var vl = el("ul");
+      videos.forEach(function (v) {
+        vl.appendChild(el("li", {}, [el("a", { href: v.path, text: v.path }),
+          document.createTextNode(" \u00b7 " + fmt(v.method) + " \u00b7 " + fmt(v.frames) +
+                                  " frame(s)")]));
+      });
+      box.appendChild(el("h2", { text: "Annotated videos (" + videos.length + ")" }));
+      box.appendChild(vl);
     }
     if (DATA.failures.length) {
       var fl = el("ul");

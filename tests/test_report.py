@@ -359,6 +359,32 @@ def test_markup_in_names_is_text_and_missing_files_are_not_fetched(tmp_path, ope
     assert page.errors == [] and page.failed == []
 
 
+def test_video_frames_are_labelled_and_videos_linked(tmp_path, opened):
+    """Items of a video run (taskcam.video) carry ``frame`` and ``time``; ``videos`` lists
+    the annotated clips, linked (not fetched) from the page."""
+    target = {"kind": "detection", "index": 0, "class_id": 1, "class_name": "square"}
+    target.update({"score": 0.9, "box": [1, 1, 4, 4], "method": "odam"})
+    items = [
+        {"image": "in/clip.mp4", "frame": f, "time": f / 10, "width": 8, "height": 8}
+        | {"targets": [target]}
+        for f in (0, 5)
+    ]
+    out = _write_results(tmp_path / "video", items)
+    (out / "clip_explained.mp4").write_bytes(b"not played by the page")
+    doc = json.loads((out / "results.json").read_text())
+    doc["videos"] = [{"image": "in/clip.mp4", "method": "odam", "path": "clip_explained.mp4"}]
+    doc["videos"][0]["frames"] = 2
+    (out / "results.json").write_text(json.dumps(doc))
+    page = opened(write_report(out))
+    heads = page.page.eval_on_selector_all(".image-group h2", "hs => hs.map(h => h.textContent)")
+    assert heads == ["clip.mp4 · frame 0 (0.00 s)", "clip.mp4 · frame 5 (0.50 s)"]
+    link = page.page.locator("#extra a")
+    assert link.get_attribute("href") == "clip_explained.mp4"
+    assert "odam · 2 frame(s)" in page.page.inner_text("#extra")
+    assert not any(u.endswith(".mp4") for u in page.requests)
+    assert page.errors == [] and page.failed == []
+
+
 def test_embed_makes_one_portable_file(cls_run, tmp_path, opened):
     path = write_report(cls_run, embed=True, title="embedded")
     alone = tmp_path / "alone.html"
