@@ -9,7 +9,7 @@ from pathlib import Path
 
 from taskcam.errors import TaskcamError
 from taskcam.io import load_image, to_tensor
-from taskcam.methods import available_methods
+from taskcam.methods import available_methods, get_method
 from taskcam.models import load_model
 from taskcam.pipeline import RunSummary, explain_files
 from taskcam.render import feature_map_grid, filter_grid, save_image
@@ -34,6 +34,16 @@ def write_demo_images(folder: Path) -> list[Path]:
     return paths
 
 
+def demo_methods() -> list[str]:
+    """Every registered method that explains a classifier (not the detection-only ones).
+
+    Example:
+        >>> "gradcam" in demo_methods() and "odam" not in demo_methods()
+        True
+    """
+    return [m for m in available_methods() if not get_method(m).needs_detections]
+
+
 def run_demo(
     out_dir: str | Path = "taskcam-demo",
     *,
@@ -49,7 +59,7 @@ def run_demo(
 
     Args:
         out_dir: the output folder.
-        methods: the methods to run (default: every registered method).
+        methods: the methods to run (default: :func:`demo_methods`).
         progress: progress bars.
 
     Example:
@@ -59,7 +69,7 @@ def run_demo(
     out = Path(out_dir)
     inputs = write_demo_images(out / "inputs")
     loaded = load_model("zoo:efficientnet-lite0")
-    methods = list(methods or available_methods())
+    methods = list(methods or demo_methods())
     summary = explain_files(loaded, inputs, out, methods=methods, targets="top3", progress=progress)
     model, pre = loaded.model, loaded.preprocess
     save_image(out / "filters.png", filter_grid(model.conv_stem))

@@ -7,7 +7,8 @@ import json
 import cv2
 import numpy as np
 
-from taskcam.demo import run_demo
+import taskcam
+from taskcam.demo import demo_methods, run_demo
 
 
 def test_demo_writes_pictures_and_finds_the_cat(tmp_path, capsys):
@@ -30,3 +31,13 @@ def test_demo_writes_pictures_and_finds_the_cat(tmp_path, capsys):
         assert picture is not None and picture.std() > 10, name
     assert summary.n_targets == 18
     assert str(out.resolve()) in capsys.readouterr().out
+
+
+def test_the_demo_runs_every_method_that_explains_a_classifier():
+    """`make demo` runs the defaults: detection-only methods (odam, drise) refuse class
+    targets, so they are not among them; every other registered method is."""
+    detection_only = {
+        m for m in taskcam.available_methods() if taskcam.get_method(m).needs_detections
+    }
+    assert {"odam", "drise"} <= detection_only
+    assert set(demo_methods()) == set(taskcam.available_methods()) - detection_only
