@@ -38,7 +38,7 @@ def demo_methods() -> list[str]:
     """Every registered method that explains a classifier (not the detection-only ones).
 
     Example:
-        >>> "gradcam" in demo_methods() and "odam" not in demo_methods()
+        >>> "gradcam" in demo_methods() and "drise" not in demo_methods()
         True
     """
     return [m for m in available_methods() if not get_method(m).needs_detections]
