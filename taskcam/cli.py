@@ -9,7 +9,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 from taskcam.errors import TaskcamError
 
@@ -91,6 +91,14 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="videos: explain every N-th frame (default 1); the annotated video runs at fps / N",
+    )
+    ex.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run as a Ray Data pipeline (extra 'distributed'): model replicas as an actor pool, "
+        "one per GPU or CPU; ADDRESS: a cluster (HOST:PORT, ray://HOST:PORT, auto), none: local",
     )
     ex.add_argument("--no-progress", action="store_true")
 
@@ -265,6 +273,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from taskcam.pipeline import explain_files
 
     start = time.perf_counter()
+    if args.ray is not None:
+        return _cmd_explain_ray(args, start)
     loaded = load_model(
         args.model,
         args.weights,
@@ -292,6 +302,41 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         stride=args.stride,
     )
+    return _summarise(args, summary, start)
+
+
+def _cmd_explain_ray(args: argparse.Namespace, start: float) -> int:
+    from taskcam.distributed import explain_files_ray
+
+    if args.stride != 1:
+        raise TaskcamError("--stride: videos are explained without --ray")
+    summary = explain_files_ray(
+        args.model,
+        args.inputs,
+        args.out,
+        address=args.ray or None,
+        weights=args.weights,
+        device=None if args.device == "cpu" else args.device,  # default: GPU actors where any
+        size=args.size,
+        mean=args.mean,
+        std=args.std,
+        task=args.task,
+        methods=_split(args.method) or None,
+        layers=_split(args.layer) or None,
+        targets=args.targets,
+        colormap=args.colormap,
+        batch_size=args.batch_size,
+        aug_smooth=args.aug_smooth,
+        eigen_smooth=args.eigen_smooth,
+        progress=not args.no_progress,
+        what=args.what,
+        conf=args.conf,
+        overwrite=args.overwrite,
+    )
+    return _summarise(args, summary, start)
+
+
+def _summarise(args: argparse.Namespace, summary: Any, start: float) -> int:
     n_images = len(summary.results["items"])
     unit = "image"
     resumed = f" ({summary.resumed} done by an earlier run)" if summary.resumed else ""

@@ -263,36 +263,39 @@ def explain_files(
             progress=progress,
             run_settings=(settings, overwrite),
         )
-    from taskcam.adapters.classification import logits_of, parse_targets
-    from taskcam.adapters.segmentation import (
-        default_segmentation_layers,
-        region_targets,
-        seg_logits,
-    )
-
-    segment = loaded.task == "segment"
-    if targets is None:
-        targets = "all" if segment else "top1"
-
     method_objs = [get_method(m) for m in methods or ("gradcam",)]
     paths = list_images(inputs)
     if not paths:
         raise TaskcamError(f"no images found in {[str(p) for p in inputs]}")
     run = RunLog(Path(out_dir), settings, overwrite)
-    out = run.out
-    model, pre, names = loaded.model, loaded.preprocess, loaded.class_names
-    device = next(iter(model.parameters()), torch.zeros(())).device
-    layer_names = list(
-        layers
-        or loaded.layers
-        or (default_segmentation_layers(model) if segment else None)
-        or run.layers  # the default layer an interrupted run of these settings found
-        or []
+    job = _ClassifyJob(
+        loaded,
+        run.out,
+        method_objs,
+        layers=layers,
+        targets=targets,
+        colormap=colormap,
+        batch_size=batch_size,
+        aug_smooth=aug_smooth,
+        eigen_smooth=eigen_smooth,
+        make_grid=make_grid,
+        progress=progress,
+        found_layers=run.layers,  # the default layer an interrupted run of these settings found
     )
-    explainers: dict[str, Explainer] = {}
+    return _run_loop(loaded, job, paths, run, progress)
+
+
+def _run_loop(
+    loaded: LoadedModel,
+    job: _ClassifyJob | _DetectJob,
+    paths: list[Path],
+    run: RunLog,
+    progress: bool,
+) -> RunSummary:
+    """Explain each image of ``paths`` the run log does not hold, logging each, then write
+    ``results.json`` (also on Ctrl-C, marked incomplete)."""
     failures: list[tuple[str, str]] = []
     stems = _stems(paths)
-
     with run:
         try:
             for path in tqdm(paths, desc="explain", unit="img", disable=not progress):
@@ -305,96 +308,140 @@ def explain_files(
                     failures.append((str(path), str(e)))
                     run.failed(str(path), str(e))
                     continue
-                height, width = image.shape[:2]
-                x = to_tensor(image, pre.size, pre.mean, pre.std).to(device)
-                if not layer_names:
-                    layer_names = [default_layer(model, x)]
-                output = _predict(model, x)
-                if segment:
-                    target_rows = region_targets(output, targets, class_names=names)
-                    regions = [t.mask(output)[0] for t in target_rows[0]]
-                    probs = seg_logits(output).softmax(dim=1)[0]  # [K, h, w]
-                else:
-                    logits = logits_of(output)
-                    target_rows = parse_targets(targets, logits, class_names=names)
-                    probs = logits.softmax(dim=1)[0]
-                stem = stems[str(path)]
-                (out / stem).mkdir(exist_ok=True)
-                records: list[dict[str, Any]] = []
-                tiles: list[list[np.ndarray]] = []
-                for method in method_objs:
-                    if method.name not in explainers:
-                        explainers[method.name] = Explainer(
-                            model,
-                            layer_names,
-                            method,
-                            batch_size=batch_size,
-                            aug_smooth=aug_smooth,
-                            eigen_smooth=eigen_smooth,
-                            # the loaded reshape fits the default layers; others are inferred
-                            reshape=None if layers else loaded.reshape,
-                            progress=progress,
-                        )
-                    exp = explainers[method.name](x, target_rows)
-                    maps = (
-                        maps_to_image(exp.maps[0], height, width).cpu().numpy().astype(np.float32)
-                    )
-                    row = []
-                    for t, target in enumerate(target_rows[0]):
-                        k = target.class_index
-                        base = f"{stem}/{'region' if segment else 'class'}{k}_{method.name}"
-                        np.save(out / f"{base}.npy", maps[t])
-                        picture = overlay(image, maps[t], colormap=colormap)
-                        record: dict[str, Any] = {
-                            "kind": "region" if segment else "class",
-                            "index": t,
-                            "class_id": k,
-                            "class_name": names[k] if names and k < len(names) else str(k),
-                            "score": float(exp.scores[0, t]),
-                        }
-                        if segment:
-                            region = regions[t]
-                            pixels = int(region.sum())
-                            picture = outline(picture, _to_image_mask(region, height, width))
-                            record["pixels"] = pixels
-                            record["mean_score"] = float(exp.scores[0, t]) / max(1, pixels)
-                            record["mean_probability"] = (
-                                float(probs[k][region].mean()) if pixels else 0.0
-                            )
-                        else:
-                            record["probability"] = float(probs[k])
-                        save_image(out / f"{base}.png", picture)
-                        row.append(picture)
-                        record.update(
-                            {
-                                "method": method.name,
-                                "heatmap": f"{base}.npy",
-                                "overlay": f"{base}.png",
-                                "empty": bool(exp.empty[0, t]),
-                            }
-                        )
-                        records.append(record)
-                    tiles.append(row)
-                item: dict[str, Any] = {
-                    "image": str(path),
-                    "width": width,
-                    "height": height,
-                    "targets": records,
-                }
-                if make_grid and tiles:
-                    col_labels = [
-                        f"{r['class_id']} {r['class_name']}" for r in records[: len(target_rows[0])]
-                    ]
-                    picture = grid(
-                        tiles, row_labels=[m.name for m in method_objs], col_labels=col_labels
-                    )
-                    save_image(out / stem / "grid.png", picture)
-                    item["grid"] = f"{stem}/grid.png"
-                run.done(str(path), item, layer_names)
+                item = job.item(path, image, stems[str(path)])
+                run.done(str(path), item, job.layer_names)
         except KeyboardInterrupt:
-            _finish(loaded, method_objs, layer_names, paths, run, failures, complete=False)
+            _finish(loaded, job.method_objs, job.layer_names, paths, run, failures, False)
             raise
-    return _finish(loaded, method_objs, layer_names, paths, run, failures)
+    return _finish(loaded, job.method_objs, job.layer_names, paths, run, failures)
+
+
+class _ClassifyJob:
+    """The prepared state of a classification or segmentation run: explains one image at a
+    time into ``out`` (used by :func:`explain_files` and by each Ray actor alike)."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        out: Path,
+        method_objs: Sequence[Any],
+        *,
+        layers: Optional[Sequence[str]],
+        targets: Optional[str],
+        colormap: str,
+        batch_size: Optional[int],
+        aug_smooth: bool,
+        eigen_smooth: bool,
+        make_grid: bool,
+        progress: bool,
+        found_layers: Optional[Sequence[str]] = None,
+    ) -> None:
+        from taskcam.adapters.segmentation import default_segmentation_layers
+
+        self.loaded, self.out, self.method_objs = loaded, Path(out), list(method_objs)
+        self.segment = loaded.task == "segment"
+        self.targets = targets if targets is not None else ("all" if self.segment else "top1")
+        self.layers, self.colormap, self.batch_size = layers, colormap, batch_size
+        self.aug_smooth, self.eigen_smooth = aug_smooth, eigen_smooth
+        self.make_grid, self.progress = make_grid, progress
+        model = loaded.model
+        self.device = next(iter(model.parameters()), torch.zeros(())).device
+        self.layer_names = list(
+            layers
+            or loaded.layers
+            or (default_segmentation_layers(model) if self.segment else None)
+            or found_layers
+            or []
+        )
+        self.explainers: dict[str, Explainer] = {}
+
+    def item(self, path: Path, image: np.ndarray, stem: str) -> dict[str, Any]:
+        """Explain one decoded image, write its files under ``out/stem``, return its item."""
+        from taskcam.adapters.classification import logits_of, parse_targets
+        from taskcam.adapters.segmentation import region_targets, seg_logits
+
+        loaded, out, segment, targets = self.loaded, self.out, self.segment, self.targets
+        model, pre, names = loaded.model, loaded.preprocess, loaded.class_names
+        colormap, method_objs = self.colormap, self.method_objs
+        height, width = image.shape[:2]
+        x = to_tensor(image, pre.size, pre.mean, pre.std).to(self.device)
+        if not self.layer_names:
+            self.layer_names = [default_layer(model, x)]
+        output = _predict(model, x)
+        if segment:
+            target_rows = region_targets(output, targets, class_names=names)
+            regions = [t.mask(output)[0] for t in target_rows[0]]
+            probs = seg_logits(output).softmax(dim=1)[0]  # [K, h, w]
+        else:
+            logits = logits_of(output)
+            target_rows = parse_targets(targets, logits, class_names=names)
+            probs = logits.softmax(dim=1)[0]
+        (out / stem).mkdir(exist_ok=True)
+        records: list[dict[str, Any]] = []
+        tiles: list[list[np.ndarray]] = []
+        for method in method_objs:
+            if method.name not in self.explainers:
+                self.explainers[method.name] = Explainer(
+                    model,
+                    self.layer_names,
+                    method,
+                    batch_size=self.batch_size,
+                    aug_smooth=self.aug_smooth,
+                    eigen_smooth=self.eigen_smooth,
+                    # the loaded reshape fits the default layers; others are inferred
+                    reshape=None if self.layers else loaded.reshape,
+                    progress=self.progress,
+                )
+            exp = self.explainers[method.name](x, target_rows)
+            maps = maps_to_image(exp.maps[0], height, width).cpu().numpy().astype(np.float32)
+            row = []
+            for t, target in enumerate(target_rows[0]):
+                k = target.class_index
+                base = f"{stem}/{'region' if segment else 'class'}{k}_{method.name}"
+                np.save(out / f"{base}.npy", maps[t])
+                picture = overlay(image, maps[t], colormap=colormap)
+                record: dict[str, Any] = {
+                    "kind": "region" if segment else "class",
+                    "index": t,
+                    "class_id": k,
+                    "class_name": names[k] if names and k < len(names) else str(k),
+                    "score": float(exp.scores[0, t]),
+                }
+                if segment:
+                    region = regions[t]
+                    pixels = int(region.sum())
+                    picture = outline(picture, _to_image_mask(region, height, width))
+                    record["pixels"] = pixels
+                    record["mean_score"] = float(exp.scores[0, t]) / max(1, pixels)
+                    record["mean_probability"] = float(probs[k][region].mean()) if pixels else 0.0
+                else:
+                    record["probability"] = float(probs[k])
+                save_image(out / f"{base}.png", picture)
+                row.append(picture)
+                record.update(
+                    {
+                        "method": method.name,
+                        "heatmap": f"{base}.npy",
+                        "overlay": f"{base}.png",
+                        "empty": bool(exp.empty[0, t]),
+                    }
+                )
+                records.append(record)
+            tiles.append(row)
+        item: dict[str, Any] = {
+            "image": str(path),
+            "width": width,
+            "height": height,
+            "targets": records,
+        }
+        if self.make_grid and tiles:
+            col_labels = [
+                f"{r['class_id']} {r['class_name']}" for r in records[: len(target_rows[0])]
+            ]
+            picture = grid(tiles, row_labels=[m.name for m in method_objs], col_labels=col_labels)
+            save_image(out / stem / "grid.png", picture)
+            item["grid"] = f"{stem}/grid.png"
+        return item
 
 
 # -- detection -----------------------------------------------------------------------------------
@@ -460,11 +507,7 @@ def _explain_detections(
 ) -> RunSummary:
     """Detections (and YOLO-seg instances): one map per detection, all from one call per
     method, drawn with the detection's box and label; see :func:`explain_files`."""
-    from taskcam.adapters.detection import parse_detection_targets
-    from taskcam.render import draw_box
-
     adapter = detector_adapter(loaded, conf)
-    instances = loaded.task == "segment"
     method_objs = [get_method(m) for m in methods]
     if not method_objs:
         raise TaskcamError("--method: no method given")
@@ -472,104 +515,129 @@ def _explain_detections(
     if not paths:
         raise TaskcamError(f"no images found in {[str(p) for p in inputs]}")
     run = RunLog(Path(out_dir), *run_settings)
-    out = run.out
-    names = adapter.class_names
-    layer_names = list(layers or adapter.default_layers())
-    explainers: dict[str, Explainer] = {}
-    failures: list[tuple[str, str]] = []
-    stems = _stems(paths)
+    job = _DetectJob(
+        loaded,
+        run.out,
+        method_objs,
+        adapter=adapter,
+        layers=layers,
+        targets=targets,
+        what=what,
+        colormap=colormap,
+        batch_size=batch_size,
+        eigen_smooth=eigen_smooth,
+        make_grid=make_grid,
+        progress=progress,
+    )
+    return _run_loop(loaded, job, paths, run, progress)
 
-    with run:
-        try:
-            for path in tqdm(paths, desc="explain", unit="img", disable=not progress):
-                if str(path) in run.items:
-                    continue  # done by an earlier, interrupted run of the same settings
-                try:
-                    image = load_image(path)
-                except TaskcamError as e:
-                    log.warning("skipping %s: %s", path, e)
-                    failures.append((str(path), str(e)))
-                    run.failed(str(path), str(e))
-                    continue
-                height, width = image.shape[:2]
-                x, placement = adapter.prepare(image)
-                dets = adapter.detect(x)[0]
-                picks = parse_detection_targets(targets, dets, names)
-                item: dict[str, Any] = {"image": str(path), "width": width, "height": height}
-                if not picks:
-                    log.warning("%s: no detections to explain", path)
-                    item.update({"targets": [], "message": "no detections"})
-                    run.done(str(path), item, layer_names)
-                    continue
-                dets = dets.select(picks)
-                target_objs = adapter.targets(dets, what)
-                boxes = placement.boxes_to_image(dets.boxes.float()).cpu()
-                masks = None
-                if dets.masks is not None:
-                    masks = placement.map_to_image(dets.masks.float()).cpu().numpy() > 0.5
-                stem = stems[str(path)]
-                (out / stem).mkdir(exist_ok=True)
-                records: list[dict[str, Any]] = []
-                tiles: list[list[np.ndarray]] = []
-                for method in method_objs:
-                    if method.name not in explainers:
-                        explainers[method.name] = Explainer(
-                            adapter.model,
-                            layer_names,
-                            method,
-                            batch_size=batch_size,
-                            eigen_smooth=eigen_smooth,
-                            progress=progress,
-                        )
-                    exp = explainers[method.name](x, [target_objs])
-                    maps = placement.map_to_image(exp.maps[0]).clamp(0, 1).cpu().numpy()
-                    maps = maps.astype(np.float32)
-                    row = []
-                    for t, (rank, target) in enumerate(zip(picks, target_objs)):
-                        k = int(dets.classes[t])
-                        name = names[k] if names and k < len(names) else str(k)
-                        base = f"{stem}/{'inst' if instances else 'det'}{rank}_{method.name}"
-                        np.save(out / f"{base}.npy", maps[t])
-                        picture = overlay(image, maps[t], colormap=colormap)
-                        box = [round(float(v), 2) for v in boxes[t]]
-                        record: dict[str, Any] = {
-                            "kind": "region" if instances else "detection",
-                            "index": rank,
-                            "class_id": k,
-                            "class_name": name,
-                            "score": float(dets.scores[t]),
-                            "box": box,
-                        }
-                        if target.what != "score":
-                            record["explains"] = target.what
-                        if masks is not None:
-                            picture = outline(picture, masks[t])
-                            record["pixels"] = int(masks[t].sum())
-                        picture = draw_box(picture, box, f"{rank}: {name} {record['score']:.2f}")
-                        save_image(out / f"{base}.png", picture)
-                        row.append(picture)
-                        record.update(
-                            {
-                                "method": method.name,
-                                "heatmap": f"{base}.npy",
-                                "overlay": f"{base}.png",
-                                "empty": bool(exp.empty[0, t]),
-                            }
-                        )
-                        if len(exp.layers) > 1 and getattr(target, "layer", None) in exp.layers:
-                            record["layer"] = target.layer
-                        records.append(record)
-                    tiles.append(row)
-                item["targets"] = records
-                if make_grid and tiles:
-                    col_labels = [f"{r['index']}: {r['class_name']}" for r in records[: len(picks)]]
-                    picture = grid(
-                        tiles, row_labels=[m.name for m in method_objs], col_labels=col_labels
-                    )
-                    save_image(out / stem / "grid.png", picture)
-                    item["grid"] = f"{stem}/grid.png"
-                run.done(str(path), item, layer_names)
-        except KeyboardInterrupt:
-            _finish(loaded, method_objs, layer_names, paths, run, failures, complete=False)
-            raise
-    return _finish(loaded, method_objs, layer_names, paths, run, failures)
+
+class _DetectJob:
+    """The prepared state of a detection run: explains one image at a time into ``out``
+    (used by :func:`explain_files` and by each Ray actor alike)."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        out: Path,
+        method_objs: Sequence[Any],
+        *,
+        adapter: Any,
+        layers: Optional[Sequence[str]],
+        targets: Optional[str],
+        what: str,
+        colormap: str,
+        batch_size: Optional[int],
+        eigen_smooth: bool,
+        make_grid: bool,
+        progress: bool,
+    ) -> None:
+        self.loaded, self.out, self.method_objs = loaded, Path(out), list(method_objs)
+        self.adapter, self.targets, self.what, self.colormap = adapter, targets, what, colormap
+        self.batch_size, self.eigen_smooth = batch_size, eigen_smooth
+        self.make_grid, self.progress = make_grid, progress
+        self.instances = loaded.task == "segment"
+        self.layer_names = list(layers or adapter.default_layers())
+        self.explainers: dict[str, Explainer] = {}
+
+    def item(self, path: Path, image: np.ndarray, stem: str) -> dict[str, Any]:
+        """Explain one decoded image, write its files under ``out/stem``, return its item."""
+        from taskcam.adapters.detection import parse_detection_targets
+        from taskcam.render import draw_box
+
+        adapter, out, instances = self.adapter, self.out, self.instances
+        names, method_objs, colormap = adapter.class_names, self.method_objs, self.colormap
+        height, width = image.shape[:2]
+        x, placement = adapter.prepare(image)
+        dets = adapter.detect(x)[0]
+        picks = parse_detection_targets(self.targets, dets, names)
+        item: dict[str, Any] = {"image": str(path), "width": width, "height": height}
+        if not picks:
+            log.warning("%s: no detections to explain", path)
+            item.update({"targets": [], "message": "no detections"})
+            return item
+        dets = dets.select(picks)
+        target_objs = adapter.targets(dets, self.what)
+        boxes = placement.boxes_to_image(dets.boxes.float()).cpu()
+        masks = None
+        if dets.masks is not None:
+            masks = placement.map_to_image(dets.masks.float()).cpu().numpy() > 0.5
+        (out / stem).mkdir(exist_ok=True)
+        records: list[dict[str, Any]] = []
+        tiles: list[list[np.ndarray]] = []
+        for method in method_objs:
+            if method.name not in self.explainers:
+                self.explainers[method.name] = Explainer(
+                    adapter.model,
+                    self.layer_names,
+                    method,
+                    batch_size=self.batch_size,
+                    eigen_smooth=self.eigen_smooth,
+                    progress=self.progress,
+                )
+            exp = self.explainers[method.name](x, [target_objs])
+            maps = placement.map_to_image(exp.maps[0]).clamp(0, 1).cpu().numpy()
+            maps = maps.astype(np.float32)
+            row = []
+            for t, (rank, target) in enumerate(zip(picks, target_objs)):
+                k = int(dets.classes[t])
+                name = names[k] if names and k < len(names) else str(k)
+                base = f"{stem}/{'inst' if instances else 'det'}{rank}_{method.name}"
+                np.save(out / f"{base}.npy", maps[t])
+                picture = overlay(image, maps[t], colormap=colormap)
+                box = [round(float(v), 2) for v in boxes[t]]
+                record: dict[str, Any] = {
+                    "kind": "region" if instances else "detection",
+                    "index": rank,
+                    "class_id": k,
+                    "class_name": name,
+                    "score": float(dets.scores[t]),
+                    "box": box,
+                }
+                if target.what != "score":
+                    record["explains"] = target.what
+                if masks is not None:
+                    picture = outline(picture, masks[t])
+                    record["pixels"] = int(masks[t].sum())
+                picture = draw_box(picture, box, f"{rank}: {name} {record['score']:.2f}")
+                save_image(out / f"{base}.png", picture)
+                row.append(picture)
+                record.update(
+                    {
+                        "method": method.name,
+                        "heatmap": f"{base}.npy",
+                        "overlay": f"{base}.png",
+                        "empty": bool(exp.empty[0, t]),
+                    }
+                )
+                if len(exp.layers) > 1 and getattr(target, "layer", None) in exp.layers:
+                    record["layer"] = target.layer
+                records.append(record)
+            tiles.append(row)
+        item["targets"] = records
+        if self.make_grid and tiles:
+            col_labels = [f"{r['index']}: {r['class_name']}" for r in records[: len(picks)]]
+            picture = grid(tiles, row_labels=[m.name for m in method_objs], col_labels=col_labels)
+            save_image(out / stem / "grid.png", picture)
+            item["grid"] = f"{stem}/grid.png"
+        return item

@@ -1,0 +1,126 @@
+"""Images per second of an explain run over a folder: single process against Ray (``--ray``).
+
+What is measured, for a classifier (``zoo:shapes-cnn``, Grad-CAM, 64x64 images) and a
+detector (``zoo:shapes-fasterrcnn``, ODAM, 256x256 images):
+
+* ``single``: :func:`taskcam.pipeline.explain_files` on a folder of N shapes images
+  (``make_sample(i, seed=9999)``, written once to a temporary folder), the model loaded
+  beforehand (outside the timing); torch uses the CPUs Ray is given (``--cpus``).
+* ``ray``: :func:`taskcam.distributed.explain_files_ray` on the same folder, on a local Ray
+  started beforehand with ``num_cpus=--cpus`` (outside the timing): one CPU actor per CPU,
+  each loading the model itself (inside the timing: the actor start-up is part of a run).
+* Both write every file (maps, overlays, grids, ``results.json``) into a fresh output folder;
+  the two ``results.json`` are checked to be equal. ``overhead`` is ray seconds / single
+  seconds (the issue's bar on one machine: <= 1.5).
+
+Run: ``python benchmarks/throughput.py [--images 200] [--cpus 2]``; the last line is a JSON
+object with every number.
+
+Example:
+    >>> # python benchmarks/throughput.py --images 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from taskcam.data import make_sample
+from taskcam.distributed import explain_files_ray
+from taskcam.models import load_model
+from taskcam.pipeline import explain_files
+from taskcam.render import save_image
+
+CASES = [
+    {"name": "classifier", "spec": "zoo:shapes-cnn", "method": "gradcam", "size": 64},
+    {"name": "detector", "spec": "zoo:shapes-fasterrcnn", "method": "odam", "size": 256},
+]
+
+
+def _folder(root: Path, n: int, size: int) -> Path:
+    root.mkdir(parents=True)
+    for i in range(n):
+        save_image(root / f"img{i:04d}.png", make_sample(i, seed=9999, size=size).image)
+    return root
+
+
+def main() -> None:
+    """Run both cases and print one line per measurement, then the JSON summary."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--cpus", type=int, default=2)
+    args = parser.parse_args()
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    import ray
+
+    torch.set_num_threads(args.cpus)
+    ray.init(
+        num_cpus=args.cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+    )
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in CASES:
+            folder = _folder(Path(tmp) / case["name"], args.images, case["size"])
+            loaded = load_model(case["spec"])
+            options = {"methods": [case["method"]], "progress": False}
+            start = time.perf_counter()
+            single = explain_files(
+                loaded, [folder], Path(tmp) / f"{case['name']}-single", **options
+            )
+            t_single = time.perf_counter() - start
+            start = time.perf_counter()
+            dist = explain_files_ray(
+                case["spec"], [folder], Path(tmp) / f"{case['name']}-ray", **options
+            )
+            t_ray = time.perf_counter() - start
+            row = {
+                "case": case["name"],
+                "model": case["spec"],
+                "method": case["method"],
+                "image_size": case["size"],
+                "images": args.images,
+                "targets": single.n_targets,
+                "single_s": round(t_single, 2),
+                "ray_s": round(t_ray, 2),
+                "single_img_per_s": round(args.images / t_single, 2),
+                "ray_img_per_s": round(args.images / t_ray, 2),
+                "overhead": round(t_ray / t_single, 3),
+                "equal_results": dist.results == single.results,
+            }
+            rows.append(row)
+            print(
+                f"{row['case']:<10} {row['model']:<22} single {row['single_img_per_s']:7.2f} img/s"
+                f"  ray {row['ray_img_per_s']:7.2f} img/s  overhead x{row['overhead']:.2f}"
+                f"  equal={row['equal_results']}",
+                flush=True,
+            )
+    ray.shutdown()
+    print(
+        json.dumps(
+            {
+                "benchmark": "throughput",
+                "cpus": args.cpus,
+                "torch": torch.__version__,
+                "ray": ray.__version__,
+                "python": platform.python_version(),
+                "bar_overhead": 1.5,
+                "results": rows,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
