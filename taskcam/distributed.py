@@ -50,7 +50,7 @@ def check_address(address: str, timeout: float = 3.0) -> None:
         TaskcamError: nothing answers at ``address``.
 
     Example:
-        >>> check_address("127.0.0.1:1")
+        >>> check_address("127.0.0.1:1")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         taskcam.errors.TaskcamError: --ray 127.0.0.1:1: cannot reach a Ray cluster there (...)

@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 
 ray = pytest.importorskip("ray")
 
@@ -32,6 +33,17 @@ def local_ray():
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Single-process runs on one torch thread, as each CPU actor (Ray sets its
+    ``OMP_NUM_THREADS`` to its one CPU): scores then match to the bit on any machine, where
+    other thread counts change them in the last bits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _folder(root, n, size, broken=False):
