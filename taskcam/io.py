@@ -14,7 +14,7 @@ from typing import Any, Union
 import cv2
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from taskcam.errors import TaskcamError
 
@@ -75,6 +75,12 @@ def load_image(path: PathLike) -> np.ndarray:
             im.load()
             orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
             arr = _pil_to_array(im)
+    except (UnidentifiedImageError, ImportError) as e:
+        # ImportError: a plugin another library registered (ultralytics' HEIF opener) tried
+        # its missing module on a file nothing recognised; the file is what is wrong
+        raise TaskcamError(
+            f"cannot read image file '{path}': not a format OpenCV or Pillow can decode"
+        ) from e
     except Exception as e:  # Pillow raises many types (OSError, SyntaxError, ValueError, ...)
         raise TaskcamError(f"cannot read image file '{path}': {type(e).__name__}: {e}") from e
     return _normalise_array(_apply_exif_orientation(arr, orientation), bgr=False)

@@ -193,6 +193,38 @@ def test_unreadable_file_names_the_path(tmp_path: Path) -> None:
         load_image(tmp_path)  # a directory
 
 
+def test_unreadable_file_message_does_not_depend_on_pillow_plugins(tmp_path: Path) -> None:
+    """ultralytics registers a HEIF opener whose module is missing here, and Pillow then
+    raised ModuleNotFoundError for any unrecognised file; the error is about the file either
+    way, and the same (results.json lists it)."""
+    import subprocess
+    import sys
+
+    p = tmp_path / "broken.png"
+    p.write_bytes(b"this is not an image at all")
+    code = (
+        "import sys\n"
+        "if sys.argv[2] == 'ultralytics':\n"
+        "    import ultralytics  # noqa: F401\n"
+        "from taskcam.io import load_image\n"
+        "try:\n"
+        "    load_image(sys.argv[1])\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__, e)\n"
+    )
+    env = {**__import__("os").environ, "YOLO_OFFLINE": "1"}
+    out = [
+        subprocess.run(
+            [sys.executable, "-c", code, str(p), mode], capture_output=True, text=True, env=env
+        )
+        .stdout.strip()
+        .splitlines()[-1]  # ultralytics prints its requirement check first
+        for mode in ("plain", "ultralytics")
+    ]
+    assert out[0] == out[1]
+    assert out[0].startswith("TaskcamError cannot read image file") and "broken.png" in out[0]
+
+
 # --------------------------------------------------------------------------------- list_images
 
 
