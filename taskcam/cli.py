@@ -289,18 +289,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         loaded,
         args.inputs,
         args.out,
-        methods=_split(args.method) or None,
-        layers=_split(args.layer) or None,
-        targets=args.targets,
-        colormap=args.colormap,
-        batch_size=args.batch_size,
-        aug_smooth=args.aug_smooth,
-        eigen_smooth=args.eigen_smooth,
-        progress=not args.no_progress,
-        what=args.what,
-        conf=args.conf,
-        overwrite=args.overwrite,
         stride=args.stride,
+        **_run_options(args),
     )
     return _summarise(args, summary, start)
 
@@ -321,19 +311,26 @@ def _cmd_explain_ray(args: argparse.Namespace, start: float) -> int:
         mean=args.mean,
         std=args.std,
         task=args.task,
-        methods=_split(args.method) or None,
-        layers=_split(args.layer) or None,
-        targets=args.targets,
-        colormap=args.colormap,
-        batch_size=args.batch_size,
-        aug_smooth=args.aug_smooth,
-        eigen_smooth=args.eigen_smooth,
-        progress=not args.no_progress,
-        what=args.what,
-        conf=args.conf,
-        overwrite=args.overwrite,
+        **_run_options(args),
     )
     return _summarise(args, summary, start)
+
+
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``explain`` options the single-process and the Ray runs share."""
+    return {
+        "methods": _split(args.method) or None,
+        "layers": _split(args.layer) or None,
+        "targets": args.targets,
+        "colormap": args.colormap,
+        "batch_size": args.batch_size,
+        "aug_smooth": args.aug_smooth,
+        "eigen_smooth": args.eigen_smooth,
+        "progress": not args.no_progress,
+        "what": args.what,
+        "conf": args.conf,
+        "overwrite": args.overwrite,
+    }
 
 
 def _summarise(args: argparse.Namespace, summary: Any, start: float) -> int:
