@@ -224,8 +224,8 @@ def explain_files_ray(
         raise TaskcamError(f"no images found in {[str(p) for p in inputs]}")
     settings = _settings(
         loaded,
-        methods=list(methods) if methods else None,
-        layers=list(layers) if layers else None,
+        methods=methods,
+        layers=layers,
         targets=targets,
         colormap=colormap,
         aug_smooth=aug_smooth,

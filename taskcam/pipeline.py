@@ -94,7 +94,13 @@ def _stems(paths: Sequence[Path]) -> dict[str, str]:
     return stems
 
 
-def _settings(loaded: LoadedModel, **options: Any) -> dict[str, Any]:
+def _settings(
+    loaded: LoadedModel,
+    *,
+    methods: Optional[Sequence[str]],
+    layers: Optional[Sequence[str]],
+    **options: Any,
+) -> dict[str, Any]:
     """What shapes a run's results: a folder is resumed only under the same settings."""
     pre = loaded.preprocess
     return {
@@ -104,6 +110,8 @@ def _settings(loaded: LoadedModel, **options: Any) -> dict[str, Any]:
         "size": list(pre.size),
         "mean": list(pre.mean),
         "std": list(pre.std),
+        "methods": list(methods) if methods else None,
+        "layers": list(layers) if layers else None,
         **options,
     }
 
@@ -236,8 +244,8 @@ def explain_files(
         raise TaskcamError(f"--stride {stride}: only for video inputs")
     settings = _settings(
         loaded,
-        methods=list(methods) if methods else None,
-        layers=list(layers) if layers else None,
+        methods=methods,
+        layers=layers,
         targets=targets,
         colormap=colormap,
         aug_smooth=aug_smooth,

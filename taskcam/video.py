@@ -407,8 +407,8 @@ def explain_videos(
     )
     settings = _settings(
         loaded,
-        methods=list(methods) if methods else None,
-        layers=list(layers) if layers else None,
+        methods=methods,
+        layers=layers,
         targets=targets,
         colormap=colormap,
         aug_smooth=aug_smooth,
