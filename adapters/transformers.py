@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from taskcam.capture import HookSession, ModelState
-from taskcam.engine import Explanation, normalize_maps
+from taskcam.engine import Explanation, _per_image, _scores, normalize_maps
 from taskcam.errors import TaskcamError
 
 __all__ = [
@@ -709,22 +709,14 @@ def vit_layout(model: nn.Module) -> ViTLayout:
 # explanations
 
 
-def _targets_per_image(model: nn.Module, x: torch.Tensor, targets: Any) -> list[list[Any]]:
-    from taskcam.engine import _per_image
-
+def _targets(output: Any, targets: Any, batch: int) -> list[list[Any]]:
+    """Targets per image: as given, or each image's top-1 class in ``output`` (read from the
+    explained forward itself, so no extra pass)."""
     if targets is not None:
-        return _per_image(targets, x.shape[0])
+        return _per_image(targets, batch)
     from taskcam.adapters.classification import ClassTarget, logits_of
 
-    with torch.no_grad():
-        top = logits_of(model(x)).argmax(dim=1)
-    return [[ClassTarget(int(k))] for k in top]
-
-
-def _scores(output: Any, targets: list[list[Any]]) -> torch.Tensor:
-    from taskcam.engine import _scores as engine_scores
-
-    return engine_scores(output, targets)
+    return [[ClassTarget(int(k))] for k in logits_of(output).argmax(dim=1)]
 
 
 def _query_rows(
@@ -866,7 +858,7 @@ def rollout(
     layout = vit_layout(model)
     grid = layout.grid(x.shape[-2:])
     with torch.inference_mode(False), torch.no_grad():
-        per_image = None if targets is None else _targets_per_image(model, x, targets)
+        per_image = None if targets is None else _per_image(targets, x.shape[0])
         with AttentionCapture(model, modules=layout.attention) as cap:
             output = model(x)
         records = _ordered(cap, layout)
@@ -944,13 +936,13 @@ def grad_rollout(
     layout = vit_layout(model)
     grid = layout.grid(x.shape[-2:])
     with torch.inference_mode(False):
-        per_image = _targets_per_image(model, x, targets)
         state = ModelState(model)
         try:
             state.eval_and_freeze(True)
             with AttentionCapture(model, grad=True, modules=layout.attention) as cap:
                 with torch.enable_grad():
                     output = model(x)
+                    per_image = _targets(output, targets, x.shape[0])
                     scores = _scores(output, per_image)  # [B, T]
                 records = _ordered(cap, layout)
                 _check_tokens(records[0].attn, layout, grid)
@@ -1014,7 +1006,6 @@ def legrad(
     layout = vit_layout(model)
     grid = layout.grid(x.shape[-2:])
     with torch.inference_mode(False):
-        per_image = _targets_per_image(model, x, targets)
         state = ModelState(model)
         outs: dict[int, torch.Tensor] = {}
 
@@ -1031,6 +1022,7 @@ def legrad(
             with AttentionCapture(model, grad=True, modules=layout.attention) as cap:
                 with torch.enable_grad():
                     output = model(x)
+                    per_image = _targets(output, targets, x.shape[0])
                     scores = _scores(output, per_image)
                 records = _ordered(cap, layout)
                 _check_tokens(records[0].attn, layout, grid)
