@@ -224,19 +224,20 @@ def _query(text: str) -> object:
     return (row, col)
 
 
-def _cmd_attention(args: argparse.Namespace) -> int:
-    from taskcam.adapters.transformers import attention_report
+def _load(args: argparse.Namespace) -> Any:
+    """The model of ``--model``/``--weights`` with the preprocessing options applied."""
     from taskcam.models import load_model
 
-    query = _query(args.query)
-    loaded = load_model(
-        args.model,
-        args.weights,
-        device=args.device,
-        size=args.size,
-        mean=args.mean,
-        std=args.std,
+    return load_model(
+        args.model, args.weights, device=args.device, size=args.size, mean=args.mean, std=args.std
     )
+
+
+def _cmd_attention(args: argparse.Namespace) -> int:
+    from taskcam.adapters.transformers import attention_report
+
+    query = _query(args.query)
+    loaded = _load(args)
     pre = loaded.preprocess
     summary = attention_report(
         loaded.model,
@@ -269,20 +270,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from taskcam.models import load_model
     from taskcam.pipeline import explain_files
 
     start = time.perf_counter()
     if args.ray is not None:
         return _cmd_explain_ray(args, start)
-    loaded = load_model(
-        args.model,
-        args.weights,
-        device=args.device,
-        size=args.size,
-        mean=args.mean,
-        std=args.std,
-    )
+    loaded = _load(args)
     if args.task and args.task != loaded.task:
         raise TaskcamError(f"--task {args.task}: {args.model} is a {loaded.task} model")
     summary = explain_files(
