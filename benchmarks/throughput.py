@@ -1,12 +1,19 @@
 """Images per second of an explain run over a folder: single process against Ray (``--ray``).
 
-What is measured, for a classifier (``zoo:shapes-cnn``, Grad-CAM, 64x64 images) and a
-detector (``zoo:shapes-fasterrcnn``, ODAM, 256x256 images):
+What is measured, for three cases:
 
-* ``single``: :func:`taskcam.pipeline.explain_files` on a folder of N shapes images
-  (``make_sample(i, seed=9999)``, written once to a temporary folder), the model loaded
-  beforehand (outside the timing); torch uses ``--cpus`` threads; run before Ray starts, so
-  Ray's own processes do not compete with it.
+* ``classifier``: ``zoo:efficientnet-lite0`` (ImageNet weights), Grad-CAM, 224x224 crops of
+  scikit-image's photos (seeded positions and sizes);
+* ``classifier-tiny``: ``zoo:shapes-cnn``, Grad-CAM, 64x64 shapes images; a whole run takes
+  under 2 s here, so it shows the fixed cost of starting Ray's actors (a process each that
+  imports Ray Data, torch and torchvision and loads the model, about 4 s on this machine);
+* ``detector``: ``zoo:shapes-fasterrcnn``, ODAM, 256x256 shapes images.
+
+The shapes images are ``make_sample(i, seed=9999)``. For each case:
+
+* ``single``: :func:`taskcam.pipeline.explain_files` on a folder of N images (written once to a
+  temporary folder), the model loaded beforehand (outside the timing); torch uses ``--cpus``
+  threads; run before Ray starts, so Ray's own processes do not compete with it.
 * ``ray``: :func:`taskcam.distributed.explain_files_ray` on the same folder, on a local Ray
   started beforehand with ``num_cpus=--cpus`` (outside the timing): one CPU actor per CPU,
   each loading the model itself (inside the timing: the actor start-up is part of a run).
@@ -35,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 
 from taskcam.data import make_sample
@@ -44,15 +53,34 @@ from taskcam.pipeline import explain_files
 from taskcam.render import save_image
 
 CASES = [
-    {"name": "classifier", "spec": "zoo:shapes-cnn", "method": "gradcam", "size": 64},
+    {"name": "classifier", "spec": "zoo:efficientnet-lite0", "method": "gradcam", "size": 224},
+    {"name": "classifier-tiny", "spec": "zoo:shapes-cnn", "method": "gradcam", "size": 64},
     {"name": "detector", "spec": "zoo:shapes-fasterrcnn", "method": "odam", "size": 256},
 ]
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle")
 
 
-def _folder(root: Path, n: int, size: int) -> Path:
+def _photo_crop(i: int, size: int) -> np.ndarray:
+    """A seeded square crop (a third to all of the short side) of one of scikit-image's photos."""
+    from skimage import data
+
+    photo = getattr(data, PHOTOS[i % len(PHOTOS)])()
+    photo = photo[0] if isinstance(photo, tuple) else photo  # the motorcycle's left view
+    rng = np.random.default_rng(i)
+    h, w = photo.shape[:2]
+    side = int(rng.integers(min(h, w) // 3, min(h, w) + 1))
+    y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    return cv2.resize(photo[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _folder(root: Path, n: int, case: dict) -> Path:
     root.mkdir(parents=True)
     for i in range(n):
-        save_image(root / f"img{i:04d}.png", make_sample(i, seed=9999, size=size).image)
+        if case["spec"] == "zoo:efficientnet-lite0":
+            image = _photo_crop(i, case["size"])
+        else:
+            image = make_sample(i, seed=9999, size=case["size"]).image
+        save_image(root / f"img{i:04d}.png", image)
     return root
 
 
@@ -83,7 +111,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         runs = []
         for case in CASES:  # single process first, with no Ray processes competing for CPUs
-            folder = _folder(Path(tmp) / case["name"], args.images, case["size"])
+            folder = _folder(Path(tmp) / case["name"], args.images, case)
             loaded = load_model(case["spec"])
             options = {"methods": [case["method"]], "progress": False}
             start = time.perf_counter()
@@ -121,7 +149,7 @@ def main() -> None:
             }
             rows.append(row)
             print(
-                f"{row['case']:<10} {row['model']:<22} single {row['single_img_per_s']:7.2f} img/s"
+                f"{row['case']:<15} {row['model']:<22} single {row['single_img_per_s']:7.2f} img/s"
                 f"  ray {row['ray_img_per_s']:7.2f} img/s  overhead x{row['overhead']:.2f}"
                 f"  equal={row['equal_results']}",
                 flush=True,
