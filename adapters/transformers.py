@@ -836,9 +836,10 @@ def rollout(
         discard_ratio: per layer and query row, this fraction of the fused attention to
             patch tokens (the weakest) is set to 0 before the identity is added, the
             denoising of the widely used ``vit-explain`` rollout; attention to prefix tokens
-            is kept. 0 (the default) is the paper's rollout. On ``shapes-vit``, ``max``
-            fusion with ``discard_ratio=0.9`` raised the pointing game from 0.78 (paper) to
-            0.90 (0.88 with ``max`` alone).
+            is kept. 0 (the default) is the paper's rollout. On a ``shapes-vit`` trained
+            without registers, ``max`` fusion with ``discard_ratio=0.9`` raised the pointing
+            game from 0.78 (paper) to 0.90 (0.88 with ``max`` alone); the shipped model,
+            with registers, scores 0.99 to 1.00 with all three.
         query: ``"cls"``, ``"mean"`` or a patch ``(row, col)``.
 
     Returns:

@@ -112,7 +112,7 @@ def _shapes_entry(name: str, task: str, description: str) -> None:
 
 for _name, _task, _description in (
     ("shapes-cnn", "classify", "ResNet-style CNN, GAP + linear head, 64 px shapes (4 classes)"),
-    ("shapes-vit", "classify", "timm ViT, patch 8, 4 blocks, 64 px shapes"),
+    ("shapes-vit", "classify", "timm ViT, patch 8, 4 blocks, 4 registers, 64 px shapes"),
     ("shapes-swin", "classify", "timm Swin, window 4, 3 stages, 64 px shapes"),
     ("shapes-fasterrcnn", "detect", "torchvision Faster R-CNN, small ResNet + FPN, 256 px shapes"),
     ("shapes-yolo", "detect", "ultralytics YOLOv8n trained by ultralytics, 256 px shapes"),

@@ -639,14 +639,15 @@ def test_explain_command_infers_the_reshape_of_a_user_layer(tmp_path):
 # -- the shapes zoo ViT: maps through taskcam.evaluate on 100 held-out images -------------------
 def test_shapes_vit_maps_point_at_the_objects_through_the_inferred_reshape():
     """The issue's bar is Grad-CAM pointing game >= 0.85. Measured on these 100 images, plain
-    Grad-CAM reaches 0.57 at the default ``blocks.3.norm1`` and at most 0.69 on any layer or
-    fusion tried (see the report of issue 6); element-wise methods do reach the bar there."""
+    Grad-CAM reaches 0.71 at the default ``blocks.3.norm1`` (0.61 and 0.52 at blocks 2 and 1;
+    0.38 to 0.71 over three trainings of the architecture); element-wise methods reach the bar
+    there (HiResCAM 0.90). The class token and four registers come before the 8x8 grid."""
     from taskcam.evaluate import evaluate
     from taskcam.zoo import build_zoo_model
 
     loaded = build_zoo_model("shapes-vit")
-    assert loaded.layers == ["blocks.3.norm1"] and loaded.reshape == TokensToGrid((8, 8), 1)
+    assert loaded.layers == ["blocks.3.norm1"] and loaded.reshape == TokensToGrid((8, 8), 5)
     rows = evaluate(["shapes-vit"], ["gradcam", "hirescam"], n=100, sanity_images=2, progress=False)
     points = {row.method: row.pointing_game for row in rows}
     assert points["hirescam"] >= 0.85, points
-    assert points["gradcam"] >= 0.5, points  # below the bar: recorded, not met
+    assert points["gradcam"] >= 0.65, points  # below the bar: recorded, not met
