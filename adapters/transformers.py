@@ -19,8 +19,8 @@ Gradients w.r.t. the attention (``grad=True``)
     of the target w.r.t. that layer's attention probabilities (to float tolerance: what the
     unfused model gives, as the tests check).
 
-Explanations (ViT-style models: timm ``VisionTransformer`` and relatives, torchvision
-``VisionTransformer``)
+Explanations (ViT-style models: timm ``VisionTransformer`` and relatives, timm ``Eva`` (EVA-02,
+DINOv3, the RoPE ViTs), torchvision ``VisionTransformer``)
     :func:`rollout` (Abnar & Zuidema, ACL 2020), :func:`grad_rollout` (Chefer, Gur & Wolf,
     ICCV 2021, the generic rule without LRP) and :func:`legrad` (Bousselham et al. 2024).
     Each returns a :class:`taskcam.Explanation` whose ``maps`` are ``Tensor[B, T, H, W]`` in
@@ -72,6 +72,7 @@ ATTENTION_METHODS = ("rollout", "grad-rollout", "legrad")
 
 SEARCHED = (
     "timm Attention (ViT, DeiT, ...)",
+    "timm EvaAttention / AttentionRope (EVA-02, DINOv3, RoPE ViTs)",
     "timm WindowAttention (Swin, SwinV2)",
     "torch.nn.MultiheadAttention (torchvision ViT)",
     "torchvision ShiftedWindowAttention / ShiftedWindowAttentionV2 (Swin, Swin V2)",
@@ -88,13 +89,19 @@ def _from_timm(cls: type, name: str) -> bool:
     return any(c.__name__ == name and c.__module__.startswith("timm.") for c in cls.__mro__)
 
 
+#: timm's global attention classes: ViT's ``Attention``; EVA's (EVA-02, DINOv3, the RoPE ViTs)
+#: ``EvaAttention`` and ``AttentionRope``, which add rotary embeddings, q/k/v biases, separate
+#: projections and grouped key/value heads.
+_TIMM_GLOBAL = ("Attention", "EvaAttention", "AttentionRope")
+
+
 def _module_kind(module: nn.Module) -> Optional[str]:
     """Which recomputation fits ``module``: ``timm``, ``mha``, ``timm-window``,
     ``timm-window-v2``, ``tv-window`` or ``None`` for a module that is not attention."""
     cls = type(module)
     if isinstance(module, nn.MultiheadAttention):
         return "mha"
-    if _from_timm(cls, "Attention") and hasattr(module, "qkv") and hasattr(module, "num_heads"):
+    if any(_from_timm(cls, n) for n in _TIMM_GLOBAL) and hasattr(module, "num_heads"):
         return "timm"
     if _from_timm(cls, "WindowAttention") and hasattr(module, "qkv"):
         return "timm-window-v2" if hasattr(module, "logit_scale") else "timm-window"
@@ -169,16 +176,51 @@ class _Recomputed:
     windows: Optional[tuple[int, int]] = None  # (rows, cols) of windows for window attention
 
 
+def _timm_qkv(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Queries, keys and values ``[B, heads, N, d]`` of a timm attention (fused ``qkv`` with
+    its own or EVA's separate biases, or separate projections with fewer key/value heads)."""
+    b, n, _ = x.shape
+    heads = module.num_heads
+    if getattr(module, "qkv", None) is not None:
+        qkv = _linear(x, module.qkv)
+        if getattr(module, "q_bias", None) is not None:
+            qkv = qkv + torch.cat((module.q_bias, module.k_bias, module.v_bias)).detach()
+        q, k, v = qkv.reshape(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k, v
+    kv_heads = getattr(module, "num_kv_heads", None) or heads
+    q = _linear(x, module.q_proj).reshape(b, n, heads, -1).transpose(1, 2)
+    k = _linear(x, module.k_proj).reshape(b, n, kv_heads, -1).transpose(1, 2)
+    v = _linear(x, module.v_proj).reshape(b, n, kv_heads, -1).transpose(1, 2)
+    return q, k, v
+
+
+def _rotate(t: torch.Tensor, rope: torch.Tensor, prefix: int, half: bool) -> torch.Tensor:
+    """timm's rotary embedding on the patch tokens of ``t`` (prefix tokens are not rotated)."""
+    from timm.layers import apply_rot_embed_cat
+
+    rotated = (
+        apply_rot_embed_cat(t[:, :, prefix:], rope, half=True)
+        if half
+        else (apply_rot_embed_cat(t[:, :, prefix:], rope))
+    )
+    return torch.cat([t[:, :, :prefix], rotated], dim=2)
+
+
 def _timm_attention(module: nn.Module, args: tuple, kwargs: dict) -> _Recomputed:
     sig = inspect.signature(type(module).forward).bind(module, *args, **kwargs).arguments
     x = sig["x"].detach()
+    rope = sig.get("rope")
     attn_mask, is_causal = sig.get("attn_mask"), bool(sig.get("is_causal", False))
     b, n, _ = x.shape
-    heads = module.num_heads
-    head_dim = getattr(module, "head_dim", module.qkv.out_features // 3 // heads)
-    qkv = _linear(x, module.qkv).reshape(b, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)  # [B, heads, N, d]
+    q, k, v = _timm_qkv(module, x)  # [B, heads, N, d]
     q, k = _detached_call(module.q_norm, q), _detached_call(module.k_norm, k)
+    if rope is not None:
+        prefix, half = module.num_prefix_tokens, bool(getattr(module, "rotate_half", False))
+        rope = rope.detach()
+        q, k = _rotate(q, rope, prefix, half).type_as(v), _rotate(k, rope, prefix, half).type_as(v)
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:  # grouped key/value heads: head h reads key/value head h // groups
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     logits = (q * module.scale) @ k.transpose(-2, -1)  # [B, heads, N, N]
     if is_causal:
         logits = _mask_logits(logits, _causal(n, n, x.device))
@@ -188,7 +230,7 @@ def _timm_attention(module: nn.Module, args: tuple, kwargs: dict) -> _Recomputed
     gate_x = None if gate is None else _detached_call(gate, x).sigmoid()
 
     def finish(a: torch.Tensor) -> torch.Tensor:
-        out = (a @ v).transpose(1, 2).reshape(b, n, heads * head_dim)
+        out = (a @ v).transpose(1, 2).reshape(b, n, -1)
         out = _detached_call(module.norm, out) if hasattr(module, "norm") else out
         if gate_x is not None:
             out = out * gate_x
@@ -657,7 +699,7 @@ def vit_layout(model: nn.Module) -> ViTLayout:
         blocks = getattr(vit, "blocks", None)
         if (
             hasattr(vit, "patch_embed")
-            and isinstance(blocks, nn.Sequential)
+            and isinstance(blocks, (nn.Sequential, nn.ModuleList))
             and hasattr(vit, "forward_head")
             and all(_module_kind(getattr(b, "attn", nn.Identity())) == "timm" for b in blocks)
             and len(blocks)
@@ -699,7 +741,7 @@ def vit_layout(model: nn.Module) -> ViTLayout:
             )
     find_attention_modules(model)  # a model without attention gets the "searched" message
     raise TaskcamError(
-        f"{type(model).__name__} is not a ViT-style model (timm VisionTransformer with "
+        f"{type(model).__name__} is not a ViT-style model (timm VisionTransformer or Eva with "
         "patch_embed/blocks or torchvision VisionTransformer); attention explanations need "
         "global attention over a patch grid (for Swin, use capture_attention's window views)"
     )

@@ -76,6 +76,30 @@ def timm_vit(prefix: int = 1, patch: int = 8, img=(64, 48)) -> nn.Module:
     return _seeded(lambda: VisionTransformer(**kwargs, **extra))
 
 
+def timm_dinov3() -> nn.Module:
+    """timm's DINOv3 layout (``Eva``): class token, 4 registers, rotary embeddings, any size."""
+    import timm
+
+    def build():
+        model = timm.create_model(
+            "vit_base_patch16_dinov3_qkvb",
+            pretrained=False,
+            depth=2,
+            embed_dim=32,
+            num_heads=2,
+            img_size=64,
+            num_classes=5,
+            global_pool="token",
+        )
+        with torch.no_grad():
+            for block in model.blocks:  # layer scale 1, not DINOv3's 1e-5, for visible maps
+                block.gamma_1.fill_(1.0)
+                block.gamma_2.fill_(1.0)
+        return model
+
+    return _seeded(build)
+
+
 def timm_swin(v2: bool = False, img=(64, 64)) -> nn.Module:
     from timm.models.swin_transformer import SwinTransformer
     from timm.models.swin_transformer_v2 import SwinTransformerV2
@@ -171,6 +195,7 @@ TINY = {
         "blocks.1.norm1",
         TokensToGrid((6, 4), 5),
     ),
+    "timm-dinov3-nonsquare": (timm_dinov3, (64, 48), "blocks.1.norm1", TokensToGrid((4, 3), 5)),
     "timm-swin": (lambda: timm_swin(), (64, 64), "layers.1.blocks.0.norm1", ChannelsLast()),
     "timm-swin-nonsquare": (
         lambda: timm_swin(img=(64, 32)),
@@ -323,6 +348,7 @@ def test_unknown_models_get_the_grid_from_the_input_and_token_count():
 # -- every method, every family ----------------------------------------------------------------
 MATRIX = [
     "timm-vit-p1-nonsquare",
+    "timm-dinov3-nonsquare",
     "timm-deit-p2",
     "timm-vit-cls-reg4",
     "timm-swin",

@@ -168,6 +168,70 @@ def test_gradients_wrt_captured_attention_equal_the_unfused_models_and_outputs_s
         assert torch.allclose(g, ref, rtol=1e-4, atol=1e-6)
 
 
+def _timm_rope_vit(name, **kw):
+    """A small timm ``Eva``-family model with random weights: rotary embeddings (EVA-02, DINOv3,
+    the RoPE ViTs). Layer scale 1 and a non-zero head, so gradients are not ~1e-11."""
+    import timm
+
+    torch.manual_seed(0)
+    args = dict(depth=2, embed_dim=64, num_heads=4, img_size=64, num_classes=5)
+    args.update(kw)
+    model = timm.create_model(name, pretrained=False, **args).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.2)
+    with torch.no_grad():
+        for block in model.blocks:  # layer scale starts at 1e-5 in some of these models
+            for gamma in (getattr(block, "gamma_1", None), getattr(block, "gamma_2", None)):
+                if gamma is not None:
+                    gamma.fill_(1.0)
+    return model
+
+
+ROPE_CONFIGS = {
+    # class token + 4 registers, rotate-half rotary embeddings, q/k/v biases (EvaAttention)
+    "dinov3": ("vit_base_patch16_dinov3_qkvb", {"global_pool": "token"}),
+    # EVA-02: rotary embeddings, SwiGLU, sub-LN scale norm, average pooling
+    "eva02": ("eva02_tiny_patch14_224", {"img_size": 56}),
+    # a different rotary embedding per block (AttentionRope)
+    "rope-mixed": ("vit_base_patch16_rope_mixed_224", {}),
+    # separate projections with 2 key/value heads for 4 query heads (AttentionRope)
+    "rope-gqa": ("vit_base_patch16_rope_224", {"qkv_fused": False, "num_kv_heads": 2}),
+    # 4 registers, no class token, average pooling
+    "rope-reg-gap": ("vit_betwixt_patch16_rope_reg4_gap_256", {}),
+}
+
+
+@pytest.mark.parametrize("config", list(ROPE_CONFIGS))
+def test_timm_rotary_attention_capture_equals_unfused_with_gradients(config):
+    name, kw = ROPE_CONFIGS[config]
+    vit = _timm_rope_vit(name, **kw)
+    kinds = {type(m.attn).__name__ for m in vit.blocks}
+    assert kinds <= {"EvaAttention", "AttentionRope"} and all(m.attn.fused_attn for m in vit.blocks)
+    x = torch.randn(2, 3, *vit.patch_embed.img_size)
+    with torch.no_grad():
+        plain = vit(x)
+    before = _state(vit)
+    with capture_attention(vit, grad=True) as cap, torch.enable_grad():
+        out = vit(x)
+        grads = torch.autograd.grad(out[:, 2].sum(), [r.leaf for r in cap.records])
+    assert torch.equal(out.detach(), plain) and _state(vit) == before
+    with torch.enable_grad():
+        ref_out, refs = _unfused_timm_reference(vit, x.clone().requires_grad_(True))
+        ref_grads = torch.autograd.grad(ref_out[:, 2].sum(), [refs[r.name] for r in cap.records])
+    n = vit.num_prefix_tokens + 16  # a 4x4 grid
+    assert [r.name for r in cap.records] == ["blocks.0.attn", "blocks.1.attn"]
+    for rec, g, ref_g in zip(cap.records, grads, ref_grads):
+        assert rec.attn.shape == (2, 4, n, n)
+        assert torch.allclose(rec.attn, refs[rec.name], rtol=1e-5, atol=1e-6), rec.name
+        assert g.abs().max() > 0 and torch.allclose(g, ref_g, rtol=1e-4, atol=1e-6), rec.name
+    layout = vit_layout(vit)
+    assert layout.prefix == vit.num_prefix_tokens and layout.grid(x.shape[-2:]) == (4, 4)
+    for method in (rollout, grad_rollout, legrad):
+        exp = method(vit, x, [ClassTarget(1), ClassTarget(4)])
+        assert exp.maps.shape == (2, 2, *x.shape[-2:]) and torch.isfinite(exp.maps).all()
+        assert exp.maps.min() >= 0 and exp.maps.max() <= 1 and not exp.empty.any(), method
+    assert _state(vit) == before
+
+
 class _SoftmaxRecorder(TorchFunctionMode):
     """Records every F.softmax output: torchvision's Swin computes its attention with it."""
 
