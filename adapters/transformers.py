@@ -198,10 +198,12 @@ def _rotate(t: torch.Tensor, rope: torch.Tensor, prefix: int, half: bool) -> tor
     """timm's rotary embedding on the patch tokens of ``t`` (prefix tokens are not rotated)."""
     from timm.layers import apply_rot_embed_cat
 
+    patches = t[:, :, prefix:]
+    # `half` is passed only where set: older timm releases lack the argument
     rotated = (
-        apply_rot_embed_cat(t[:, :, prefix:], rope, half=True)
+        apply_rot_embed_cat(patches, rope, half=True)
         if half
-        else (apply_rot_embed_cat(t[:, :, prefix:], rope))
+        else apply_rot_embed_cat(patches, rope)
     )
     return torch.cat([t[:, :, :prefix], rotated], dim=2)
 

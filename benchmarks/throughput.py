@@ -6,7 +6,7 @@ What is measured, for three cases:
   scikit-image's photos (seeded positions and sizes);
 * ``classifier-tiny``: ``zoo:shapes-cnn``, Grad-CAM, 64x64 shapes images; a whole run takes
   under 2 s here, so it shows the fixed cost of starting Ray's actors (a process each that
-  imports Ray Data, torch and torchvision and loads the model, about 4 s on this machine);
+  imports Ray Data, torch and torchvision and loads the model, 3-4 s on this machine);
 * ``detector``: ``zoo:shapes-fasterrcnn``, ODAM, 256x256 shapes images.
 
 The shapes images are ``make_sample(i, seed=9999)``. For each case:
