@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -60,12 +61,18 @@ CASES = [
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle")
 
 
-def _photo_crop(i: int, size: int) -> np.ndarray:
-    """A seeded square crop (a third to all of the short side) of one of scikit-image's photos."""
+@functools.cache
+def _photo(name: str) -> np.ndarray:
+    """One of scikit-image's photos, read once for all the crops taken from it."""
     from skimage import data
 
-    photo = getattr(data, PHOTOS[i % len(PHOTOS)])()
-    photo = photo[0] if isinstance(photo, tuple) else photo  # the motorcycle's left view
+    photo = getattr(data, name)()
+    return photo[0] if isinstance(photo, tuple) else photo  # the motorcycle's left view
+
+
+def _photo_crop(i: int, size: int) -> np.ndarray:
+    """A seeded square crop (a third to all of the short side) of one of scikit-image's photos."""
+    photo = _photo(PHOTOS[i % len(PHOTOS)])
     rng = np.random.default_rng(i)
     h, w = photo.shape[:2]
     side = int(rng.integers(min(h, w) // 3, min(h, w) + 1))
