@@ -36,6 +36,8 @@ Example:
 
 from __future__ import annotations
 
+import ast
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -108,8 +110,10 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
     """The ``nn.Module`` of an ultralytics detection or segmentation model, float32, eval mode.
 
     Args:
-        path_or_yaml: a local ``.pt`` checkpoint, or a model yaml (a local file or one bundled
-            with ultralytics such as ``"yolov8n-seg.yaml"``, built with random weights).
+        path_or_yaml: a local ``.pt`` checkpoint; an ONNX file exported by ultralytics, whose
+            PyTorch model is rebuilt from the export's weights (needs ``onnx``); or a model yaml
+            (a local file or one bundled with ultralytics such as ``"yolov8n-seg.yaml"``,
+            built with random weights).
         nc: number of classes for a yaml (default: the yaml's own); for a ``.pt`` it must
             match the checkpoint if given.
 
@@ -118,7 +122,8 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
 
     Raises:
         TaskcamError: a missing file, an unknown suffix, a task other than detect/segment,
-            or ``nc`` that disagrees with a checkpoint.
+            an ONNX file that is not an ultralytics export of a known architecture, or ``nc``
+            that disagrees with a checkpoint.
 
     Example:
         >>> type(load_yolo("yolov8n-seg.yaml", nc=3)).__name__
@@ -166,14 +171,114 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
         head_nc = model.model[-1].nc
         if nc is not None and nc != head_nc:
             raise TaskcamError(f"nc={nc} but the checkpoint {path_or_yaml} has {head_nc} classes")
+    elif suffix == ".onnx":
+        model = _load_onnx_export(path)
+        if nc is not None and nc != model.model[-1].nc:
+            raise TaskcamError(
+                f"nc={nc} but the export {path_or_yaml} has {model.model[-1].nc} classes"
+            )
     else:
         raise TaskcamError(
-            f"path_or_yaml: expected a .pt checkpoint or a .yaml model, got {str(path_or_yaml)!r}"
+            "path_or_yaml: expected a .pt checkpoint, an ultralytics .onnx export or a .yaml "
+            f"model, got {str(path_or_yaml)!r}"
         )
     head = model.model[-1]
     if getattr(head, "end2end", False) and getattr(head, "cv2", None) is not None:
         head.end2end = False  # the one-to-many branch keeps one prediction per anchor
     return model.float().eval()
+
+
+# The architectures an ONNX export is matched against, per task; each with scales n, s, m, l, x.
+_ONNX_FAMILIES = {
+    "detect": (
+        "yolov8{}.yaml",
+        "yolo11{}.yaml",
+        "yolov5{}u.yaml",
+        "yolo26{}.yaml",
+        "yolo12{}.yaml",
+    ),
+    "segment": ("yolov8{}-seg.yaml", "yolo11{}-seg.yaml", "yolo26{}-seg.yaml"),
+}
+
+
+def _load_onnx_export(path: Path) -> nn.Module:
+    """Rebuild the PyTorch model of an ultralytics ONNX export (``yolo export format=onnx``).
+
+    Gradients need PyTorch, and an export keeps what it takes to rebuild one: ultralytics
+    writes the task, class names and input size into the file's metadata, and names each
+    weight after its module (``model.0.conv.weight``), with batch norms folded into the
+    convolutions. Each architecture of the export's task whose first convolution and layer
+    count fit is built, fused the way ultralytics fuses before exporting, and kept when its
+    parameter names and shapes equal the export's; the export's weights are then loaded.
+    """
+    if not path.is_file():
+        raise TaskcamError(f"YOLO ONNX export {str(path)!r} not found")
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError as e:
+        raise TaskcamError(f"{path}: reading an ONNX export needs onnx (pip install onnx)") from e
+    from ultralytics.nn.tasks import DetectionModel, SegmentationModel, yaml_model_load
+
+    proto = onnx.load(str(path))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if "task" not in meta or "names" not in meta:
+        raise TaskcamError(
+            f"{path}: not an ultralytics export (its metadata has no 'task' and 'names'; "
+            f"found {sorted(meta) or 'none'})"
+        )
+    task = meta["task"]
+    if task not in _TASKS:
+        raise TaskcamError(
+            f"{path}: the export is a {task!r} model; the YOLO adapter explains detect and "
+            "segment models only"
+        )
+    names = ast.literal_eval(meta["names"])  # {0: 'person', ...}
+    weights = {
+        init.name: numpy_helper.to_array(init)
+        for init in proto.graph.initializer
+        if init.name.startswith("model.")
+    }
+    shapes = {k: tuple(v.shape) for k, v in weights.items()}
+    first = shapes.get("model.0.conv.weight")
+    indices = [int(k.split(".")[1]) for k in shapes if k.split(".")[1].isdigit()]
+    layers = 1 + max(indices, default=-1)
+    tried = []
+    for family in _ONNX_FAMILIES[task]:
+        for scale in "nsmlx":
+            name = family.format(scale)
+            try:
+                cfg = yaml_model_load(name)
+            except (FileNotFoundError, OSError):  # a family newer than this ultralytics
+                break
+            _, width, max_channels = cfg["scales"][scale]
+            c_out, kernel = cfg["backbone"][0][3][:2]
+            c_out = math.ceil(min(c_out, max_channels) * width / 8) * 8
+            if len(cfg["backbone"]) + len(cfg["head"]) != layers or first is None:
+                continue
+            if first[0] != c_out or first[2] != kernel:
+                continue
+            tried.append(name)
+            cls = SegmentationModel if task == "segment" else DetectionModel
+            cfg["nc"] = len(names)
+            model = cls(cfg, nc=len(names), verbose=False).eval()
+            model.fuse(verbose=False)
+            state = model.state_dict()
+            if {k: tuple(v.shape) for k, v in state.items()} != shapes:
+                continue
+            model.load_state_dict(
+                {k: torch.from_numpy(v.astype(np.float32)) for k, v in weights.items()}
+            )
+            model.task = task
+            model.names = {int(k): str(v) for k, v in names.items()}
+            imgsz = ast.literal_eval(meta.get("imgsz", "640"))
+            model.args = {"task": task, "imgsz": imgsz}
+            return model
+    compared = ", ".join(tried) or "none has its first convolution and layer count"
+    raise TaskcamError(
+        f"{path}: no ultralytics {task} architecture has this export's weights "
+        f"({len(shapes)} named tensors in {layers} layers; compared: {compared})"
+    )
 
 
 def default_layers(model: nn.Module) -> list[str]:

@@ -44,8 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--model",
         required=True,
-        help="timm:NAME, torchvision:NAME, zoo:NAME, smp:ARCH:ENCODER, yolo:PATH.pt "
-        "or package.module:factory",
+        help="timm:NAME, torchvision:NAME, zoo:NAME, smp:ARCH:ENCODER, yolo:PATH.pt, "
+        "yolo:PATH.onnx (an ultralytics export) or package.module:factory",
     )
     ex.add_argument("--weights", help="state dict / checkpoint path, or 'none' for random weights")
     ex.add_argument("--task", choices=("classify", "detect", "segment"))

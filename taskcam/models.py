@@ -221,23 +221,29 @@ def _smp(rest: str, pretrained: bool) -> LoadedModel:
 
 
 def _yolo(rest: str, weights: Optional[str]) -> LoadedModel:
-    """``yolo:PATH.pt`` (a local ultralytics checkpoint) or ``yolo:NAME.yaml`` (random weights).
+    """``yolo:PATH.pt`` (a local ultralytics checkpoint), ``yolo:PATH.onnx`` (an ultralytics
+    ONNX export, rebuilt in PyTorch) or ``yolo:NAME.yaml`` (random weights).
 
-    A ``.pt`` is a checkpoint, so ``--weights`` has no meaning for it; for a yaml,
-    ``--weights PATH.pt`` loads an ultralytics checkpoint of that architecture.
+    A ``.pt`` or ``.onnx`` holds its weights already, so ``--weights`` has no meaning for it;
+    for a yaml, ``--weights PATH.pt`` loads an ultralytics checkpoint of that architecture.
+    The input size is the one the checkpoint or export was made at (as ultralytics' own
+    ``predict`` uses it), else 640.
     """
     from taskcam.adapters.yolo import YoloAdapter, load_yolo
 
     path = rest
     if rest.lower().endswith((".yaml", ".yml")) and weights and weights.lower() != "none":
         path = weights
-    elif rest.lower().endswith(".pt") and weights and weights.lower() != "none":
+    elif rest.lower().endswith((".pt", ".onnx")) and weights and weights.lower() != "none":
         raise TaskcamError(
-            f"--model yolo:{rest} is a checkpoint already; --weights {weights} is not used "
+            f"--model yolo:{rest} holds its weights already; --weights {weights} is not used "
             "with it (pass yolo:{weights} instead)"
         )
     model = load_yolo(path)
-    adapter = YoloAdapter(model)
+    args = getattr(model, "args", None)
+    imgsz = args.get("imgsz", 640) if isinstance(args, dict) else 640
+    size = max(imgsz) if isinstance(imgsz, (list, tuple)) else int(imgsz)
+    adapter = YoloAdapter(model, size=size)
     names = adapter.class_names
     return LoadedModel(
         model,
@@ -279,7 +285,8 @@ def load_model(
 
     Args:
         spec: ``timm:NAME``, ``torchvision:NAME``, ``zoo:NAME``, ``smp:ARCH:ENCODER``,
-            ``yolo:PATH.pt`` / ``yolo:NAME.yaml`` or ``package.module:factory``.
+            ``yolo:PATH.pt`` / ``yolo:PATH.onnx`` / ``yolo:NAME.yaml`` or
+            ``package.module:factory``.
         weights: ``None`` for the library's pretrained weights, ``"none"`` for random weights,
             or a path to a state dict / checkpoint.
         device: where the model goes.

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -294,3 +298,106 @@ def test_other_yolo_generations_are_traced_and_explained(yaml):
     assert maps.shape == (1, 3, 50, 80) and torch.isfinite(maps).all()
     assert not exp.empty.any()
     assert_close(exp.scores[0], dets.boxes[:, 2])  # x2 of each box, input pixels
+
+
+# -- ultralytics ONNX exports; a trained YOLOv8n on real photos ---------------------------------
+def _nudenet_onnx():
+    """NudeNet's detector: a YOLOv8n that ultralytics 8.2 trained on photos of people (faces,
+    feet, armpits, belly...) and exported to ONNX; the wheel ships it, so it needs no download."""
+    spec = importlib.util.find_spec("nudenet")
+    if spec is None:
+        pytest.skip("nudenet is not installed (pip install 'taskcam[dev]')")
+    return Path(spec.submodule_search_locations[0]) / "320n.onnx"
+
+
+def _people_photos() -> dict[str, np.ndarray]:
+    """RGB photos with people: scikit-image's astronaut and cameraman, ultralytics' bus."""
+    import ultralytics
+    from skimage import data
+
+    bus = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
+    return {
+        "astronaut": data.astronaut(),
+        "camera": np.repeat(data.camera()[..., None], 3, axis=2),
+        "bus": cv2.cvtColor(cv2.imread(str(bus)), cv2.COLOR_BGR2RGB),
+    }
+
+
+def test_onnx_export_is_rebuilt_in_pytorch_and_computes_what_onnxruntime_does():
+    ort = pytest.importorskip("onnxruntime")
+    path = _nudenet_onnx()
+    model = load_yolo(path)
+    assert type(model).__name__ == "DetectionModel" and not model.training
+    assert yolo_task(model) == "detect" and model.args["imgsz"] == [320, 320]
+    assert model.model[-1].nc == 18 and model.names[1] == "FACE_FEMALE"
+    x, _ = letterbox(_people_photos()["astronaut"], size=320)
+    with torch.no_grad():
+        ours = raw_predictions(model(x))  # [1, 4 + 18, 2100]
+    (theirs,) = ort.InferenceSession(str(path)).run(None, {"images": x.numpy()})
+    # boxes are in input pixels (up to 320), scores in [0, 1]
+    assert_close(ours[:, :4], torch.from_numpy(theirs[:, :4]), atol=5e-3, rtol=1e-4)
+    assert_close(ours[:, 4:], torch.from_numpy(theirs[:, 4:]), atol=1e-4, rtol=1e-4)
+    assert float(ours[0, 4 + 1].max()) > 0.5  # the astronaut's face
+
+    from taskcam.models import load_model
+
+    loaded = load_model(f"yolo:{path}")  # the export's own input size, as ultralytics predicts
+    assert loaded.preprocess.size == (320, 320) and loaded.adapter.size == 320
+    with pytest.raises(TaskcamError, match="holds its weights already"):
+        load_model(f"yolo:{path}", weights="other.pt")
+
+
+def test_trained_yolov8_puts_each_detections_map_inside_its_own_box(tmp_path):
+    """Issue 4's bar on a real, trained YOLOv8 and real photos, through the CLI's defaults."""
+    from taskcam.cli import main
+    from taskcam.metrics import energy_pointing_game
+
+    for name, image in _people_photos().items():
+        cv2.imwrite(str(tmp_path / f"{name}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    args = ["explain", *(str(tmp_path / f"{n}.png") for n in ("astronaut", "camera", "bus"))]
+    args += ["--model", f"yolo:{_nudenet_onnx()}", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "detect" and results["methods"] == ["odam"]
+    found = {}
+    for item in results["items"]:
+        for t in item["targets"]:
+            heat = torch.from_numpy(np.load(out / t["heatmap"]))
+            assert heat.shape == (item["height"], item["width"])
+            share = float(energy_pointing_game(heat, torch.tensor(t["box"]))[0])
+            found[(item["image"].rsplit("/", 1)[-1], t["index"], t["class_name"])] = share
+    # the astronaut's and the cameraman's faces, and the feet on the bus photo at least
+    assert ("astronaut.png", 0, "FACE_FEMALE") in found and len(found) >= 4, found
+    assert min(found.values()) > 0.5, found
+
+
+def _onnx_file(path, metadata: dict, shape=(16, 3, 3, 3)):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.zeros(shape, np.float32), "model.0.conv.weight")
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 16, 3, 3])
+    node = helper.make_node("Conv", ["images", "model.0.conv.weight"], ["output0"], strides=[2, 2])
+    graph = helper.make_graph([node], "g", [x], [y], initializer=[weight])
+    proto = helper.make_model(graph)
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_onnx_files_that_cannot_be_rebuilt_are_refused_naming_why(tmp_path):
+    pytest.importorskip("onnx")
+    plain = _onnx_file(tmp_path / "plain.onnx", {"producer": "torch"})
+    with pytest.raises(TaskcamError, match=r"plain\.onnx: not an ultralytics export.*producer"):
+        load_yolo(plain)
+    cls = _onnx_file(tmp_path / "cls.onnx", {"task": "classify", "names": "{0: 'a'}"})
+    with pytest.raises(TaskcamError, match=r"cls\.onnx: the export is a 'classify' model"):
+        load_yolo(cls)
+    odd = _onnx_file(tmp_path / "odd.onnx", {"task": "detect", "names": "{0: 'a'}"})
+    with pytest.raises(TaskcamError, match=r"odd\.onnx: no ultralytics detect architecture"):
+        load_yolo(odd)
+    with pytest.raises(TaskcamError, match="nc=3 but the export"):
+        load_yolo(_nudenet_onnx(), nc=3)
