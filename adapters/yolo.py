@@ -234,11 +234,11 @@ def _load_onnx_export(path: Path) -> nn.Module:
             "segment models only"
         )
     names = ast.literal_eval(meta["names"])  # {0: 'person', ...}
-    weights = {
-        init.name: numpy_helper.to_array(init)
-        for init in proto.graph.initializer
-        if init.name.startswith("model.")
-    }
+    tensors = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
+    for node in proto.graph.node:  # equal tensors are stored once and named again by Identity
+        if node.op_type == "Identity" and node.input[0] in tensors:
+            tensors[node.output[0]] = tensors[node.input[0]]
+    weights = {k: v for k, v in tensors.items() if k.startswith("model.")}
     shapes = {k: tuple(v.shape) for k, v in weights.items()}
     first = shapes.get("model.0.conv.weight")
     indices = [int(k.split(".")[1]) for k in shapes if k.split(".")[1].isdigit()]
@@ -459,7 +459,10 @@ def _split(output: Any) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     if not isinstance(preds, torch.Tensor) or preds.ndim != 3:
         got = tuple(preds.shape) if isinstance(preds, torch.Tensor) else type(preds).__name__
         raise TaskcamError(f"YOLO predictions must be Tensor[B, 4 + nc, A], got {got}")
-    if preds.shape[1] > preds.shape[2]:
+    # top-k rows of x1, y1, x2, y2, score, class (+ mask coefficients); a small input with
+    # many classes can have fewer anchors than rows without being one
+    nm = 0 if protos is None else protos.shape[1]
+    if preds.shape[1] > preds.shape[2] and preds.shape[2] == 6 + nm:
         raise TaskcamError(
             f"YOLO predictions of shape {tuple(preds.shape)} look like end-to-end top-k output "
             "(no anchor dimension); load the model with load_yolo, which turns end2end off"

@@ -372,6 +372,39 @@ def test_trained_yolov8_puts_each_detections_map_inside_its_own_box(tmp_path):
     assert min(found.values()) > 0.5, found
 
 
+@pytest.mark.parametrize("yaml", ["yolo11n-seg.yaml", "yolov5nu.yaml"])
+def test_ultralytics_onnx_exports_of_other_families_and_tasks_are_rebuilt(
+    yaml, tmp_path, monkeypatch
+):
+    ort = pytest.importorskip("onnxruntime")
+    from ultralytics import YOLO
+
+    monkeypatch.chdir(tmp_path)  # the exporter writes next to the yaml's name
+    torch.manual_seed(0)
+    # 80 classes at 64 px: fewer anchors (84) than prediction rows (4 + 80 + 32)
+    path = YOLO(yaml).export(format="onnx", imgsz=64, simplify=False, verbose=False)
+    model = load_yolo(path)
+    assert yolo_task(model) == ("segment" if "seg" in yaml else "detect")
+    assert model.model[-1].nc == 80 and model.args["imgsz"] == [64, 64]
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    theirs = ort.InferenceSession(str(path)).run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        ours = model(x)
+    assert_close(raw_predictions(ours), torch.from_numpy(theirs[0]), atol=1e-3, rtol=1e-4)
+    (dets,) = detect(model, x, conf=0.0, max_det=2)
+    exp = taskcam.explain(model, x, detection_targets([dets], "x2"), layers=default_layers(model))
+    assert exp.maps.shape == (1, 2, 64, 64) and torch.isfinite(exp.maps).all()
+
+
+def test_end_to_end_top_k_output_is_told_apart_from_anchor_predictions():
+    with pytest.raises(TaskcamError, match="end-to-end top-k"):
+        raw_predictions(torch.zeros(1, 300, 6))
+    protos = torch.zeros(1, 32, 16, 16)
+    with pytest.raises(TaskcamError, match="end-to-end top-k"):
+        raw_predictions((torch.zeros(1, 300, 38), protos))
+    assert raw_predictions((torch.zeros(1, 116, 84), protos)).shape == (1, 116, 84)
+
+
 def _onnx_file(path, metadata: dict, shape=(16, 3, 3, 3)):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
