@@ -235,9 +235,18 @@ def _load_onnx_export(path: Path) -> nn.Module:
         )
     names = ast.literal_eval(meta["names"])  # {0: 'person', ...}
     tensors = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
-    for node in proto.graph.node:  # equal tensors are stored once and named again by Identity
+    # Equal tensors (zero biases, say) are stored once: exporters name them again through an
+    # Identity node, and simplifiers point each convolution at the one copy. So a
+    # convolution's bias is named after its weight, whatever tensor it reads.
+    for node in proto.graph.node:
         if node.op_type == "Identity" and node.input[0] in tensors:
             tensors[node.output[0]] = tensors[node.input[0]]
+    for node in proto.graph.node:
+        inputs = list(node.input)
+        if node.op_type != "Conv" or len(inputs) != 3 or inputs[2] not in tensors:
+            continue
+        if inputs[1].endswith(".weight"):
+            tensors[inputs[1].removesuffix("weight") + "bias"] = tensors[inputs[2]]
     weights = {k: v for k, v in tensors.items() if k.startswith("model.")}
     shapes = {k: tuple(v.shape) for k, v in weights.items()}
     first = shapes.get("model.0.conv.weight")
