@@ -233,7 +233,16 @@ def _load_onnx_export(path: Path) -> nn.Module:
             f"{path}: the export is a {task!r} model; the YOLO adapter explains detect and "
             "segment models only"
         )
-    names = ast.literal_eval(meta["names"])  # {0: 'person', ...}
+    try:
+        names = ast.literal_eval(meta["names"])  # {0: 'person', ...}
+        imgsz = ast.literal_eval(meta.get("imgsz", "640"))  # [640, 640]
+    except (ValueError, SyntaxError):
+        names = imgsz = None
+    if not isinstance(names, dict) or not isinstance(imgsz, (int, list, tuple)):
+        raise TaskcamError(
+            f"{path}: unreadable ultralytics metadata: names={meta['names'][:80]!r}, "
+            f"imgsz={meta.get('imgsz')!r} (expected a dict of class names and a size)"
+        )
     tensors = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
     # Equal tensors (zero biases, say) are stored once: exporters name them again through an
     # Identity node, and simplifiers point each convolution at the one copy. So a
@@ -280,7 +289,6 @@ def _load_onnx_export(path: Path) -> nn.Module:
             )
             model.task = task
             model.names = {int(k): str(v) for k, v in names.items()}
-            imgsz = ast.literal_eval(meta.get("imgsz", "640"))
             model.args = {"task": task, "imgsz": imgsz}
             return model
     compared = ", ".join(tried) or "none has its first convolution and layer count"

@@ -432,6 +432,9 @@ def test_onnx_files_that_cannot_be_rebuilt_are_refused_naming_why(tmp_path):
     cls = _onnx_file(tmp_path / "cls.onnx", {"task": "classify", "names": "{0: 'a'}"})
     with pytest.raises(TaskcamError, match=r"cls\.onnx: the export is a 'classify' model"):
         load_yolo(cls)
+    garbled = _onnx_file(tmp_path / "garbled.onnx", {"task": "detect", "names": "{0: 'a'"})
+    with pytest.raises(TaskcamError, match=r"garbled\.onnx: unreadable ultralytics metadata"):
+        load_yolo(garbled)
     odd = _onnx_file(tmp_path / "odd.onnx", {"task": "detect", "names": "{0: 'a'}"})
     with pytest.raises(TaskcamError, match=r"odd\.onnx: no ultralytics detect architecture"):
         load_yolo(odd)
