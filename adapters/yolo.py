@@ -220,7 +220,10 @@ def _load_onnx_export(path: Path) -> nn.Module:
         raise TaskcamError(f"{path}: reading an ONNX export needs onnx (pip install onnx)") from e
     from ultralytics.nn.tasks import DetectionModel, SegmentationModel, yaml_model_load
 
-    proto = onnx.load(str(path))
+    try:
+        proto = onnx.load(str(path))
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends vary by version
+        raise TaskcamError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from e
     meta = {p.key: p.value for p in proto.metadata_props}
     if "task" not in meta or "names" not in meta:
         raise TaskcamError(

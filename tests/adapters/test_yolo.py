@@ -426,6 +426,9 @@ def _onnx_file(path, metadata: dict, shape=(16, 3, 3, 3)):
 
 def test_onnx_files_that_cannot_be_rebuilt_are_refused_naming_why(tmp_path):
     pytest.importorskip("onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"\x00 not a protobuf \xff" * 8)
+    with pytest.raises(TaskcamError, match=r"bad\.onnx: not a readable ONNX file"):
+        load_yolo(tmp_path / "bad.onnx")
     plain = _onnx_file(tmp_path / "plain.onnx", {"producer": "torch"})
     with pytest.raises(TaskcamError, match=r"plain\.onnx: not an ultralytics export.*producer"):
         load_yolo(plain)
