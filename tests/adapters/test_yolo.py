@@ -323,7 +323,7 @@ def _people_photos() -> dict[str, np.ndarray]:
     }
 
 
-def test_onnx_export_is_rebuilt_in_pytorch_and_computes_what_onnxruntime_does():
+def test_onnx_export_is_rebuilt_in_pytorch_and_computes_what_onnxruntime_does(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     path = _nudenet_onnx()
     model = load_yolo(path)
@@ -345,6 +345,13 @@ def test_onnx_export_is_rebuilt_in_pytorch_and_computes_what_onnxruntime_does():
     assert loaded.preprocess.size == (320, 320) and loaded.adapter.size == 320
     with pytest.raises(TaskcamError, match="holds its weights already"):
         load_model(f"yolo:{path}", weights="other.pt")
+
+    # saved as an ultralytics checkpoint, it loads back through yolo:PATH.pt the same
+    torch.save({"model": model, "train_args": {"imgsz": 320}}, tmp_path / "nudenet.pt")
+    loaded = load_model(f"yolo:{tmp_path / 'nudenet.pt'}")
+    assert loaded.adapter.size == 320 and loaded.class_names[12] == "FACE_MALE"
+    with torch.no_grad():
+        assert torch.equal(raw_predictions(loaded.model(x)), ours)
 
 
 def test_trained_yolov8_puts_each_detections_map_inside_its_own_box(tmp_path):
