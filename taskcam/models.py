@@ -237,7 +237,7 @@ def _yolo(rest: str, weights: Optional[str]) -> LoadedModel:
     elif rest.lower().endswith((".pt", ".onnx")) and weights and weights.lower() != "none":
         raise TaskcamError(
             f"--model yolo:{rest} holds its weights already; --weights {weights} is not used "
-            "with it (pass yolo:{weights} instead)"
+            f"with it (pass yolo:{weights} instead)"
         )
     model = load_yolo(path)
     args = getattr(model, "args", None)
