@@ -18,6 +18,10 @@ For ``shapes-unet`` the object is the ground-truth region of the explained class
   re-initialised (cascading, head to input) with the original maps (near 0 is good);
 - ``other_energy`` (detectors): share of the map's energy on the *other* detected objects'
   boxes (outside the explained detection's own box; lower is better);
+- ``pointing_game_class`` (detectors): the map's maximum falls on *any* object of the
+  detection's class, as Zhang et al. (ECCV 2016) score the pointing game, where every instance
+  of the cued category counts. Next to ``pointing_game`` (its own object only) it tells a
+  class-wide map (high here, low there) from an instance-specific one (high in both);
 - ``median_s``: median seconds per explanation (one image, one target; for detectors, one
   image's call explaining all its detections, divided by their number).
 
@@ -82,6 +86,7 @@ COLUMNS = (
     "sanity",
     "other_energy",
     "median_s",
+    "pointing_game_class",
 )
 
 
@@ -102,6 +107,7 @@ class EvalRow:
     sanity: float
     median_s: float
     other_energy: float = float("nan")
+    pointing_game_class: float = float("nan")
 
     def as_dict(self) -> dict[str, Any]:
         return {c: getattr(self, c) for c in COLUMNS}
@@ -389,20 +395,26 @@ def _detection_rows(name, loaded, methods, n, seed, tol, steps, bar) -> list[Eva
             continue
         others = dets.boxes.float().cpu()
         masks = torch.from_numpy(s.masks[gts])
-        images.append((x, dets.select(keep), others, masks, gt_boxes[gts]))
+        # [K, S, S] every object of each detection's class, its own included
+        class_masks = torch.from_numpy(
+            np.stack([s.masks[s.labels == s.labels[g]].any(0) for g in gts])
+        )
+        images.append((x, dets.select(keep), others, masks, class_masks, gt_boxes[gts]))
     bar.total = (bar.total or 0) + sum(len(d) for _, d, *_ in images) * len(methods)
     rows = []
     for method in methods:
         bar.set_postfix(model=name, method=method.name)
         cam = Explainer(adapter.model, adapter.default_layers(), method)
-        pg, energy, energy_mask, other, dele, ins, times = [], [], [], [], [], [], []
-        for x, dets, all_boxes, masks, gt_boxes in images:
+        pg, pg_class, energy, energy_mask, other = [], [], [], [], []
+        dele, ins, times = [], [], []
+        for x, dets, all_boxes, masks, class_masks, gt_boxes in images:
             targets = adapter.targets(dets)
             start = time.perf_counter()
             maps = cam(x, [targets]).maps[0]  # [K, S, S]
             times.append((time.perf_counter() - start) / len(targets))
             bar.update(len(targets))
             pg += pointing_game(maps, masks, tolerance=tol).tolist()
+            pg_class += pointing_game(maps, class_masks, tolerance=tol).tolist()
             energy += energy_pointing_game(maps, gt_boxes).tolist()
             energy_mask += energy_pointing_game(maps, masks).tolist()
             all_masks = boxes_to_masks(all_boxes, *maps.shape[-2:])  # [N, S, S]
@@ -428,6 +440,7 @@ def _detection_rows(name, loaded, methods, n, seed, tol, steps, bar) -> list[Eva
                 sanity=float("nan"),
                 median_s=float(statistics.median(times)),
                 other_energy=float(np.mean(other)),
+                pointing_game_class=float(np.mean(pg_class)),
             )
         )
     return rows

@@ -73,12 +73,15 @@ def test_eval_on_the_shapes_unet_scores_region_targets():
 
 
 def test_eval_on_shapes_yolo_scores_each_detection():
-    rows = evaluate(["shapes-yolo"], ["gradcam", "odam"], n=3, progress=False)
+    # held-out images 3 and 5 hold two objects of one class each
+    rows = evaluate(["shapes-yolo"], ["gradcam", "odam"], n=6, progress=False)
     assert [r.method for r in rows] == ["gradcam", "odam"]
     for row in rows:
-        assert row.model == "shapes-yolo" and row.images == 3
+        assert row.model == "shapes-yolo" and row.images == 6
         for value in (row.pointing_game, row.energy_pg, row.other_energy, row.deletion):
             assert 0.0 <= value <= 1.0
+        # its own object is one of its class's objects
+        assert row.pointing_game <= row.pointing_game_class <= 1.0
         # deleting what the map points at loses the detection faster than inserting it back
         assert row.deletion < row.insertion
         assert math.isnan(row.sanity) and math.isnan(row.road_morf)
@@ -86,3 +89,5 @@ def test_eval_on_shapes_yolo_scores_each_detection():
     # spreads it over every object of the class
     gradcam, odam = rows
     assert odam.pointing_game == 1.0 and odam.other_energy < gradcam.other_energy
+    # ... so Grad-CAM's peak lands on an object of the class more often than on its own
+    assert gradcam.pointing_game_class > gradcam.pointing_game
