@@ -233,6 +233,13 @@ class DetectionTarget:
                 f"{self!r} has no box: perturbation methods match detections by box; build "
                 "the targets from detections (detection_targets)"
             )
+        if self.what != "score":
+            raise TaskcamError(
+                f"what={self.what!r}: perturbation methods (Score-CAM, Ablation-CAM, RISE, "
+                "D-RISE) explain a detection's score, matched in each perturbed output by "
+                "D-RISE similarity; explain a box side or objectness with a gradient method "
+                "(odam, gradcam, layercam, ...)"
+            )
         return MatchTarget(self.candidates, self.box, self.match_class(), self.layer)
 
     def __repr__(self) -> str:
@@ -286,19 +293,25 @@ class DetectorAdapter(Protocol):
 
 
 def parse_detection_targets(
-    spec: Optional[str], dets: Detections, class_names: Optional[Sequence[str]] = None
+    spec: Optional[str],
+    dets: Detections,
+    class_names: Optional[Sequence[str]] = None,
+    *,
+    existing_only: bool = False,
 ) -> list[int]:
-    """Which detections to explain: positions into ``dets`` (best first).
+    """Which detections to explain: positions into ``dets`` (best first), each once.
 
     Args:
         spec: ``"all"`` (or None), ``"0,2"`` (indices in the model's own ranking) or
             ``"class=NAME"`` / ``"class=ID"`` (every detection of that class).
         dets: the image's detections.
         class_names: names by class id, for ``class=NAME``.
+        existing_only: drop indices beyond the detections instead of refusing them (video
+            frames, whose detections come and go).
 
     Raises:
         TaskcamError: an index beyond the detections (naming how many there are), an unknown
-            class name, or a malformed spec.
+            class name or id, or a malformed spec.
 
     Example:
         >>> d = Detections(torch.zeros(3, 4), torch.ones(3), torch.tensor([0, 1, 0]),
@@ -315,6 +328,11 @@ def parse_detection_targets(
         names = list(class_names or [])
         if wanted.isdigit():
             cid = int(wanted)
+            if names and cid >= len(names):
+                raise TaskcamError(
+                    f"--targets class={wanted}: class {cid} does not exist; the model has "
+                    f"{len(names)} classes (0..{len(names) - 1})"
+                )
         elif wanted in names:
             cid = names.index(wanted)
         else:
@@ -329,7 +347,10 @@ def parse_detection_targets(
         raise TaskcamError(
             f"--targets {spec!r}: expected all, indices like 0,2 or class=NAME"
         ) from e
+    picks = list(dict.fromkeys(picks))  # "1,1" explains detection 1 once
     bad = [i for i in picks if not 0 <= i < n]
+    if existing_only and picks and min(picks) >= 0:
+        return [i for i in picks if i < n]
     if bad or not picks:
         raise TaskcamError(
             f"--targets {spec!r}: detection {bad[0] if bad else spec} does not exist; "

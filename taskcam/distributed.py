@@ -33,7 +33,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from taskcam.errors import TaskcamError
+from taskcam.errors import ImageError, TaskcamError
 
 __all__ = ["check_address", "explain_files_ray"]
 
@@ -114,18 +114,18 @@ class _Worker:
             self.job = _ClassifyJob(loaded, Path(out), method_objs, **job_args)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        from taskcam.pipeline import load_image
+        from taskcam.pipeline import _read
 
         items, errors, layers = [], [], []
         for path, stem in zip(batch["path"], batch["stem"]):
             path = Path(str(path))
             try:
-                image = load_image(path)
-            except TaskcamError as e:
+                item = self.job.item(path, _read(path), str(stem))
+            except ImageError as e:  # an unreadable file, a detection it does not have
                 items.append("")
                 errors.append(str(e))
             else:
-                items.append(json.dumps(self.job.item(path, image, str(stem))))
+                items.append(json.dumps(item))
                 errors.append("")
             layers.append(json.dumps(self.job.layer_names))
         return {"index": list(batch["index"]), "item": items, "error": errors, "layers": layers}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["TaskcamError"]
+__all__ = ["ImageError", "TaskcamError"]
 
 
 class TaskcamError(ValueError):
@@ -14,4 +14,14 @@ class TaskcamError(ValueError):
         ... except ValueError as e:
         ...     print(e)
         no layer named 'layer5'
+    """
+
+
+class ImageError(TaskcamError):
+    """Bad input that concerns one image of a run (a detection index it does not have): a
+    folder run records it against that image, as it does an unreadable file, and goes on.
+
+    Example:
+        >>> issubclass(ImageError, TaskcamError)
+        True
     """

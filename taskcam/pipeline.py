@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from taskcam.capture import Capture
 from taskcam.engine import Explainer
-from taskcam.errors import TaskcamError
+from taskcam.errors import ImageError, TaskcamError
 from taskcam.io import list_images, load_image, to_tensor
 from taskcam.layers import default_layer
 from taskcam.methods import get_method
@@ -101,7 +101,13 @@ def _settings(
     layers: Optional[Sequence[str]],
     **options: Any,
 ) -> dict[str, Any]:
-    """What shapes a run's results: a folder is resumed only under the same settings."""
+    """What shapes a run's results: a folder is resumed only under the same settings.
+
+    Also where a run's options are checked against its model before anything is written:
+    options that have no meaning for a detector are refused, not silently dropped.
+    """
+    if loaded.task == "detect" or _is_detector(loaded):
+        _check_detection_options(methods or ("odam",), **options)
     pre = loaded.preprocess
     return {
         "version": RESULTS_VERSION,
@@ -114,6 +120,23 @@ def _settings(
         "layers": list(layers) if layers else None,
         **options,
     }
+
+
+def _check_detection_options(
+    methods: Sequence[str], *, aug_smooth: bool = False, what: str = "score", **_: Any
+) -> None:
+    if aug_smooth:
+        raise TaskcamError(
+            "--aug-smooth: not for detectors: a flipped or rescaled copy of the image has "
+            "detections of its own, so one detection's map cannot be averaged over them"
+        )
+    perturbing = [m for m in methods if get_method(m).perturbation]
+    if what not in (None, "score") and perturbing:
+        raise TaskcamError(
+            f"--what {what}: {', '.join(perturbing)} explain a detection's score (matched in "
+            "each perturbed output by D-RISE similarity); explain a box side or objectness "
+            "with a gradient method (odam, gradcam, layercam, ...)"
+        )
 
 
 def _finish(
@@ -310,18 +333,27 @@ def _run_loop(
                 if str(path) in run.items:
                     continue  # done by an earlier, interrupted run of the same settings
                 try:
-                    image = load_image(path)
-                except TaskcamError as e:
+                    item = job.item(path, _read(path), stems[str(path)])
+                except ImageError as e:  # an unreadable file, a detection it does not have
                     log.warning("skipping %s: %s", path, e)
                     failures.append((str(path), str(e)))
                     run.failed(str(path), str(e))
                     continue
-                item = job.item(path, image, stems[str(path)])
                 run.done(str(path), item, job.layer_names)
         except KeyboardInterrupt:
             _finish(loaded, job.method_objs, job.layer_names, paths, run, failures, False)
             raise
     return _finish(loaded, job.method_objs, job.layer_names, paths, run, failures)
+
+
+def _read(path: Path) -> np.ndarray:
+    """:func:`load_image`, its errors marked as this image's (a run goes on without it)."""
+    try:
+        return load_image(path)
+    except ImageError:
+        raise
+    except TaskcamError as e:
+        raise ImageError(str(e)) from e
 
 
 class _ClassifyJob:
@@ -578,7 +610,10 @@ class _DetectJob:
         height, width = image.shape[:2]
         x, placement = adapter.prepare(image)
         dets = adapter.detect(x)[0]
-        picks = parse_detection_targets(self.targets, dets, names)
+        try:
+            picks = parse_detection_targets(self.targets, dets, names)
+        except TaskcamError as e:  # this image's detections: the run goes on without it
+            raise ImageError(str(e)) from e
         item: dict[str, Any] = {"image": str(path), "width": width, "height": height}
         if not picks:
             log.warning("%s: no detections to explain", path)

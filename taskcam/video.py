@@ -194,7 +194,7 @@ class _Frames:
         self.masks = None
         x, placement = self.adapter.prepare(image)
         dets = self.adapter.detect(x)[0]
-        picks = parse_detection_targets(self.targets, dets, self.names)
+        picks = parse_detection_targets(self.targets, dets, self.names, existing_only=True)
         if not picks:
             return [], {}, []
         dets = dets.select(picks)

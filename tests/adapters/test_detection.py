@@ -90,6 +90,13 @@ def test_parse_detection_targets_all_indices_and_class_names():
         parse_detection_targets("class=hexagon", dets, names)
     with pytest.raises(TaskcamError, match="expected all, indices"):
         parse_detection_targets("top3", dets, names)
+    with pytest.raises(TaskcamError, match="class 3 does not exist; the model has 3 classes"):
+        parse_detection_targets("class=3", dets, names)
+    # each detection once; a video frame keeps the indices it has
+    assert parse_detection_targets("1,1,0", dets, names) == [1, 0]
+    assert parse_detection_targets("0,7", dets, names, existing_only=True) == [0]
+    with pytest.raises(TaskcamError, match="detection -1 does not exist"):
+        parse_detection_targets("-1", dets, names, existing_only=True)
 
 
 # -- engine: per-level maps, perturbation matching, D-RISE ------------------------------------
@@ -126,6 +133,10 @@ def test_perturbation_methods_match_detections_by_drise_similarity(shapes_yolo):
         shapes_yolo.model, x, [[target]], layers=[target.layer], method="scorecam"
     )
     assert 0.5 < float(exp.scores[0, 0]) <= 1.0  # a similarity, not the raw anchor score
+    # matching finds a detection, not one side of its box: that is the gradient methods' job
+    (side,) = shapes_yolo.targets(dets.select([0]), "x2")
+    with pytest.raises(TaskcamError, match="what='x2': perturbation methods"):
+        taskcam.explain(shapes_yolo.model, x, [[side]], layers=[side.layer], method="scorecam")
     with pytest.raises(TaskcamError, match="has no box"):
         type(target)(target.candidate, target.class_id).perturbed()
 
@@ -216,8 +227,17 @@ def test_cli_detect_targets_and_bad_input(shapes_files, tmp_path, capsys):
     assert main([*base, "--targets", "class=triangle", "--out", str(out)]) == 0
     chosen = json.loads((out / "results.json").read_text())["items"][0]["targets"]
     assert chosen and all(t["class_name"] == "triangle" for t in chosen)
-    assert main([*base, "--targets", "9", "--out", str(tmp_path / "bad")]) == 2
+    assert main([*base, "--targets", "9", "--out", str(tmp_path / "bad")]) == 1
     assert "detection 9 does not exist; the image has 2 detection(s)" in capsys.readouterr().err
+    # in a folder, an image without the asked detection is a failure of its own: the run goes on
+    out = tmp_path / "folder"
+    black = folder.parent / "black.png"
+    cv2.imwrite(str(black), np.zeros((64, 64, 3), np.uint8))
+    assert main([*base[:1], str(black), *base[1:], "--targets", "1", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [i["image"] for i in results["items"]] == [image]
+    ((failed, error),) = [(f["image"], f["error"]) for f in results["failures"]]
+    assert failed == str(black) and "detection 1 does not exist; the image has 0" in error
     # nothing above the threshold: an empty result and a message, not a crash
     out = tmp_path / "none"
     assert main([*base, "--conf", "1.0", "--out", str(out)]) == 0
@@ -225,6 +245,13 @@ def test_cli_detect_targets_and_bad_input(shapes_files, tmp_path, capsys):
     assert item["targets"] == [] and item["message"] == "no detections"
     assert main([*base, "--task", "segment", "--out", str(tmp_path / "x")]) == 2
     assert "is a detect model" in capsys.readouterr().err
+    # options with no meaning for a detection are refused before anything is written
+    assert main([*base, "--aug-smooth", "--out", str(tmp_path / "aug")]) == 2
+    assert "--aug-smooth: not for detectors" in capsys.readouterr().err
+    bad = [*base, "--what", "x2", "--method", "odam,drise", "--out", str(tmp_path / "w")]
+    assert main(bad) == 2
+    assert "--what x2: drise explain a detection's score" in capsys.readouterr().err
+    assert not (tmp_path / "aug").exists() and not (tmp_path / "w").exists()
 
 
 def test_cli_yolo_seg_explains_instances_with_their_masks(tmp_path):
