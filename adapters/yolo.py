@@ -163,7 +163,13 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
     elif suffix == ".pt":
         if not path.is_file():
             raise TaskcamError(f"YOLO weights {str(path_or_yaml)!r} not found")
-        model, _ = load_checkpoint(str(path))
+        try:
+            model, _ = load_checkpoint(str(path))
+        except Exception as e:  # noqa: BLE001 - torch.load and ultralytics raise many types
+            raise TaskcamError(
+                f"{path_or_yaml}: not an ultralytics checkpoint ({type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0][:300]})"
+            ) from e
         try:
             yolo_task(model)
         except TaskcamError as e:

@@ -176,7 +176,9 @@ def _torchvision(name: str, pretrained: bool) -> LoadedModel:
     elif ".segmentation." in module:
         task = "segment"
     pre = Preprocess()
-    if hasattr(transform, "crop_size"):
+    if task == "detect":
+        pre = _detector_preprocess(model)
+    elif hasattr(transform, "crop_size"):
         size = int(transform.crop_size[0])
         pre = Preprocess((size, size), tuple(transform.mean), tuple(transform.std))
     elif task == "segment" and getattr(transform, "resize_size", None):
@@ -229,7 +231,7 @@ def _yolo(rest: str, weights: Optional[str]) -> LoadedModel:
     The input size is the one the checkpoint or export was made at (as ultralytics' own
     ``predict`` uses it), else 640.
     """
-    from taskcam.adapters.yolo import YoloAdapter, load_yolo
+    from taskcam.adapters.yolo import load_yolo
 
     path = rest
     if rest.lower().endswith((".yaml", ".yml")) and weights and weights.lower() != "none":
@@ -239,19 +241,35 @@ def _yolo(rest: str, weights: Optional[str]) -> LoadedModel:
             f"--model yolo:{rest} holds its weights already; --weights {weights} is not used "
             f"with it (pass yolo:{weights} instead)"
         )
-    model = load_yolo(path)
+    return _yolo_loaded(load_yolo(path), f"yolo:{rest}")
+
+
+def _yolo_loaded(model: nn.Module, spec: str) -> LoadedModel:
+    """An ultralytics detection or segmentation model, at the size it was trained at."""
+    from taskcam.adapters.yolo import YoloAdapter
+
     args = getattr(model, "args", None)
     imgsz = args.get("imgsz", 640) if isinstance(args, dict) else 640
     size = max(imgsz) if isinstance(imgsz, (list, tuple)) else int(imgsz)
     adapter = YoloAdapter(model, size=size)
-    names = adapter.class_names
     return LoadedModel(
         model,
-        f"yolo:{rest}",
+        spec,
         task=adapter.task,
         preprocess=Preprocess((adapter.size, adapter.size), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-        class_names=names,
+        class_names=adapter.class_names,
         adapter=adapter,
+    )
+
+
+def _detector_preprocess(model: nn.Module) -> Preprocess:
+    """A torchvision detector's own preprocessing, read from its transform: ``size`` is
+    (short side, longest long side), as ``GeneralizedRCNNTransform`` resizes."""
+    t = model.transform
+    return Preprocess(
+        (int(t.min_size[-1]), int(t.max_size)),
+        tuple(float(v) for v in t.image_mean),
+        tuple(float(v) for v in t.image_std),
     )
 
 
@@ -269,6 +287,17 @@ def _factory(spec: str) -> LoadedModel:
         raise TaskcamError(
             f"--model {spec}: {attr}() returned {type(model).__name__}, not a Module"
         )
+    # detectors are recognised by their library, as the yolo: and torchvision: specs are
+    if type(model).__module__.startswith("ultralytics."):
+        inner = getattr(model, "model", None)  # the YOLO wrapper holds the DetectionModel
+        if isinstance(inner, nn.Module) and type(model).__name__ in ("YOLO", "Model"):
+            model = inner
+        if type(model).__name__ in ("DetectionModel", "SegmentationModel"):
+            return _yolo_loaded(model, spec)
+    from taskcam.adapters.torchvision_detection import is_torchvision_detector
+
+    if is_torchvision_detector(model):
+        return LoadedModel(model, spec, task="detect", preprocess=_detector_preprocess(model))
     return LoadedModel(model, spec)
 
 
@@ -340,10 +369,34 @@ def load_model(
             if len(vals) != 3 or (label == "std" and min(vals) <= 0):
                 raise TaskcamError(f"--{label}: expected 3 values (std > 0), got {list(value)}")
             setattr(loaded.preprocess, label, vals)
-    loaded.model.to(device).eval()
+    ultralytics = type(loaded.model).__module__.startswith("ultralytics.")
+    if ultralytics and (mean is not None or std is not None):
+        raise TaskcamError(
+            f"--mean/--std: {spec} is an ultralytics YOLO, which takes pixels in [0, 1] "
+            "without normalisation"
+        )
+    if loaded.task == "detect" and not ultralytics and hasattr(loaded.model, "transform"):
+        _set_detector_transform(loaded, size)
+    try:
+        loaded.model.to(device)
+    except (RuntimeError, AssertionError) as e:  # no driver, a device torch does not know
+        raise TaskcamError(f"--device {device}: {e}") from e
+    loaded.model.eval()
     if prefix not in ("yolo", "smp", "zoo") and loaded.task == "classify":
         _transformer_defaults(loaded, device)
     return loaded
+
+
+def _set_detector_transform(loaded: LoadedModel, size: Optional[Sequence[int]]) -> None:
+    """Put ``--size/--mean/--std`` into a torchvision detector's transform, which resizes and
+    normalises inside the model: ``--size S`` fits the image in S×S, ``--size H,W`` makes
+    its short side min(H, W) at most and its long side max(H, W) at most."""
+    t = loaded.model.transform
+    pre = loaded.preprocess
+    if size is not None:
+        t.min_size, t.max_size = (min(pre.size),), max(pre.size)
+    t.image_mean, t.image_std = list(pre.mean), list(pre.std)
+    loaded.preprocess = _detector_preprocess(loaded.model)
 
 
 def _transformer_defaults(loaded: LoadedModel, device: str | torch.device) -> None:

@@ -25,6 +25,40 @@ def test_torchvision_spec_random_weights_has_preprocessing_and_names():
 def test_torchvision_detection_spec_reports_detect_task():
     lm = load_model("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", weights="none")
     assert lm.task == "detect"
+    # its preprocessing is its transform's: short side 320, long side at most 640
+    assert lm.preprocess.size == (320, 640)
+    assert lm.preprocess.mean == pytest.approx((0.485, 0.456, 0.406))
+
+
+def test_torchvision_detector_overrides_reach_its_transform():
+    spec = "torchvision:fasterrcnn_mobilenet_v3_large_320_fpn"
+    lm = load_model(spec, weights="none", size=[128], mean=[0.5] * 3, std=[0.25] * 3)
+    t = lm.model.transform
+    assert (t.min_size, t.max_size) == ((128,), 128)
+    assert t.image_mean == [0.5] * 3 and t.image_std == [0.25] * 3
+    assert lm.preprocess.size == (128, 128) and lm.preprocess.std == (0.25,) * 3
+    # the model resizes with them: a 300x200 image comes in at 128x85
+    out = lm.model.transform([torch.rand(3, 200, 300)])[0]
+    assert out.image_sizes == [(85, 128)]
+
+
+def test_factory_detectors_are_recognised(tmp_path, monkeypatch):
+    (tmp_path / "my_detectors.py").write_text(
+        "from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn\n"
+        "from ultralytics import YOLO\n\n"
+        "def rcnn():\n"
+        "    return fasterrcnn_mobilenet_v3_large_fpn(\n"
+        "        weights=None, weights_backbone=None, num_classes=3, min_size=96, max_size=96\n"
+        "    )\n\n"
+        "def yolo():\n"
+        "    return YOLO('yolov8n.yaml')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rcnn = load_model("my_detectors:rcnn")
+    assert rcnn.task == "detect" and rcnn.preprocess.size == (96, 96)
+    yolo = load_model("my_detectors:yolo")
+    assert yolo.task == "detect" and type(yolo.model).__name__ == "DetectionModel"
+    assert yolo.preprocess.size == (640, 640) and len(yolo.class_names) == 80
 
 
 def test_timm_spec_random_weights_reads_data_config():
@@ -85,6 +119,10 @@ def test_bad_overrides_are_named():
         load_model("torchvision:resnet18", weights="none", mean=[0.5, 0.5])
     with pytest.raises(TaskcamError, match="--size"):
         load_model("torchvision:resnet18", weights="none", size=[2])
+    with pytest.raises(TaskcamError, match="--mean/--std: zoo:shapes-yolo is an ultralytics"):
+        load_model("zoo:shapes-yolo", mean=[0.5] * 3)
+    with pytest.raises(TaskcamError, match="--device nonsense: Expected one of cpu"):
+        load_model("torchvision:resnet18", weights="none", device="nonsense")
 
 
 def test_imagenet_names_are_offline():

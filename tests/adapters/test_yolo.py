@@ -105,6 +105,15 @@ def test_classify_models_are_refused_naming_the_task(tmp_path):
         yolo_task(cls)
 
 
+def test_files_that_are_not_ultralytics_checkpoints_are_refused_naming_them(tmp_path):
+    torch.save(torch.nn.Linear(3, 2).state_dict(), tmp_path / "state.pt")
+    with pytest.raises(TaskcamError, match=r"state\.pt: not an ultralytics checkpoint"):
+        load_yolo(tmp_path / "state.pt")
+    (tmp_path / "junk.pt").write_text("junk")
+    with pytest.raises(TaskcamError, match=r"junk\.pt: not an ultralytics checkpoint"):
+        load_yolo(tmp_path / "junk.pt")
+
+
 def test_default_layers_are_the_heads_inputs(det_model):
     assert default_layers(det_model) == [f"model.{i}" for i in det_model.model[-1].f]
     assert candidate_layer(det_model, 0, S) == "model.15"
