@@ -533,7 +533,17 @@ class Explainer:
                 xs = F.interpolate(x, size=new, mode="bilinear", align_corners=False)
             for flip in (False, True):
                 xa = xs.flip(-1) if flip else xs
-                exp = self._explain(xa, targets)
+                try:
+                    exp = self._explain(xa, targets)
+                except (AssertionError, RuntimeError) as e:
+                    if scale == 1.0:
+                        raise
+                    # a transformer whose token grid was fixed when it was built
+                    raise TaskcamError(
+                        f"aug_smooth: {type(self.model).__name__} does not take the 1.1x "
+                        f"rescaled input ({xs.shape[-2]}x{xs.shape[-1]}: {type(e).__name__}: "
+                        f"{str(e).strip().splitlines()[0][:200]}); explain without aug_smooth"
+                    ) from e
                 if base is None:
                     base = exp
                 maps = exp.maps.flip(-1) if flip else exp.maps

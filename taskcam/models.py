@@ -126,7 +126,10 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
-def _timm(name: str, pretrained: bool) -> LoadedModel:
+def _timm(name: str, pretrained: bool, size: Optional[tuple[int, int]] = None) -> LoadedModel:
+    """A timm model; with ``size``, transformers whose grid is fixed at build time (ViT,
+    DeiT, Swin) are built for that input size (timm resamples pretrained position
+    embeddings), others take any size as they are."""
     try:
         import timm
     except ImportError as e:
@@ -134,7 +137,10 @@ def _timm(name: str, pretrained: bool) -> LoadedModel:
     if name not in timm.list_models(pretrained=False) and not timm.is_model(name):
         raise TaskcamError(f"timm: no model named {name!r}")
     try:
-        model = timm.create_model(name, pretrained=pretrained)
+        try:
+            model = timm.create_model(name, pretrained=pretrained, **_img_size(timm, name, size))
+        except TypeError:  # an architecture without an img_size argument (a CNN)
+            model = timm.create_model(name, pretrained=pretrained)
     except Exception as e:  # noqa: BLE001 - hub and network errors come in many types
         raise TaskcamError(
             f"timm:{name}: could not fetch its pretrained weights ({type(e).__name__}: {e}); "
@@ -145,6 +151,14 @@ def _timm(name: str, pretrained: bool) -> LoadedModel:
     names = imagenet_class_names() if getattr(model, "num_classes", 0) == 1000 else None
     pre = Preprocess((h, w), tuple(cfg["mean"]), tuple(cfg["std"]))
     return LoadedModel(model, f"timm:{name}", preprocess=pre, class_names=names)
+
+
+def _img_size(timm: Any, name: str, size: Optional[tuple[int, int]]) -> dict[str, Any]:
+    """``{"img_size": size}`` when ``size`` differs from the model's default input size."""
+    if size is None:
+        return {}
+    default = timm.get_pretrained_cfg_value(name, "input_size") or (3, None, None)
+    return {} if tuple(default[1:]) == tuple(size) else {"img_size": tuple(size)}
 
 
 def _torchvision(name: str, pretrained: bool) -> LoadedModel:
@@ -340,8 +354,13 @@ def load_model(
     prefix, _, rest = spec.partition(":")
     random_init = weights is not None and str(weights).lower() == "none"
     pretrained = weights is None
+    dims = None
+    if size is not None:
+        dims = [int(s) for s in size]
+        if len(dims) not in (1, 2) or min(dims) < 8:
+            raise TaskcamError(f"--size: expected one or two sizes >= 8, got {list(size)}")
     if prefix == "timm":
-        loaded = _timm(rest, pretrained)
+        loaded = _timm(rest, pretrained, None if dims is None else (dims[0], dims[-1]))
     elif prefix == "torchvision":
         loaded = _torchvision(rest, pretrained)
     elif prefix == "zoo":
@@ -356,10 +375,7 @@ def load_model(
         loaded = _factory(spec)
     if weights is not None and not random_init and prefix != "yolo":
         load_weights(loaded.model, weights)
-    if size is not None:
-        dims = [int(s) for s in size]
-        if len(dims) not in (1, 2) or min(dims) < 8:
-            raise TaskcamError(f"--size: expected one or two sizes >= 8, got {list(size)}")
+    if dims is not None:
         loaded.preprocess.size = (dims[0], dims[-1])
         if loaded.adapter is not None and hasattr(loaded.adapter, "size"):
             loaded.adapter.size = max(dims)  # YOLO letterboxes to a square
@@ -409,6 +425,15 @@ def _transformer_defaults(loaded: LoadedModel, device: str | torch.device) -> No
     if not has_transformer_blocks(loaded.model):
         return
     example = torch.zeros(1, 3, *loaded.preprocess.size, device=device)
+    try:
+        with torch.no_grad():
+            loaded.model(example)
+    except (AssertionError, RuntimeError, ValueError) as e:  # a grid fixed at build time
+        h, w = loaded.preprocess.size
+        raise TaskcamError(
+            f"--size {h},{w}: {loaded.spec} does not take a {h}x{w} input "
+            f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})"
+        ) from e
     layer = default_layer(loaded.model, example)
     loaded.layers = [layer]
     loaded.reshape = infer_reshape(loaded.model, layer, example)

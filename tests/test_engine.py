@@ -149,6 +149,17 @@ def test_model_unchanged_with_smoothing(option):
     assert_unchanged(before, net)
 
 
+def test_aug_smooth_on_a_fixed_grid_transformer_is_refused_and_leaves_it_as_it_was():
+    from timm.models.vision_transformer import VisionTransformer
+
+    vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
+    before = snapshot(vit.train())
+    x = torch.rand(1, 3, 32, 32)
+    with pytest.raises(TaskcamError, match=r"aug_smooth: .*does not take the 1.1x.*35x35"):
+        explain(vit, x, TARGETS, "blocks.0.norm1", "gradcam", aug_smooth=True)
+    assert_unchanged(before, vit)
+
+
 def test_batchnorm_in_train_mode_does_not_learn_from_the_explained_batch():
     net = StateNet().train()
     mean = net.features[1].running_mean.clone()

@@ -68,6 +68,15 @@ def test_timm_spec_random_weights_reads_data_config():
     assert lm.preprocess.std == pytest.approx((0.229, 0.224, 0.225))
 
 
+def test_size_builds_a_timm_transformer_for_it_and_is_refused_where_fixed():
+    vit = load_model("timm:vit_tiny_patch16_224", weights="none", size=[224, 320])
+    assert vit.model.patch_embed.grid_size == (14, 20)
+    assert vit.reshape.grid == (14, 20) and vit.layers == ["blocks.11.norm1"]
+    # torchvision's ViT checks its size at every forward
+    with pytest.raises(TaskcamError, match="--size 224,320: torchvision:vit_b_16 does not take"):
+        load_model("torchvision:vit_b_16", weights="none", size=[224, 320])
+
+
 def test_factory_spec_and_weights_round_trip(tmp_path):
     torch.manual_seed(0)
     lm = load_model("torchvision.models:resnet18")
