@@ -411,7 +411,7 @@ class Explainer:
             scores = scores.detach()
             raw: dict[str, torch.Tensor] = {}
             for (name, module), act, grad in zip(layers, acts, grads):
-                reshape = self._reshape_of(name, act.shape, x.shape[-2:])
+                reshape = self._reshape_of(name, act.shape, x.shape)
                 if reshape is not None:
                     cap.views[name] = reshape  # edits (ablation) see the grid too
                 act, grad = self._as_grid(name, act.detach(), grad, reshape)
@@ -441,13 +441,16 @@ class Explainer:
             output=_detach(output),
         )
 
-    def _reshape_of(self, name: str, shape: torch.Size, size: torch.Size) -> Optional[Reshape]:
-        """The explicit reshape, else the one inferred for this layer, output and input size."""
+    def _reshape_of(self, name: str, shape: torch.Size, x_shape: torch.Size) -> Optional[Reshape]:
+        """The explicit reshape, else the one inferred for this layer, output and input
+        (``x_shape``: ``[B, 3, H, W]``; an output without one row per image is refused)."""
         if self.reshape is not None:
             return self.reshape
-        key = (name, tuple(shape[1:]), tuple(size))
+        key = (name, tuple(shape), tuple(x_shape))
         if key not in self._inferred:
-            self._inferred[key] = reshape_for_output(self.model, name, shape, size)
+            self._inferred[key] = reshape_for_output(
+                self.model, name, shape, x_shape[-2:], batch=x_shape[0]
+            )
         return self._inferred[key]
 
     def _as_grid(

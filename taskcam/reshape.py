@@ -308,6 +308,8 @@ def reshape_for_output(
     layer: str,
     shape: Iterable[int],
     input_size: Iterable[int],
+    *,
+    batch: Optional[int] = None,
 ) -> Optional[Reshape]:
     """The transform that turns ``layer``'s output into ``Tensor[B, C, h, w]``, from its shape.
 
@@ -321,6 +323,9 @@ def reshape_for_output(
         layer: the layer's dotted name in ``model``.
         shape: the layer's output shape, batch first.
         input_size: ``(H, W)`` of the model input.
+        batch: the input's batch size ``B``. When given, an output whose first dimension is
+            not ``B`` is refused: it holds something other than one row per image (timm
+            Swin's window attention gives ``Tensor[B*nW, n, C]``, one row per window).
 
     Returns:
         ``None`` when the output is already ``Tensor[B, C, h, w]``, a :class:`TokensToGrid`
@@ -341,6 +346,13 @@ def reshape_for_output(
     size = tuple(int(s) for s in input_size)
     if len(size) != 2:
         raise TaskcamError(f"input_size: expected (H, W), got {size}")
+    if batch is not None and shape and shape[0] != int(batch):
+        raise _fail(
+            layer,
+            shape,
+            f"its first dimension {shape[0]} is not the input batch {int(batch)}, so its rows "
+            "are not images (window attention gives Tensor[B*nW, n, C], one row per window)",
+        )
     layout, declared_nhwc = _find_layout(model, layer)
     if len(shape) == 4:
         if layout is None or _is_conv(model, layer):
@@ -433,4 +445,5 @@ def infer_reshape(model: nn.Module, layer: str, example: torch.Tensor) -> Option
         state.restore()
     if not seen:
         raise TaskcamError(f"layer {name!r} was not called (or returned no tensor) in a forward")
-    return reshape_for_output(model, name, seen[0], example.shape[-2:])
+    batch = example.shape[0] if example.ndim == 4 else None
+    return reshape_for_output(model, name, seen[0], example.shape[-2:], batch=batch)

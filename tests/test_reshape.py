@@ -8,6 +8,7 @@ method. The named architectures of the issue run once each with a few methods.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import timm
@@ -489,6 +490,28 @@ def test_token_counts_that_fit_no_grid_are_refused():
     vit = timm_vit(1)
     with pytest.raises(TaskcamError, match=r"1 or 0 prefix.*60 tokens fit none"):
         reshape_for_output(vit, "blocks.0", (1, 60, 32), (64, 48))
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_window_attention_rows_are_windows_not_images(batch):
+    # timm Swin's window attention gives Tensor[B*nW, n, C]: 16 windows of 4x4 tokens on a
+    # 16x16 grid, whose 16 tokens would otherwise pass for the 4x4 grid of a later stage
+    model = timm_swin()
+    x = torch.rand(batch, 3, 64, 64)
+    for layer, shape in [
+        ("layers.0.blocks.0.attn", (16 * batch, 16, 16)),
+        ("layers.1.blocks.0.attn.qkv", (4 * batch, 16, 96)),
+    ]:
+        pattern = rf"'{layer}'.*{re.escape(str(shape))}.*input batch {batch}.*B\*nW, n, C"
+        with pytest.raises(TaskcamError, match=pattern):
+            infer_reshape(model, layer, x)
+        with pytest.raises(TaskcamError, match=pattern):
+            reshape_for_output(model, layer, shape, (64, 64), batch=batch)
+        with pytest.raises(TaskcamError, match=pattern):  # not B*nW maps stretched over x
+            explain(model, x, [ClassTarget(1)], layers=layer)
+    # the same block's token and channels-last outputs hold one row per image
+    assert infer_reshape(model, "layers.0.blocks.0.mlp", x) == TokensToGrid((16, 16), 0)
+    assert infer_reshape(model, "layers.1.blocks.0.norm1", x) == ChannelsLast()
 
 
 def test_first_tensor_of_tuple_outputs():
