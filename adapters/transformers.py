@@ -38,6 +38,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,9 +72,11 @@ __all__ = [
 ATTENTION_METHODS = ("rollout", "grad-rollout", "legrad")
 
 SEARCHED = (
-    "timm Attention (ViT, DeiT, ...)",
-    "timm EvaAttention / AttentionRope (EVA-02, DINOv3, RoPE ViTs)",
-    "timm WindowAttention (Swin, SwinV2)",
+    "timm Attention (ViT, DeiT, ...: timm.layers.attention, timm.models.vision_transformer)",
+    "timm EvaAttention / AttentionRope (EVA-02, DINOv3, RoPE ViTs: timm.models.eva, "
+    "timm.layers.attention)",
+    "timm WindowAttention (Swin, SwinV2: timm.models.swin_transformer, "
+    "timm.models.swin_transformer_v2)",
     "torch.nn.MultiheadAttention (torchvision ViT)",
     "torchvision ShiftedWindowAttention / ShiftedWindowAttentionV2 (Swin, Swin V2)",
 )
@@ -85,14 +88,26 @@ Query = Union[str, tuple[int, int], int]
 # finding attention modules
 
 
-def _from_timm(cls: type, name: str) -> bool:
-    return any(c.__name__ == name and c.__module__.startswith("timm.") for c in cls.__mro__)
-
+#: the timm attention classes whose forward the recomputation follows, by class name and the
+#: modules that define them (timm moved ViT's ``Attention`` from ``timm.models.vision_transformer``
+#: to ``timm.layers.attention``). Other timm classes of the same name (BEiT's, PVT v2's, DaViT's
+#: ``WindowAttention``...) compute something else and are not attention taskcam can capture.
+_TIMM_CLASSES = {
+    "Attention": ("timm.layers.attention", "timm.models.vision_transformer"),
+    "EvaAttention": ("timm.models.eva",),
+    "AttentionRope": ("timm.layers.attention", "timm.models.eva"),
+    "WindowAttention": ("timm.models.swin_transformer", "timm.models.swin_transformer_v2"),
+}
 
 #: timm's global attention classes: ViT's ``Attention``; EVA's (EVA-02, DINOv3, the RoPE ViTs)
 #: ``EvaAttention`` and ``AttentionRope``, which add rotary embeddings, q/k/v biases, separate
 #: projections and grouped key/value heads.
 _TIMM_GLOBAL = ("Attention", "EvaAttention", "AttentionRope")
+
+
+def _from_timm(cls: type, name: str) -> bool:
+    """``cls`` is (or subclasses) the timm class ``name`` taskcam supports, by its module path."""
+    return any(c.__name__ == name and c.__module__ in _TIMM_CLASSES[name] for c in cls.__mro__)
 
 
 def _module_kind(module: nn.Module) -> Optional[str]:
@@ -454,7 +469,8 @@ class AttentionCapture(HookSession):
             the deterministic attention).
         check: verify that each recomputed attention reproduces the module's output
             (``rtol``/``atol``); a mismatch raises :class:`TaskcamError` naming the module.
-        modules: restrict to these dotted names (default: every attention module).
+        modules: restrict to these dotted names, or one name as a ``str`` (default: every
+            attention module).
 
     Example:
         >>> import torch, torchvision
@@ -478,6 +494,8 @@ class AttentionCapture(HookSession):
     ) -> None:
         super().__init__()
         found = find_attention_modules(model)
+        if isinstance(modules, str):
+            modules = [modules]  # one name, not its characters
         if modules is not None:
             names = {n for n, _, _ in found}
             unknown = [m for m in modules if m not in names]
@@ -492,7 +510,9 @@ class AttentionCapture(HookSession):
         self.rtol, self.atol = rtol, atol
         self.records: list[AttentionRecord] = []
         self._batch: Optional[int] = None
-        self._windows = _timm_window_grids(model, found)
+        # timm window attention: the block of each, and the window grid of its latest call
+        self._window_blocks = _timm_window_blocks(model, found)
+        self._windows: dict[str, tuple[int, int]] = {}
 
     # -- results --------------------------------------------------------------------------
     @property
@@ -522,6 +542,21 @@ class AttentionCapture(HookSession):
         if isinstance(x, torch.Tensor) and x.dim() >= 3:
             self._batch = int(x.shape[0]) if x.dim() == 4 else 1
 
+    def _block_hook(self, name: str):
+        """Read the window grid from the input a timm Swin block really gets: a model built
+        with ``strict_img_size=False`` runs at sizes its ``input_resolution`` does not hold."""
+        block = self._window_blocks[name]
+
+        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            x = args[0] if args else kwargs.get("x")
+            res = getattr(block, "input_resolution", None)
+            if isinstance(x, torch.Tensor) and x.dim() == 4:  # [B, H, W, C]
+                self._windows[name] = _window_grid(block, x.shape[1:3])
+            elif res is not None:  # older timm: tokens [B, H*W, C] of the built resolution
+                self._windows[name] = _window_grid(block, _pair(res))
+
+        return hook
+
     def _hook(self, name: str, kind: str):
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
             real = output[0] if isinstance(output, tuple) else output
@@ -534,6 +569,14 @@ class AttentionCapture(HookSession):
                         mine, real.detach(), rtol=self.rtol, atol=self.atol * scale
                     ):
                         err = (mine - real.detach()).abs().max() if mine.shape == real.shape else -1
+                        dropout = _active_dropout(module)
+                        if dropout:
+                            raise TaskcamError(
+                                f"attention capture: {name} ({type(module).__name__}) is in "
+                                f"training mode with dropout ({dropout}), so its output is "
+                                f"random and the recomputed one differs by {float(err):.3g}; "
+                                "capture with eval_mode=True (the default) or call model.eval()"
+                            )
                         raise TaskcamError(
                             f"attention capture: {name} ({type(module).__name__}) does not "
                             f"compute what a {kind} attention does (recomputed output differs "
@@ -580,6 +623,9 @@ class AttentionCapture(HookSession):
             self._handles.append(
                 self.model.register_forward_pre_hook(self._root_hook, with_kwargs=True)
             )
+            for name, block in self._window_blocks.items():
+                hook = self._block_hook(name)
+                self._handles.append(block.register_forward_pre_hook(hook, with_kwargs=True))
             for name, module, kind in self.modules:
                 if kind == "timm-window-v2":  # unfused in timm: its softmax module is hooked
                     handle = module.softmax.register_forward_hook(self._softmax_hook(name))
@@ -592,22 +638,45 @@ class AttentionCapture(HookSession):
         return self
 
 
-def _timm_window_grids(
+def _active_dropout(module: nn.Module) -> str:
+    """The dropout that makes a training-mode ``module``'s output random, for messages
+    (``attn_drop p=0.5``), or ``""`` when none is active."""
+    if not module.training:
+        return ""
+    active = [
+        f"{n} p={m.p:g}"
+        for n, m in module.named_modules()
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0
+    ]
+    # nn.MultiheadAttention and torchvision's window attention keep their rates as floats
+    for attr in ("dropout", "attention_dropout"):
+        rate = getattr(module, attr, None)
+        if isinstance(rate, float) and rate > 0:
+            active.append(f"{attr}={rate:g}")
+    return ", ".join(active)
+
+
+def _timm_window_blocks(
     model: nn.Module, found: list[tuple[str, nn.Module, str]]
-) -> dict[str, tuple[int, int]]:
-    """timm window attention sees windows only: its block knows the window grid."""
-    grids = {}
+) -> dict[str, nn.Module]:
+    """timm window attention sees windows only: its block (the parent) knows the window size
+    and receives the stage's ``Tensor[B, H, W, C]``, from which the window grid follows."""
     modules = dict(model.named_modules())
+    blocks = {}
     for name, _module, kind in found:
         if not kind.startswith("timm-window"):
             continue
         block = modules.get(name.rpartition(".")[0])
-        res = getattr(block, "input_resolution", None)
-        ws = getattr(block, "window_size", None)
-        if res is not None and ws is not None:
-            (rh, rw), (wh, ww) = _pair(res), _pair(ws)
-            grids[name] = (-(-rh // wh), -(-rw // ww))
-    return grids
+        if block is not None and getattr(block, "window_size", None) is not None:
+            blocks[name] = block
+    return blocks
+
+
+def _window_grid(block: nn.Module, size: Sequence[int]) -> tuple[int, int]:
+    """``(rows, cols)`` of the windows a timm Swin block cuts a ``size`` ``(H, W)`` stage into
+    (padded right and bottom to whole windows, as the block does)."""
+    (h, w), (wh, ww) = _pair(tuple(size)), _pair(block.window_size)
+    return -(-h // wh), -(-w // ww)
 
 
 def capture_attention(model: nn.Module, **options: Any) -> AttentionCapture:
@@ -654,6 +723,8 @@ class ViTLayout:
         pool: ``token`` (the class token is pooled) or ``avg`` (patch tokens are averaged).
         attention: the blocks' attention module names, relative to the *model*, in order.
         blocks: the blocks, in order.
+        class_token: the first prefix token is a class token (``False`` for models whose
+            prefix holds register tokens only).
     """
 
     vit: nn.Module
@@ -663,10 +734,22 @@ class ViTLayout:
     pool: str
     attention: list[str]
     blocks: list[nn.Module] = field(repr=False)
+    class_token: bool = True
 
     def grid(self, size: Sequence[int]) -> tuple[int, int]:
-        """The patch grid ``(h, w)`` for an input of spatial ``size`` ``(H, W)``."""
-        return int(size[0]) // self.patch[0], int(size[1]) // self.patch[1]
+        """The patch grid ``(h, w)`` for an input of spatial ``size`` ``(H, W)``: rounded up
+        when the patch embedding pads the input to whole patches (timm ``dynamic_img_pad``),
+        else down."""
+        (h, w), (ph, pw) = (int(size[0]), int(size[1])), self.patch
+        if self.pads:
+            return -(-h // ph), -(-w // pw)
+        return h // ph, w // pw
+
+    @property
+    def pads(self) -> bool:
+        """The patch embedding pads the input right and bottom to whole patches."""
+        embed = getattr(self.vit, "patch_embed", None)
+        return self.family == "timm" and bool(getattr(embed, "dynamic_img_pad", False))
 
     def head(self, tokens: torch.Tensor) -> torch.Tensor:
         """The model's own final norm, pooling and classifier applied to a block's tokens."""
@@ -723,6 +806,8 @@ def vit_layout(model: nn.Module) -> ViTLayout:
                 pool=pool,
                 attention=[f"{prefix_name}blocks.{b}.attn" for b in block_names],
                 blocks=list(blocks),
+                # registers without a class token (timm class_token=False, reg_tokens=N)
+                class_token=getattr(vit, "cls_token", True) is not None,
             )
         encoder = getattr(vit, "encoder", None)
         if (
@@ -769,7 +854,7 @@ def _query_rows(
     """``matrix: Tensor[B, N, N]`` -> ``Tensor[B, h*w]``: the query's row over patch keys."""
     p = layout.prefix
     if isinstance(query, str) and query == "cls":
-        if layout.pool == "avg" or p == 0:
+        if layout.pool == "avg" or p == 0 or not layout.class_token:
             query = "mean"
         else:
             return matrix[:, 0, p:]
@@ -780,10 +865,13 @@ def _query_rows(
 
 def _query_index(query: Query, layout: ViTLayout, grid: tuple[int, int]) -> int:
     if isinstance(query, str):
-        if query == "cls" and layout.prefix:
+        if query == "cls" and layout.prefix and layout.class_token:
             return 0
         if query == "cls":
-            raise TaskcamError("query: the model has no class token; pass a patch (row, col)")
+            held = f" (its {layout.prefix} prefix token(s) are registers)" if layout.prefix else ""
+            raise TaskcamError(
+                f"query: the model has no class token{held}; pass a patch (row, col)"
+            )
         raise TaskcamError(f"query: expected 'cls' or a patch (row, col), got {query!r}")
     if isinstance(query, int):
         if not 0 <= query < layout.prefix + grid[0] * grid[1]:
@@ -805,9 +893,19 @@ def _finish(
     layout: ViTLayout,
     output: Any,
 ) -> Explanation:
-    """``raw: Tensor[B, T, h, w]`` -> an Explanation with maps at the input size in [0, 1]."""
+    """``raw: Tensor[B, T, h, w]`` -> an Explanation with maps at the input size in [0, 1].
+
+    A padded patch grid (timm ``dynamic_img_pad``) covers more than the input: its map is
+    resized to the area the patches cover and cropped to the input, not stretched over it.
+    """
     raw = raw.detach().float()
-    up = F.interpolate(raw, size=tuple(size), mode="bilinear", align_corners=False)
+    size = (int(size[0]), int(size[-1]))
+    covered = (raw.shape[-2] * layout.patch[0], raw.shape[-1] * layout.patch[1])
+    if layout.pads and covered != size and covered[0] >= size[0] and covered[1] >= size[1]:
+        up = F.interpolate(raw, size=covered, mode="bilinear", align_corners=False)
+        up = up[..., : size[0], : size[1]]  # timm pads right and bottom
+    else:
+        up = F.interpolate(raw, size=size, mode="bilinear", align_corners=False)
     maps, empty = normalize_maps(up.clamp(min=0))
     return Explanation(
         maps=maps,
@@ -884,7 +982,8 @@ def rollout(
             without registers, ``max`` fusion with ``discard_ratio=0.9`` raised the pointing
             game from 0.78 (paper) to 0.90 (0.88 with ``max`` alone); the shipped model,
             with registers, scores 0.99 to 1.00 with all three.
-        query: ``"cls"``, ``"mean"`` or a patch ``(row, col)``.
+        query: ``"cls"``, ``"mean"``, a patch ``(row, col)`` or a token index (an ``int``:
+            the prefix tokens first, then the patches row by row).
 
     Returns:
         An :class:`taskcam.Explanation`; ``maps: Tensor[B, T, H, W]`` in [0, 1].
@@ -965,7 +1064,8 @@ def grad_rollout(
         model: a ViT-style model (see :func:`vit_layout`).
         inputs: ``Tensor[B, 3, H, W]``.
         targets: as :func:`taskcam.explain` takes them; default each image's top-1 class.
-        query: ``"cls"``, ``"mean"`` or a patch ``(row, col)``.
+        query: ``"cls"``, ``"mean"``, a patch ``(row, col)`` or a token index (an ``int``:
+            the prefix tokens first, then the patches row by row).
 
     Returns:
         An :class:`taskcam.Explanation`; ``maps: Tensor[B, T, H, W]`` in [0, 1].
@@ -1034,8 +1134,9 @@ def legrad(
             intermediate logits ``head(block_l output)`` of the transformer inside it.
         inputs: ``Tensor[B, 3, H, W]``.
         targets: as :func:`taskcam.explain` takes them; default each image's top-1 class.
-        last_layers: sum over the last this many layers only (the authors' code starts at
-            the second-to-last layer for CLIP models); default every layer, as in the paper.
+        last_layers: sum over the last this many layers only, 1 to the number of blocks (the
+            authors' code starts at the second-to-last layer for CLIP models); default every
+            layer, as in the paper.
 
     Returns:
         An :class:`taskcam.Explanation`; ``maps: Tensor[B, T, H, W]`` in [0, 1].
@@ -1049,6 +1150,16 @@ def legrad(
     """
     x = _prepare(model, inputs)
     layout = vit_layout(model)
+    depth = len(layout.blocks)
+    if last_layers is not None and (
+        isinstance(last_layers, bool)
+        or not isinstance(last_layers, numbers.Integral)
+        or not 1 <= last_layers <= depth
+    ):
+        raise TaskcamError(
+            f"last_layers: expected an int in 1..{depth} (the model has {depth} blocks) or "
+            f"None for every layer, got {last_layers!r}"
+        )
     grid = layout.grid(x.shape[-2:])
     with torch.inference_mode(False):
         state = ModelState(model)
@@ -1072,7 +1183,7 @@ def legrad(
                 records = _ordered(cap, layout)
                 _check_tokens(records[0].attn, layout, grid)
                 total = None
-                first = 0 if last_layers is None else max(0, len(records) - int(last_layers))
+                first = 0 if last_layers is None else len(records) - int(last_layers)
                 for i, rec in enumerate(records):
                     if i < first:
                         continue
@@ -1140,6 +1251,17 @@ class AttentionExplainer:
 # statistics and the debugging report
 
 
+def _check_fraction(name: str, value: Any) -> None:
+    """``value`` is a number in [0, 1]; else an error naming the argument and its flag."""
+    flag = "--" + name.replace("_", "-")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0.0 <= float(value) <= 1.0
+    ):
+        raise TaskcamError(f"{name} ({flag}): expected a fraction in [0, 1], got {value!r}")
+
+
 def head_statistics(
     attn: torch.Tensor,
     grid: tuple[int, int],
@@ -1173,6 +1295,8 @@ def head_statistics(
         >>> head_statistics(uniform, (2, 2), 1)[0]["flags"]
         ['uniform']
     """
+    _check_fraction("uniform_threshold", uniform_threshold)
+    _check_fraction("prefix_threshold", prefix_threshold)
     heads, n, _ = attn.shape
     h, w = grid
     if n != prefix + h * w:
@@ -1210,6 +1334,19 @@ def head_statistics(
             }
         )
     return out
+
+
+def _report_query(
+    q_index: int, layout: ViTLayout, grid: tuple[int, int], *, as_json: bool = False
+) -> Any:
+    """Token ``q_index`` as a query: ``"cls"`` for the class token, the index of another prefix
+    token (distillation, register), or a patch ``(row, col)`` (a list ``[row, col]`` in JSON)."""
+    if q_index == 0 and layout.prefix and layout.class_token:
+        return "cls"
+    if q_index < layout.prefix:
+        return q_index
+    row, col = divmod(q_index - layout.prefix, grid[1])
+    return [row, col] if as_json else (row, col)
 
 
 def _gradcam_map(model: nn.Module, layout: ViTLayout, x: torch.Tensor, target: Any) -> Explanation:
@@ -1258,7 +1395,9 @@ def attention_report(
         size: the model's input size ``(h, w)``.
         mean: normalisation mean.
         std: normalisation std.
-        query: ``"cls"`` or a patch ``(row, col)``.
+        query: ``"cls"``, a patch ``(row, col)`` or a token index (an ``int``: the prefix
+            tokens first, then the patches row by row; the JSON records a prefix token's
+            index, a patch's ``[row, col]``).
         target: the class explained by grad-rollout and Grad-CAM (default: the top-1).
         class_names: names of the classes, for the summary.
         model_name: recorded in the JSON.
@@ -1282,6 +1421,8 @@ def attention_report(
     from taskcam.render import attention_grid, overlay, save_image
     from taskcam.render import grid as image_grid
 
+    _check_fraction("uniform_threshold", uniform_threshold)
+    _check_fraction("prefix_threshold", prefix_threshold)
     out = Path(out_dir)
     label = str(image) if isinstance(image, (str, Path)) else "<array>"
     rgb = load_image(image) if isinstance(image, (str, Path)) else to_rgb_uint8(image)
@@ -1303,14 +1444,8 @@ def attention_report(
     # query row over patches per layer and head: [L, heads, h, w]
     rows = torch.stack([r.attn[0, :, q_index, layout.prefix :] for r in records])
     rows = rows.reshape(len(records), rows.shape[1], *grid)
-    roll_query: Query = (
-        "cls"
-        if q_index == 0 and layout.prefix
-        else (
-            (q_index - layout.prefix) // grid[1],
-            (q_index - layout.prefix) % grid[1],
-        )
-    )
+    # the same query for rollout: the class token, another prefix token by index, or a patch
+    roll_query: Query = _report_query(q_index, layout, grid)
     roll = rollout(model, x, query=roll_query).maps[0, 0]
     groll = grad_rollout(model, x, [tgt], query=roll_query).maps[0, 0]
     cam = _gradcam_map(model, layout, x, tgt).maps[0, 0]
@@ -1361,9 +1496,7 @@ def attention_report(
         "patch_size": list(layout.patch),
         "prefix_tokens": layout.prefix,
         "tokens": layout.prefix + grid[0] * grid[1],
-        "query": "cls"
-        if q_index == 0 and layout.prefix
-        else list(divmod(q_index - layout.prefix, grid[1])),
+        "query": _report_query(q_index, layout, grid, as_json=True),
         "prediction": {"class_id": k, "class_name": name, "probability": float(probs[k])},
         "thresholds": {"uniform": uniform_threshold, "prefix_only": prefix_threshold},
         "layers": layers_json,

@@ -18,6 +18,7 @@ from torchvision.models.swin_transformer import (
 from taskcam.adapters.classification import ClassTarget
 from taskcam.adapters.transformers import (
     AttentionExplainer,
+    attention_report,
     capture_attention,
     grad_rollout,
     head_statistics,
@@ -309,6 +310,41 @@ def test_timm_swin_fused_window_attention_equals_unfused(v2):
         assert torch.allclose(r.attn.flatten(0, 1), refs[r.name], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("v2", [False, True])
+def test_timm_swin_window_grid_follows_the_input_size_it_runs_at(v2):
+    # built for 64x64, run at 64x96 (strict_img_size=False): the 16x24 first stage holds 4x6
+    # windows of 4x4, not the 4x4 windows its input_resolution still says
+    arch = SwinTransformerV2 if v2 else SwinTransformer
+    kwargs = dict(
+        patch_size=4,
+        window_size=4,
+        embed_dim=16,
+        depths=(2, 2),
+        num_heads=(2, 4),
+        num_classes=3,
+        strict_img_size=False,
+    )
+    torch.manual_seed(0)
+    swin = arch(img_size=64, **kwargs).eval()
+    native = arch(img_size=(64, 96), **kwargs).eval()  # built at the size: the reference
+    native.load_state_dict(swin.state_dict())
+    x = torch.randn(2, 3, 64, 96)
+    caps = []
+    for model in (swin, native):
+        with capture_attention(model) as cap, torch.no_grad():
+            model(x)
+        caps.append(cap)
+    windows = {"layers.0": (4, 6), "layers.1": (2, 3)}
+    for r, ref in zip(*(c.records for c in caps)):
+        assert r.windows == ref.windows == windows[r.stage]
+        assert r.attn.shape == (2, r.windows[0] * r.windows[1], r.attn.shape[2], 16, 16)
+        torch.testing.assert_close(r.attn, ref.attn)
+    # and another size: the grid is read at each call
+    with capture_attention(swin) as cap, torch.no_grad():
+        swin(torch.randn(1, 3, 32, 64))
+    assert [r.windows for r in cap.records[::2]] == [(2, 4), (1, 2)]
+
+
 MODELS = {
     "timm-cls": lambda: _timm_vit(),
     "timm-registers": lambda: _timm_vit(reg_tokens=4, patch_size=16),
@@ -420,6 +456,122 @@ def test_attention_command_writes_the_grid_png_and_json(tmp_path):
     assert np.isfinite(summary["layers"][-1]["heads"][0]["entropy"])
 
 
+def test_registers_without_a_class_token_are_not_queried_as_cls(tmp_path):
+    import numpy as np
+
+    vit = _timm_vit(class_token=False, reg_tokens=4, global_pool="avg")
+    assert vit_layout(vit).prefix == 4 and not vit_layout(vit).class_token
+    image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    with pytest.raises(TaskcamError, match=r"no class token \(its 4 prefix.*registers\); pass a"):
+        attention_report(vit, image, tmp_path, size=(32, 32))
+    # rollout's "cls" on an average-pooled model is the mean over patch queries, not register 0
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(rollout(vit, x).maps, rollout(vit, x, query="mean").maps)
+    summary = attention_report(vit, image, tmp_path, size=(32, 32), query=(1, 2))
+    assert summary["query"] == [1, 2]
+
+
+def test_report_queries_a_prefix_token_by_its_index(tmp_path):
+    import numpy as np
+
+    vit = _timm_vit(reg_tokens=2)  # class token, 2 registers, 4x4 patches
+    image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    summary = attention_report(vit, image, tmp_path, size=(32, 32), query=2)
+    assert summary["query"] == 2  # the second register, not a patch
+    x = _prepare_image(image)
+    with capture_attention(vit) as cap, torch.no_grad():
+        vit(x)
+    row = cap.attentions["blocks.0.attn"][0, :, 2]  # [heads, N]: register 1's row
+    heads = summary["layers"][0]["heads"]
+    assert [h["prefix_mass"] for h in heads] == pytest.approx(row[:, :3].sum(-1).tolist())
+    assert all(h["query_distance"] is None for h in heads)
+    assert attention_report(vit, image, tmp_path, size=(32, 32), query=0)["query"] == "cls"
+    assert attention_report(vit, image, tmp_path, size=(32, 32), query=3 + 6)["query"] == [1, 2]
+    with pytest.raises(TaskcamError, match=r"query: token 19 outside 0\.\.18"):
+        attention_report(vit, image, tmp_path, size=(32, 32), query=19)
+
+
+@pytest.mark.parametrize("last_layers", [0, -1, 3, 1.5])
+def test_legrad_last_layers_outside_the_blocks_is_named(last_layers):
+    vit = _timm_vit()  # 2 blocks
+    with pytest.raises(TaskcamError, match=rf"last_layers: .*1\.\.2 .*got {last_layers}"):
+        legrad(vit, torch.rand(1, 3, 32, 32), last_layers=last_layers)
+
+
+def test_legrad_last_layers_sums_the_last_blocks_only():
+    vit, x = _timm_vit(), torch.rand(1, 3, 32, 32)
+    assert torch.equal(legrad(vit, x, last_layers=2).maps, legrad(vit, x).maps)
+    assert legrad(vit, x, last_layers=1).maps.shape == (1, 1, 32, 32)
+
+
+def test_capture_takes_one_module_name_as_a_string():
+    vit = _timm_vit()
+    with capture_attention(vit, modules="blocks.1.attn") as cap, torch.no_grad():
+        vit(torch.rand(1, 3, 32, 32))
+    assert [r.name for r in cap.records] == ["blocks.1.attn"]
+    with pytest.raises(TaskcamError, match=r"\['blocks\.0'\] are not attention modules"):
+        capture_attention(vit, modules="blocks.0")
+
+
+def test_capture_in_training_mode_names_the_dropout():
+    vit = _timm_vit(attn_drop_rate=0.5).train()
+    before = _state(vit)
+    pattern = r"blocks\.0\.attn.*training mode with dropout \(attn_drop p=0\.5\)"
+    with pytest.raises(TaskcamError, match=pattern), capture_attention(vit, eval_mode=False):
+        vit(torch.rand(2, 3, 32, 32))
+    assert _state(vit) == before
+    with capture_attention(vit) as cap:  # eval mode for the duration: no dropout
+        vit(torch.rand(2, 3, 32, 32))
+    assert len(cap.records) == 2 and vit.training
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"uniform_threshold": 1.5}, "uniform_threshold"),
+        ({"uniform_threshold": -0.1}, "uniform_threshold"),
+        ({"prefix_threshold": 2}, "prefix_threshold"),
+        ({"prefix_threshold": float("nan")}, "prefix_threshold"),
+    ],
+)
+def test_report_thresholds_must_be_fractions(tmp_path, kwargs, name):
+    import numpy as np
+
+    image = np.zeros((32, 32, 3), np.uint8)
+    flag = "--" + name.replace("_", "-")
+    pattern = rf"{name} \({flag}\): expected a fraction in \[0, 1\], got"
+    with pytest.raises(TaskcamError, match=pattern):
+        attention_report(_timm_vit(), image, tmp_path, size=(32, 32), **kwargs)
+    with pytest.raises(TaskcamError, match=pattern):
+        head_statistics(torch.full((1, 5, 5), 0.2), (2, 2), 1, **kwargs)
+    assert not list(tmp_path.iterdir())  # refused before anything is written
+
+
+@pytest.mark.parametrize("method", [rollout, grad_rollout, legrad])
+def test_padded_patch_grid_is_rounded_up_and_cropped_not_stretched(method):
+    from taskcam.engine import normalize_maps
+
+    # 36x44 pads to 40x48: a 5x6 grid whose last row and column are half padding
+    vit = _timm_vit(dynamic_img_size=True, dynamic_img_pad=True)
+    assert vit_layout(vit).grid((36, 44)) == (5, 6)
+    exp = method(vit, torch.rand(1, 3, 36, 44), [ClassTarget(1)])
+    (raw,) = exp.raw.values()
+    assert raw.shape == (1, 1, 5, 6) and exp.maps.shape == (1, 1, 36, 44)
+    covered = F.interpolate(raw, size=(40, 48), mode="bilinear", align_corners=False)
+    expected, _ = normalize_maps(covered[..., :36, :44].clamp(min=0))
+    torch.testing.assert_close(exp.maps, expected)
+    stretched, _ = normalize_maps(
+        F.interpolate(raw, size=(36, 44), mode="bilinear", align_corners=False).clamp(min=0)
+    )
+    assert not torch.allclose(exp.maps, stretched, atol=1e-3)
+
+
+def _prepare_image(image):
+    from taskcam.io import to_tensor
+
+    return to_tensor(image, (32, 32), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
 def test_errors_name_what_was_wrong(tmp_path, capsys):
     resnet = torchvision.models.resnet18(weights=None)
     with pytest.raises(TaskcamError, match="no attention module.*MultiheadAttention"):
@@ -445,6 +597,40 @@ def test_errors_name_what_was_wrong(tmp_path, capsys):
     cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
     code = main(["attention", str(image), "--model", "torchvision:resnet18", "--weights", "none"])
     assert code == 2 and "searched for" in capsys.readouterr().err
+
+
+def _other_timm_attention():
+    """timm models whose attention classes share a supported name but not its computation."""
+    from timm.models.beit import Beit
+    from timm.models.davit import DaVit
+    from timm.models.pvt_v2 import PyramidVisionTransformerV2
+
+    torch.manual_seed(0)
+    return [
+        Beit(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=5),
+        PyramidVisionTransformerV2(
+            depths=(1, 1),
+            embed_dims=(16, 32),
+            num_heads=(1, 2),
+            sr_ratios=(2, 1),
+            mlp_ratios=(2, 2),
+            num_classes=5,
+        ),
+        DaVit(depths=(1, 1), embed_dims=(16, 32), num_heads=(1, 2), num_classes=5),
+    ]
+
+
+def test_timm_classes_named_like_supported_attention_are_not_captured():
+    # BEiT's and PVT v2's `Attention` and DaViT's `WindowAttention` are other computations:
+    # they are matched by module path, not name, so they count as no attention module
+    for model in _other_timm_attention():
+        model.eval()
+        name = type(model).__name__
+        pattern = rf"{name} has no attention module.*timm\.layers\.attention"
+        with pytest.raises(TaskcamError, match=pattern):
+            capture_attention(model)
+        with pytest.raises(TaskcamError, match=pattern):
+            rollout(model, torch.rand(1, 3, 32, 32))
 
 
 @pytest.fixture(scope="module")
