@@ -895,18 +895,16 @@ def _finish(
 ) -> Explanation:
     """``raw: Tensor[B, T, h, w]`` -> an Explanation with maps at the input size in [0, 1].
 
-    A padded patch grid (timm ``dynamic_img_pad``) covers more than the input: its map is
-    resized to the area the patches cover and cropped to the input, not stretched over it.
+    A patch grid that covers another area than the input (timm ``dynamic_img_pad`` pads
+    right and bottom to whole patches; without it the remainder is dropped) is laid on that
+    area and cropped or zero-padded to the input, not stretched over it, as the engine does.
     """
+    from taskcam.engine import _upsample
+
     raw = raw.detach().float()
     size = (int(size[0]), int(size[-1]))
     covered = (raw.shape[-2] * layout.patch[0], raw.shape[-1] * layout.patch[1])
-    if layout.pads and covered != size and covered[0] >= size[0] and covered[1] >= size[1]:
-        up = F.interpolate(raw, size=covered, mode="bilinear", align_corners=False)
-        up = up[..., : size[0], : size[1]]  # timm pads right and bottom
-    else:
-        up = F.interpolate(raw, size=size, mode="bilinear", align_corners=False)
-    maps, empty = normalize_maps(up.clamp(min=0))
+    maps, empty = normalize_maps(_upsample(raw, size, covered))
     return Explanation(
         maps=maps,
         raw={name: raw},

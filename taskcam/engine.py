@@ -79,6 +79,21 @@ def normalize_maps(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return out.masked_fill(empty[..., None, None], 0.0), empty
 
 
+def _upsample(
+    cam: torch.Tensor, size: torch.Size, covers: Optional[tuple[int, int]] = None
+) -> torch.Tensor:
+    """``Tensor[B, T, h, w]`` -> ``[B, T, *size]``, negatives cut. A grid that covers another
+    area of the input than all of it (``covers``: a ViT that pads to whole patches, or drops
+    the remainder) is laid on that area from the top-left corner and cropped or zero-padded
+    to the input."""
+    area = tuple(size) if covers is None else covers
+    up = F.interpolate(cam.float(), size=area, mode="bilinear", align_corners=False).clamp(min=0)
+    if area != tuple(size):
+        h, w = size
+        up = F.pad(up[..., :h, :w], (0, max(0, w - area[1]), 0, max(0, h - area[0])))
+    return up
+
+
 def _per_image(targets: Targets, batch: int) -> list[list[Target]]:
     """Targets as one list per image; the same list object for every image when shared."""
     if callable(targets):
@@ -410,8 +425,11 @@ class Explainer:
             grads = _gradients(scores, acts) if method.needs_grad else [None] * len(acts)
             scores = scores.detach()
             raw: dict[str, torch.Tensor] = {}
+            covers: dict[str, tuple[int, int]] = {}  # input area a layer's grid covers
             for (name, module), act, grad in zip(layers, acts, grads):
                 reshape = self._reshape_of(name, act.shape, x.shape)
+                if getattr(reshape, "covers", None) is not None:
+                    covers[name] = reshape.covers
                 if reshape is not None:
                     cap.views[name] = reshape  # edits (ablation) see the grid too
                 act, grad = self._as_grid(name, act.detach(), grad, reshape)
@@ -430,7 +448,7 @@ class Explainer:
                 )
                 with torch.no_grad():
                     raw[name] = _combine(method.terms(ctx), act, self.eigen_smooth)
-        maps, empty = self._fuse(raw, x.shape[-2:], targets)
+        maps, empty = self._fuse(raw, x.shape[-2:], targets, covers)
         return Explanation(
             maps=maps,
             raw=raw,
@@ -476,15 +494,14 @@ class Explainer:
         return act, grad
 
     def _fuse(
-        self, raw: dict[str, torch.Tensor], size: torch.Size, targets: list[list[Target]]
+        self,
+        raw: dict[str, torch.Tensor],
+        size: torch.Size,
+        targets: list[list[Target]],
+        covers: Optional[dict[str, tuple[int, int]]] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            ups = [
-                F.interpolate(cam.float(), size=size, mode="bilinear", align_corners=False).clamp(
-                    min=0
-                )
-                for cam in raw.values()
-            ]
+            ups = [_upsample(cam, size, (covers or {}).get(name)) for name, cam in raw.items()]
             if len(ups) == 1:
                 return normalize_maps(ups[0])
             stack = torch.stack([normalize_maps(up)[0] for up in ups])  # [L, B, T, H, W]

@@ -56,15 +56,22 @@ class TokensToGrid:
     Args:
         grid: ``(h, w)`` of the patch grid.
         prefix: how many tokens come before the patch tokens (class, distillation, registers).
+        covers: ``(H, W)`` input pixels the grid covers (patches × patch size) when that is
+            not the whole input: a ViT that pads its input to whole patches covers more
+            (``dynamic_img_pad``), one that drops the remainder less. Maps are laid on that
+            area and cropped (or padded with zeros) to the input, not stretched over it.
 
     Example:
         >>> TokensToGrid((2, 3), prefix=1)(torch.rand(4, 7, 16)).shape
         torch.Size([4, 16, 2, 3])
     """
 
-    def __init__(self, grid: tuple[int, int], prefix: int = 1) -> None:
+    def __init__(
+        self, grid: tuple[int, int], prefix: int = 1, covers: Optional[tuple[int, int]] = None
+    ) -> None:
         self.grid = (int(grid[0]), int(grid[1]))
         self.prefix = int(prefix)
+        self.covers = None if covers is None else (int(covers[0]), int(covers[1]))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         h, w = self.grid
@@ -96,17 +103,19 @@ class TokensToGrid:
         return torch.cat([prefix.to(patches.dtype), patches], dim=1)
 
     def __repr__(self) -> str:
-        return f"TokensToGrid(grid={self.grid}, prefix={self.prefix})"
+        covers = "" if self.covers is None else f", covers={self.covers}"
+        return f"TokensToGrid(grid={self.grid}, prefix={self.prefix}{covers})"
 
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, TokensToGrid)
             and other.grid == self.grid
             and other.prefix == self.prefix
+            and other.covers == self.covers
         )
 
     def __hash__(self) -> int:
-        return hash((TokensToGrid, self.grid, self.prefix))
+        return hash((TokensToGrid, self.grid, self.prefix, self.covers))
 
 
 class ChannelsLast:
@@ -391,7 +400,11 @@ def reshape_for_output(
             if solved is None:
                 raise _fail(layer, shape, f"{n} tokens fit no patch grid of a {size} input")
         prefix, grid = solved
-        return TokensToGrid(grid, prefix)
+        covers = None
+        if layout is not None and layout.stages == 1:  # a plain ViT: one grid, patch stride
+            area = (grid[0] * layout.patch[0], grid[1] * layout.patch[1])
+            covers = None if area == size else area
+        return TokensToGrid(grid, prefix, covers)
     raise _fail(layer, shape, "expected tokens Tensor[B, N, C] or a map Tensor[B, C, h, w]")
 
 

@@ -13,6 +13,7 @@ import re
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -512,6 +513,32 @@ def test_window_attention_rows_are_windows_not_images(batch):
     # the same block's token and channels-last outputs hold one row per image
     assert infer_reshape(model, "layers.0.blocks.0.mlp", x) == TokensToGrid((16, 16), 0)
     assert infer_reshape(model, "layers.1.blocks.0.norm1", x) == ChannelsLast()
+
+
+def test_a_padded_patch_grid_is_laid_on_the_area_it_covers_not_stretched():
+    from timm.models.vision_transformer import VisionTransformer
+
+    from taskcam import normalize_maps
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(
+        img_size=32,
+        patch_size=8,
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
+        num_classes=3,
+        dynamic_img_size=True,
+        dynamic_img_pad=True,
+    ).eval()
+    x = torch.rand(1, 3, 36, 44)  # padded to 40x48: the last patch row and column half padding
+    assert infer_reshape(vit, "blocks.0.norm1", x) == TokensToGrid((5, 6), 1, (40, 48))
+    exp = explain(vit, x, [ClassTarget(1)], layers="blocks.0.norm1")
+    (raw,) = exp.raw.values()
+    laid = F.interpolate(raw, size=(40, 48), mode="bilinear")[..., :36, :44]
+    torch.testing.assert_close(exp.maps, normalize_maps(laid.clamp(min=0))[0])
+    stretched = normalize_maps(F.interpolate(raw, size=(36, 44), mode="bilinear").clamp(min=0))
+    assert not torch.allclose(exp.maps, stretched[0], atol=1e-3)
 
 
 def test_first_tensor_of_tuple_outputs():
