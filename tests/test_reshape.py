@@ -51,9 +51,9 @@ def _seeded(build, seed: int = 0) -> nn.Module:
     return build().eval()
 
 
-def timm_vit(prefix: int = 1, patch: int = 8, img=(64, 48)) -> nn.Module:
+def timm_vit(prefix: int = 1, patch: int = 8, img=(64, 48), pad: bool = False) -> nn.Module:
     """A timm ViT with ``prefix`` tokens: 0 (GAP), 1 (class), 2 (distilled DeiT), 4 registers
-    without a class token, 5 (class + 4 registers)."""
+    without a class token, 5 (class + 4 registers); ``pad``: inputs padded to whole patches."""
     from timm.models.deit import VisionTransformerDistilled
     from timm.models.vision_transformer import VisionTransformer
 
@@ -66,6 +66,7 @@ def timm_vit(prefix: int = 1, patch: int = 8, img=(64, 48)) -> nn.Module:
         mlp_ratio=2.0,
         num_classes=5,
         dynamic_img_size=True,
+        dynamic_img_pad=pad,
     )
     if prefix == 2:
         return _seeded(lambda: VisionTransformerDistilled(**kwargs))
@@ -516,21 +517,9 @@ def test_window_attention_rows_are_windows_not_images(batch):
 
 
 def test_a_padded_patch_grid_is_laid_on_the_area_it_covers_not_stretched():
-    from timm.models.vision_transformer import VisionTransformer
-
     from taskcam import normalize_maps
 
-    torch.manual_seed(0)
-    vit = VisionTransformer(
-        img_size=32,
-        patch_size=8,
-        embed_dim=32,
-        depth=1,
-        num_heads=2,
-        num_classes=3,
-        dynamic_img_size=True,
-        dynamic_img_pad=True,
-    ).eval()
+    vit = timm_vit(1, img=(32, 32), pad=True)
     x = torch.rand(1, 3, 36, 44)  # padded to 40x48: the last patch row and column half padding
     assert infer_reshape(vit, "blocks.0.norm1", x) == TokensToGrid((5, 6), 1, (40, 48))
     exp = explain(vit, x, [ClassTarget(1)], layers="blocks.0.norm1")

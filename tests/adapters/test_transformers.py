@@ -277,19 +277,17 @@ def test_torchvision_swin_window_attention_per_stage(v2):
         assert torch.allclose(got.attn.flatten(0, 1), ref, rtol=1e-5, atol=1e-6), got.name
 
 
+#: a two-stage timm Swin / SwinV2 of 4x4 windows, small enough for the CPU
+_SWIN = dict(
+    patch_size=4, window_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4), num_classes=3
+)
+
+
 @pytest.mark.parametrize("v2", [False, True])
 def test_timm_swin_fused_window_attention_equals_unfused(v2):
     torch.manual_seed(0)
     arch = SwinTransformerV2 if v2 else SwinTransformer  # V2 is unfused: its softmax is hooked
-    swin = arch(
-        img_size=32,
-        patch_size=4,
-        window_size=4,
-        embed_dim=16,
-        depths=(2, 2),
-        num_heads=(2, 4),
-        num_classes=3,
-    ).eval()
+    swin = arch(img_size=32, **_SWIN).eval()
     for m in swin.modules():
         if hasattr(m, "fused_attn"):
             m.fused_attn = True
@@ -315,15 +313,7 @@ def test_timm_swin_window_grid_follows_the_input_size_it_runs_at(v2):
     # built for 64x64, run at 64x96 (strict_img_size=False): the 16x24 first stage holds 4x6
     # windows of 4x4, not the 4x4 windows its input_resolution still says
     arch = SwinTransformerV2 if v2 else SwinTransformer
-    kwargs = dict(
-        patch_size=4,
-        window_size=4,
-        embed_dim=16,
-        depths=(2, 2),
-        num_heads=(2, 4),
-        num_classes=3,
-        strict_img_size=False,
-    )
+    kwargs = dict(_SWIN, strict_img_size=False)
     torch.manual_seed(0)
     swin = arch(img_size=64, **kwargs).eval()
     native = arch(img_size=(64, 96), **kwargs).eval()  # built at the size: the reference
