@@ -152,7 +152,10 @@ class ScoreCAM(_Perturbation):
 
     Masked inputs are built per batch, never all at once; the batch size comes from a memory
     budget unless given. Channels that are constant over space all give the same all-zero
-    mask, so that input is scored once for all of them (exact).
+    mask, so that input is scored once for all of them (exact). A model whose layers see the
+    input resized and padded onto a larger canvas (a torchvision detector run through
+    taskcam's ``TracedDetector``, which has ``placement(h, w)``) gets its masks cropped from
+    that canvas to the input, so each mask covers the pixels its channel saw.
 
     Args:
         batch_size: masked inputs per forward (default: from ``memory_budget``).
@@ -176,10 +179,15 @@ class ScoreCAM(_Perturbation):
         if constant.any():
             scores[constant] = ctx.score(self._run(ctx, torch.zeros_like(x)[None]), b).float()
 
+        place = getattr(ctx.model, "placement", None)
+        canvas = place(*size) if callable(place) else None
+
         def evaluate(sl: slice) -> torch.Tensor:
             up = F.interpolate(
                 acts[None, live[sl]], size=size, mode="bilinear", align_corners=False
-            )[0]  # [n, H, W]
+            )[0]  # [n, H, W], the canvas stretched over the input
+            if canvas is not None:
+                up = canvas.map_to_image(up)  # the part of the canvas the input fills
             lo = up.amin(dim=(-2, -1), keepdim=True)
             hi = up.amax(dim=(-2, -1), keepdim=True)
             masks = (up - lo) / (hi - lo).clamp(min=1e-8)

@@ -309,6 +309,23 @@ def test_placement_maps_undo_the_padding_stretch():
         p.map_to_image(torch.zeros(1, 10, 10))
 
 
+def test_score_cam_masks_cover_what_the_channels_saw_on_a_padded_canvas(shapes):
+    # a 256x100 strip: the transform pads its width to 128. Padded by hand with the mean
+    # colour, the model sees the same canvas, so the strip's maps must be the padded
+    # image's, cropped (Score-CAM's masks used to stretch the canvas over the strip)
+    strip = np.ascontiguousarray(make_sample(1, seed=123, size=256).image[:, 130:230])
+    padded = np.concatenate([strip, np.full((256, 28, 3), 128, np.uint8)], 1)
+    maps = []
+    for image in (strip, padded):
+        x, place = shapes.prepare(image)
+        dets = shapes.detect(x)[0].select([0])
+        exp = taskcam.explain(
+            shapes.model, x, [shapes.targets(dets)], shapes.default_layers(), "fast-scorecam"
+        )
+        maps.append(place.map_to_image(exp.maps)[0, 0, :, :100].flatten())
+    assert float(torch.corrcoef(torch.stack(maps))[0, 1]) > 0.999
+
+
 @pytest.mark.parametrize("size", [(90, 300), (301, 77)])
 def test_any_image_size_round_trips(detectors, size):
     adapter = TorchvisionDetectionAdapter(detectors["fasterrcnn"])
