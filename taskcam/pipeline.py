@@ -616,8 +616,10 @@ class _DetectJob:
             raise ImageError(str(e)) from e
         item: dict[str, Any] = {"image": str(path), "width": width, "height": height}
         if not picks:
-            log.warning("%s: no detections to explain", path)
-            item.update({"targets": [], "message": "no detections"})
+            # none at all, or none of the class --targets asks for
+            message = "no detections" if not len(dets) else f"no detections of {self.targets}"
+            log.warning("%s: %s to explain", path, message)
+            item.update({"targets": [], "message": message})
             return item
         dets = dets.select(picks)
         target_objs = adapter.targets(dets, self.what)

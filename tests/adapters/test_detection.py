@@ -227,6 +227,10 @@ def test_cli_detect_targets_and_bad_input(shapes_files, tmp_path, capsys):
     assert main([*base, "--targets", "class=triangle", "--out", str(out)]) == 0
     chosen = json.loads((out / "results.json").read_text())["items"][0]["targets"]
     assert chosen and all(t["class_name"] == "triangle" for t in chosen)
+    out = tmp_path / "cross"  # a class the model has and the image does not
+    assert main([*base, "--targets", "class=cross", "--out", str(out)]) == 0
+    item = json.loads((out / "results.json").read_text())["items"][0]
+    assert item["targets"] == [] and item["message"] == "no detections of class=cross"
     assert main([*base, "--targets", "9", "--out", str(tmp_path / "bad")]) == 1
     assert "detection 9 does not exist; the image has 2 detection(s)" in capsys.readouterr().err
     # in a folder, an image without the asked detection is a failure of its own: the run goes on
