@@ -659,6 +659,28 @@ def test_shapes_vit_pointing_game(shapes_vit_heldout, method, options, floor):
     assert pointing_game(maps, masks, tolerance=4).float().mean() >= floor
 
 
+def test_shapes_vit_gradcam_is_grad_cam_157s(shapes_vit_heldout):
+    # Grad-CAM's 0.71 on shapes-vit (README) is the method's on this model, not taskcam's:
+    # grad-cam 1.5.7 with its ViT recipe (prefix tokens dropped, tokens to the 8x8 grid) on
+    # the same layer gives the same maps
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from taskcam import explain
+
+    model, x, targets, _ = shapes_vit_heldout
+    x, targets = x[:16], targets[:16]
+    prefix = model.num_prefix_tokens
+
+    def to_grid(t):
+        return t[:, prefix:].reshape(t.shape[0], 8, 8, t.shape[2]).permute(0, 3, 1, 2)
+
+    with GradCAM(model, [model.blocks[3].norm1], reshape_transform=to_grid) as cam:
+        theirs = cam(x, [ClassifierOutputTarget(t[0].class_index) for t in targets])
+    ours = explain(model, x, targets, "blocks.3.norm1", "gradcam").maps[:, 0]
+    torch.testing.assert_close(ours, torch.from_numpy(theirs).float(), atol=1e-5, rtol=0)
+
+
 def test_eval_scores_attention_methods_on_shapes_vit():
     from taskcam.evaluate import evaluate
 
