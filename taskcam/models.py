@@ -157,7 +157,7 @@ def _img_size(timm: Any, name: str, size: Optional[tuple[int, int]]) -> dict[str
     """``{"img_size": size}`` when ``size`` differs from the model's default input size."""
     if size is None:
         return {}
-    default = timm.get_pretrained_cfg_value(name, "input_size") or (3, None, None)
+    default = timm.models.get_pretrained_cfg_value(name, "input_size") or (3, None, None)
     return {} if tuple(default[1:]) == tuple(size) else {"img_size": tuple(size)}
 
 

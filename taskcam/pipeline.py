@@ -598,6 +598,17 @@ class _DetectJob:
         self.make_grid, self.progress = make_grid, progress
         self.instances = loaded.task == "segment"
         self.layer_names = list(layers or adapter.default_layers())
+        # a malformed spec or an unknown class is the run's error, found before any image;
+        # an index an image lacks is that image's (see item)
+        from taskcam.adapters.detection import Detections, parse_detection_targets
+
+        none = Detections(
+            torch.zeros(0, 4),
+            torch.zeros(0),
+            torch.zeros(0, dtype=torch.long),
+            torch.zeros(0, dtype=torch.long),
+        )
+        parse_detection_targets(targets, none, adapter.class_names, existing_only=True)
         self.explainers: dict[str, Explainer] = {}
 
     def item(self, path: Path, image: np.ndarray, stem: str) -> dict[str, Any]:

@@ -242,6 +242,10 @@ def test_cli_detect_targets_and_bad_input(shapes_files, tmp_path, capsys):
     assert [i["image"] for i in results["items"]] == [image]
     ((failed, error),) = [(f["image"], f["error"]) for f in results["failures"]]
     assert failed == str(black) and "detection 1 does not exist; the image has 0" in error
+    # a class the model does not have is the run's error, before any image
+    bad = [*base, "--targets", "class=hexagon", "--out", str(tmp_path / "hex")]
+    assert main(bad) == 2 and "class=hexagon: no such class" in capsys.readouterr().err
+    assert not (tmp_path / "hex" / "results.jsonl").exists()
     # nothing above the threshold: an empty result and a message, not a crash
     out = tmp_path / "none"
     assert main([*base, "--conf", "1.0", "--out", str(out)]) == 0
