@@ -426,14 +426,14 @@ def _transformer_defaults(loaded: LoadedModel, device: str | torch.device) -> No
         return
     example = torch.zeros(1, 3, *loaded.preprocess.size, device=device)
     try:
-        with torch.no_grad():
-            loaded.model(example)
+        layer = default_layer(loaded.model, example)  # one forward, which checks the size
+    except TaskcamError:
+        raise
     except (AssertionError, RuntimeError, ValueError) as e:  # a grid fixed at build time
         h, w = loaded.preprocess.size
         raise TaskcamError(
             f"--size {h},{w}: {loaded.spec} does not take a {h}x{w} input "
             f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})"
         ) from e
-    layer = default_layer(loaded.model, example)
     loaded.layers = [layer]
     loaded.reshape = infer_reshape(loaded.model, layer, example)
