@@ -49,8 +49,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from taskcam.capture import HookSession, ModelState
-from taskcam.engine import Explanation, _per_image, _scores, normalize_maps
 from taskcam.errors import TaskcamError
+from taskcam.explanation import Explanation, normalize_maps, upsample_maps
+from taskcam.targets import per_image_targets, target_scores
 
 __all__ = [
     "ATTENTION_METHODS",
@@ -842,7 +843,7 @@ def _targets(output: Any, targets: Any, batch: int) -> list[list[Any]]:
     """Targets per image: as given, or each image's top-1 class in ``output`` (read from the
     explained forward itself, so no extra pass)."""
     if targets is not None:
-        return _per_image(targets, batch)
+        return per_image_targets(targets, batch)
     from taskcam.adapters.classification import ClassTarget, logits_of
 
     return [[ClassTarget(int(k))] for k in logits_of(output).argmax(dim=1)]
@@ -899,12 +900,10 @@ def _finish(
     right and bottom to whole patches; without it the remainder is dropped) is laid on that
     area and cropped or zero-padded to the input, not stretched over it, as the engine does.
     """
-    from taskcam.engine import _upsample
-
     raw = raw.detach().float()
     size = (int(size[0]), int(size[-1]))
     covered = (raw.shape[-2] * layout.patch[0], raw.shape[-1] * layout.patch[1])
-    maps, empty = normalize_maps(_upsample(raw, size, covered))
+    maps, empty = normalize_maps(upsample_maps(raw, size, covered))
     return Explanation(
         maps=maps,
         raw={name: raw},
@@ -1000,7 +999,7 @@ def rollout(
     layout = vit_layout(model)
     grid = layout.grid(x.shape[-2:])
     with torch.inference_mode(False), torch.no_grad():
-        per_image = None if targets is None else _per_image(targets, x.shape[0])
+        per_image = None if targets is None else per_image_targets(targets, x.shape[0])
         with AttentionCapture(model, modules=layout.attention) as cap:
             output = model(x)
         records = _ordered(cap, layout)
@@ -1020,7 +1019,7 @@ def rollout(
         if per_image is None:
             scores = _top_scores(output)
         else:
-            scores = _scores(output, per_image)
+            scores = target_scores(output, per_image)
             row = row.expand(-1, scores.shape[1], -1, -1)
     return _finish(row, x.shape[-2:], "rollout", scores, layout, output)
 
@@ -1086,7 +1085,7 @@ def grad_rollout(
                 with torch.enable_grad():
                     output = model(x)
                     per_image = _targets(output, targets, x.shape[0])
-                    scores = _scores(output, per_image)  # [B, T]
+                    scores = target_scores(output, per_image)  # [B, T]
                 records = _ordered(cap, layout)
                 _check_tokens(records[0].attn, layout, grid)
                 leaves = [r.leaf for r in records]
@@ -1177,7 +1176,7 @@ def legrad(
                 with torch.enable_grad():
                     output = model(x)
                     per_image = _targets(output, targets, x.shape[0])
-                    scores = _scores(output, per_image)
+                    scores = target_scores(output, per_image)
                 records = _ordered(cap, layout)
                 _check_tokens(records[0].attn, layout, grid)
                 total = None
@@ -1186,7 +1185,7 @@ def legrad(
                     if i < first:
                         continue
                     with torch.enable_grad():
-                        inter = _scores(layout.head(outs[i]), per_image)  # [B, T]
+                        inter = target_scores(layout.head(outs[i]), per_image)  # [B, T]
                     per_t = []
                     for t in range(inter.shape[1]):
                         (g,) = torch.autograd.grad(

@@ -14,14 +14,26 @@ from taskcam.errors import TaskcamError
 from taskcam.layers import default_layer, resolve_layers
 from taskcam.methods import Method, available_methods, get_method, register
 from taskcam.reshape import ChannelsLast, TokensToGrid, infer_reshape
+from taskcam.targets import (
+    ClassIndexTarget,
+    LayerTarget,
+    MaskTarget,
+    PerturbableTarget,
+    Target,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ChannelsLast",
+    "ClassIndexTarget",
     "Explainer",
     "Explanation",
+    "LayerTarget",
+    "MaskTarget",
     "Method",
+    "PerturbableTarget",
+    "Target",
     "TaskcamError",
     "TokensToGrid",
     "available_methods",

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -13,166 +11,43 @@ from torch import nn
 
 from taskcam.capture import Capture
 from taskcam.errors import TaskcamError
+from taskcam.explanation import Explanation, normalize_maps, upsample_maps
 from taskcam.layers import LayerSpec, default_layer, resolve_layers
 from taskcam.masking import check_batch_size
 from taskcam.methods import CamTerms, LayerContext, Method, get_method
 from taskcam.methods.eigen import principal_projection
 from taskcam.methods.guided import GuidedReLU
-from taskcam.reshape import reshape_for_output
+from taskcam.reshape import Reshape, reshape_for_output
+from taskcam.targets import (
+    PerturbableTarget,
+    Target,
+    Targets,
+    explained_layer,
+    per_image_targets,
+    perturbation_targets,
+    target_scores,
+)
 
 __all__ = ["Explainer", "Explanation", "explain", "normalize_maps"]
 
-Target = Callable[[Any], torch.Tensor]
-Targets = Union[Target, Sequence[Target], Sequence[Sequence[Target]]]
-Reshape = Callable[[torch.Tensor], torch.Tensor]
-
 _FUSE = ("mean", "product")
-
-
-@dataclass
-class Explanation:
-    """The result of one explanation call.
-
-    Attributes:
-        maps: ``Tensor[B, T, H, W]`` in [0, 1] at the input's size, one per (image, target).
-        raw: layer name -> ``Tensor[B, T, h, w]`` the rectified, unnormalised map at the
-            layer's own resolution.
-        scores: ``Tensor[B, T]`` each target's score on the unperturbed input.
-        empty: ``BoolTensor[B, T]`` maps that were all zero (or constant): their ``maps`` are 0.
-        method: the method's registered name.
-        layers: the target layers' names.
-        pixel_grads: ``Tensor[B, T, 3, H, W]`` for pixel-space methods (Guided Backprop).
-        output: the model's output on the unperturbed input, detached.
-    """
-
-    maps: torch.Tensor
-    raw: dict[str, torch.Tensor]
-    scores: torch.Tensor
-    empty: torch.Tensor
-    method: str
-    layers: list[str]
-    pixel_grads: Optional[torch.Tensor] = None
-    output: Any = field(default=None, repr=False)
-
-
-def normalize_maps(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Min-max normalise each map over its last two dimensions.
-
-    Args:
-        maps: ``Tensor[..., H, W]``; NaN and infinities count as 0.
-
-    Returns:
-        ``(normalised, empty)``: maps in [0, 1] and ``BoolTensor[...]`` flagging maps that are
-        constant (all zero included); those come back as zeros, never NaN.
-
-    Example:
-        >>> m, empty = normalize_maps(torch.tensor([[[0.0, 2.0]], [[0.0, 0.0]]]))
-        >>> m.tolist(), empty.tolist()
-        ([[[0.0, 1.0]], [[0.0, 0.0]]], [False, True])
-    """
-    maps = torch.nan_to_num(maps.float(), nan=0.0, posinf=0.0, neginf=0.0)
-    lo = maps.amin(dim=(-2, -1), keepdim=True)
-    hi = maps.amax(dim=(-2, -1), keepdim=True)
-    span = hi - lo
-    empty = (span <= 1e-12 * hi.abs().clamp(min=1.0))[..., 0, 0]
-    out = (maps - lo) / torch.where(span > 0, span, torch.ones_like(span))
-    return out.masked_fill(empty[..., None, None], 0.0), empty
-
-
-def _upsample(
-    cam: torch.Tensor, size: torch.Size, covers: Optional[tuple[int, int]] = None
-) -> torch.Tensor:
-    """``Tensor[B, T, h, w]`` -> ``[B, T, *size]``, negatives cut. A grid that covers another
-    area of the input than all of it (``covers``: a ViT that pads to whole patches, or drops
-    the remainder) is laid on that area from the top-left corner and cropped or zero-padded
-    to the input."""
-    area = tuple(size) if covers is None else covers
-    up = F.interpolate(cam.float(), size=area, mode="bilinear", align_corners=False).clamp(min=0)
-    if area != tuple(size):
-        h, w = size
-        up = F.pad(up[..., :h, :w], (0, max(0, w - area[1]), 0, max(0, h - area[0])))
-    return up
-
-
-def _per_image(targets: Targets, batch: int) -> list[list[Target]]:
-    """Targets as one list per image; the same list object for every image when shared."""
-    if callable(targets):
-        shared: list[Target] = [targets]
-        return [shared] * batch
-    if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence) or not targets:
-        raise TaskcamError(f"targets: expected a target or a non-empty sequence, got {targets!r}")
-    if all(callable(t) for t in targets):
-        shared = list(targets)
-        return [shared] * batch
-    if not all(isinstance(t, Sequence) and not callable(t) for t in targets):
-        raise TaskcamError(
-            "targets: expected targets (callables) or one list of targets per image, not a mix"
-        )
-    if len(targets) != batch:
-        raise TaskcamError(f"got {len(targets)} target lists for {batch} images")
-    counts = {len(row) for row in targets}
-    if len(counts) != 1 or 0 in counts:
-        raise TaskcamError(
-            "every image needs the same, non-zero number of targets; got "
-            f"{[len(r) for r in targets]}"
-        )
-    for row in targets:
-        for t in row:
-            if not callable(t):
-                raise TaskcamError(f"targets: {t!r} is not callable")
-    return [list(row) for row in targets]
-
-
-def _perturbation_targets(targets: list[list[Target]]) -> list[list[Target]]:
-    """Targets as perturbation methods score them: ``target.perturbed()`` where a target has
-    one (detections are matched by D-RISE similarity once candidates move), else unchanged."""
-
-    def swap(row: list[Target]) -> list[Target]:
-        return [t.perturbed() if callable(getattr(t, "perturbed", None)) else t for t in row]
-
-    if all(row is targets[0] for row in targets):
-        shared = swap(targets[0])
-        return [shared] * len(targets)
-    return [swap(row) for row in targets]
 
 
 def _layer_choice(names: list[str], targets: list[list[Target]]) -> torch.Tensor:
     """``BoolTensor[L, B, T]``: which hooked layers' maps explain each target.
 
-    A target with a ``layer`` attribute naming one of the hooked layers (a detection's pyramid
+    A :class:`taskcam.LayerTarget` naming one of the hooked layers (a detection's pyramid
     level) uses that layer alone; every other target uses all of them.
     """
     batch, n_targets = len(targets), len(targets[0])
     use = torch.ones(len(names), batch, n_targets, dtype=torch.bool)
     for b, row in enumerate(targets):
         for t, target in enumerate(row):
-            layer = getattr(target, "layer", None)
-            if isinstance(layer, str) and layer in names:
+            layer = explained_layer(target, names)
+            if layer is not None:
                 use[:, b, t] = False
                 use[names.index(layer), b, t] = True
     return use
-
-
-def _call_target(target: Target, output: Any, batch: int) -> torch.Tensor:
-    score = target(output)
-    if not isinstance(score, torch.Tensor) or score.shape != (batch,):
-        shape = tuple(score.shape) if isinstance(score, torch.Tensor) else type(score).__name__
-        raise TaskcamError(
-            f"target {target!r} must return Tensor[{batch}] (one score per image), got {shape}"
-        )
-    return score
-
-
-def _scores(output: Any, targets: list[list[Target]]) -> torch.Tensor:
-    """``Tensor[B, T]``: every image's targets evaluated on the batch output."""
-    batch = len(targets)
-    if all(row is targets[0] for row in targets):
-        return torch.stack([_call_target(t, output, batch) for t in targets[0]], dim=1)
-    rows = [
-        torch.stack([_call_target(t, output, batch)[b] for t in row])
-        for b, row in enumerate(targets)
-    ]
-    return torch.stack(rows)
 
 
 def _gradients(scores: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -350,7 +225,7 @@ class Explainer:
             inputs = inputs[None]
         if inputs.ndim != 4:
             raise TaskcamError(f"inputs: expected Tensor[B, C, H, W], got {tuple(inputs.shape)}")
-        per_image = _per_image(targets, inputs.shape[0])
+        per_image = per_image_targets(targets, inputs.shape[0])
         with torch.inference_mode(False):
             x = inputs.to(_model_device(self.model, inputs.device)).clone()
             try:
@@ -371,17 +246,17 @@ class Explainer:
 
     def _explain(self, x: torch.Tensor, targets: list[list[Target]]) -> Explanation:
         if self.method.needs_detections:
-            plain = [
-                t for row in targets for t in row if not callable(getattr(t, "perturbed", None))
-            ]
+            plain = [t for row in targets for t in row if not isinstance(t, PerturbableTarget)]
             if plain:
                 raise TaskcamError(
                     f"{self.method.name} explains detections: its targets must come from a "
                     f"detector adapter (with perturbed()), got {plain[0]!r}; use rise for "
                     "other targets"
                 )
+        if self.method.attention:
+            return self.method.explain_model(self.model, x, targets)
         if self.method.perturbation:
-            targets = _perturbation_targets(targets)
+            targets = perturbation_targets(targets)
         if self.method.pixel_space:
             return self._explain_pixels(x, targets)
         if not self.method.uses_layers:
@@ -396,7 +271,7 @@ class Explainer:
 
         with Capture(self.model, [], need_grad=False), torch.no_grad():
             output = self.model(x)
-            scores = _scores(output, targets)
+            scores = target_scores(output, targets)
             sal = self.method.saliency(self.model, x, score, progress=self.progress)
         maps, empty = normalize_maps(sal)
         return Explanation(
@@ -420,7 +295,7 @@ class Explainer:
             missing = [n for n in names if n not in cap.activations]
             if missing:
                 raise TaskcamError(f"layers {missing} were not called during the forward pass")
-            scores = _scores(output, targets)
+            scores = target_scores(output, targets)
             acts = [cap.activations[n] for n in names]
             grads = _gradients(scores, acts) if method.needs_grad else [None] * len(acts)
             scores = scores.detach()
@@ -501,7 +376,7 @@ class Explainer:
         covers: Optional[dict[str, tuple[int, int]]] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            ups = [_upsample(cam, size, (covers or {}).get(name)) for name, cam in raw.items()]
+            ups = [upsample_maps(cam, size, (covers or {}).get(name)) for name, cam in raw.items()]
             if len(ups) == 1:
                 return normalize_maps(ups[0])
             stack = torch.stack([normalize_maps(up)[0] for up in ups])  # [L, B, T, H, W]
@@ -519,7 +394,7 @@ class Explainer:
             xg = x.detach().requires_grad_(True)
             with GuidedReLU():
                 output = self.model(xg)
-                scores = _scores(output, targets)
+                scores = target_scores(output, targets)
             (pixels,) = _gradients(scores, [xg])  # [B, T, 3, H, W]
         pixels = pixels.detach()
         raw: dict[str, torch.Tensor] = {}

@@ -1,16 +1,20 @@
-"""The method registry: ``name -> Method``; importing this package registers every method."""
+"""The method registry: ``name -> Method``, filled from one explicit list, :data:`BUILTIN`.
+
+``taskcam methods`` lists the registry in this order; :func:`register` adds a method of yours.
+"""
 
 from taskcam.methods.base import (
     CamTerms,
     LayerContext,
     Method,
-    Target,
     available_methods,
     get_method,
     register,
+    unregister,
 )
-from taskcam.methods.eigen import EigenCAM, EigenGradCAM  # noqa: E402,F401
-from taskcam.methods.gradient import (  # noqa: F401  (registration)
+from taskcam.methods.drise import DRISE
+from taskcam.methods.eigen import EigenCAM, EigenGradCAM
+from taskcam.methods.gradient import (
     CAM,
     ODAM,
     GradCAM,
@@ -20,20 +24,45 @@ from taskcam.methods.gradient import (  # noqa: F401  (registration)
     LayerCAM,
     XGradCAM,
 )
-from taskcam.methods.guided import GuidedBackprop, GuidedGradCAM  # noqa: E402,F401
-from taskcam.methods.perturbation import AblationCAM, ScoreCAM  # noqa: E402,F401
-from taskcam.methods.rise import RISE  # noqa: F401
+from taskcam.methods.guided import GuidedBackprop, GuidedGradCAM
+from taskcam.methods.perturbation import AblationCAM, FastAblationCAM, FastScoreCAM, ScoreCAM
+from taskcam.methods.rise import RISE
 
-# isort: split
-from taskcam.methods.drise import DRISE  # noqa: F401  (registered last, after RISE)
+#: every method taskcam ships, registered in this order (the order ``taskcam methods`` lists)
+BUILTIN: tuple[type[Method], ...] = (
+    GradCAM,
+    GradCAMPlusPlus,
+    XGradCAM,
+    HiResCAM,
+    GradCAMElementWise,
+    LayerCAM,
+    ODAM,
+    CAM,
+    EigenCAM,
+    EigenGradCAM,
+    GuidedBackprop,
+    GuidedGradCAM,
+    ScoreCAM,
+    AblationCAM,
+    FastScoreCAM,
+    FastAblationCAM,
+    RISE,
+    DRISE,
+)
+
+for _method in BUILTIN:
+    register(_method)
 
 __all__ = [
+    "BUILTIN",
     "CAM",
     "AblationCAM",
     "CamTerms",
     "DRISE",
     "EigenCAM",
     "EigenGradCAM",
+    "FastAblationCAM",
+    "FastScoreCAM",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
@@ -46,9 +75,9 @@ __all__ = [
     "Method",
     "ODAM",
     "ScoreCAM",
-    "Target",
     "XGradCAM",
     "available_methods",
     "get_method",
     "register",
+    "unregister",
 ]

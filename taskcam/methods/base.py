@@ -11,18 +11,19 @@ from torch import nn
 
 from taskcam.capture import Capture
 from taskcam.errors import TaskcamError
+from taskcam.explanation import Explanation
+from taskcam.targets import ClassIndexTarget, Target
 
 __all__ = [
     "CamTerms",
     "LayerContext",
     "Method",
-    "Target",
     "available_methods",
     "get_method",
     "register",
+    "require_grads",
+    "unregister",
 ]
-
-Target = Callable[[Any], torch.Tensor]  # model output -> Tensor[B], one scalar per image
 
 
 @dataclass
@@ -112,6 +113,9 @@ class Method:
     uses_layers: ClassVar[bool] = True
     #: methods defined for detections only (D-RISE): every target must have ``perturbed()``
     needs_detections: ClassVar[bool] = False
+    #: attention methods (rollout, LeGrad) read the model's attention, not a target layer:
+    #: they implement :meth:`explain_model`
+    attention: ClassVar[bool] = False
 
     def saliency(
         self,
@@ -128,6 +132,18 @@ class Method:
         """
         raise NotImplementedError
 
+    def explain_model(
+        self, model: nn.Module, inputs: torch.Tensor, targets: list[list[Target]]
+    ) -> Explanation:  # pragma: no cover - only attention methods implement it
+        """The whole explanation, for methods with ``attention = True``.
+
+        Args:
+            model: the network.
+            inputs: ``Tensor[B, 3, H, W]`` on the model's device.
+            targets: one list of ``T`` targets per image.
+        """
+        raise NotImplementedError
+
     def __init__(self, **options: Any) -> None:
         if options:
             raise TaskcamError(f"method {self.name!r} takes no option {sorted(options)}")
@@ -139,15 +155,53 @@ class Method:
         return f"{type(self).__name__}()"
 
 
+def require_grads(ctx: LayerContext) -> torch.Tensor:
+    """``ctx.gradients``, which gradient methods cannot do without.
+
+    Raises:
+        TaskcamError: no gradients were captured for the layer (a method bug: the engine
+            takes them for every method with ``needs_grad``).
+    """
+    if ctx.gradients is None:  # pragma: no cover - the engine always provides them
+        raise TaskcamError(f"no gradients were captured for layer {ctx.name!r}")
+    return ctx.gradients
+
+
 _REGISTRY: dict[str, type[Method]] = {}
 
 
 def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: add a :class:`Method` to the registry under ``cls.name``."""
+    """Add a :class:`Method` to the registry under ``cls.name`` (usable as a class decorator).
+
+    taskcam's own methods are registered in one list, :data:`taskcam.methods.BUILTIN`; this
+    adds a method of yours, which ``--method`` then accepts like the built-in ones.
+
+    Example:
+        >>> class Ones(Method):
+        ...     name = "ones-example"
+        ...     needs_grad = False
+        ...     def terms(self, ctx):
+        ...         return CamTerms(cam=torch.ones_like(ctx.activations[:, :1]).expand(
+        ...             -1, ctx.scores.shape[1], -1, -1))
+        >>> register(Ones) is Ones, "ones-example" in available_methods()
+        (True, True)
+        >>> unregister("ones-example")
+    """
     if not cls.name or cls.name in _REGISTRY:
         raise TaskcamError(f"method name {cls.name!r} is empty or already registered")
     _REGISTRY[cls.name] = cls
     return cls
+
+
+def unregister(name: str) -> None:
+    """Remove a method added with :func:`register` (tests, plugins that reload).
+
+    Raises:
+        TaskcamError: no method of that name is registered.
+    """
+    if name not in _REGISTRY:
+        raise TaskcamError(f"no method named {name!r} is registered")
+    del _REGISTRY[name]
 
 
 def available_methods() -> list[str]:
@@ -189,7 +243,7 @@ def per_image_class_index(targets: Sequence[Sequence[Target]], method: str) -> t
     for b, row in enumerate(targets):
         idx = []
         for t in row:
-            index = getattr(t, "class_index", None)
+            index = t.class_index if isinstance(t, ClassIndexTarget) else None
             if index is None:
                 raise TaskcamError(
                     f"{method} needs class targets with a class_index; image {b} has "

@@ -5,13 +5,11 @@ from __future__ import annotations
 import threading
 from typing import Any, Optional
 
-from taskcam.methods.base import register
 from taskcam.methods.rise import RISE
 
 __all__ = ["DRISE"]
 
 
-@register
 class DRISE(RISE):
     """D-RISE (Petsiuk et al., CVPR 2021): black-box saliency for one detection of any detector.
 

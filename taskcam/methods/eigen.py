@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from taskcam.methods.base import CamTerms, LayerContext, Method, register
-from taskcam.methods.gradient import _require_grads
+from taskcam.methods.base import CamTerms, LayerContext, Method, require_grads
 
 __all__ = ["EigenCAM", "EigenGradCAM", "principal_projection"]
 
@@ -40,7 +39,6 @@ def principal_projection(x: torch.Tensor) -> torch.Tensor:
     return (proj * sign).reshape(*lead, h, w).to(x.dtype)
 
 
-@register
 class EigenCAM(Method):
     """EigenCAM (Muhammad & Yeasin, IJCNN 2020): first principal component of the activations.
 
@@ -55,11 +53,10 @@ class EigenCAM(Method):
         return CamTerms(cam=cam[:, None].expand(-1, ctx.scores.shape[1], -1, -1))
 
 
-@register
 class EigenGradCAM(Method):
     """EigenGrad-CAM: first principal component of gradient × activation (class-specific)."""
 
     name = "eigengradcam"
 
     def terms(self, ctx: LayerContext) -> CamTerms:
-        return CamTerms(cam=principal_projection(_require_grads(ctx) * ctx.activations[:, None]))
+        return CamTerms(cam=principal_projection(require_grads(ctx) * ctx.activations[:, None]))

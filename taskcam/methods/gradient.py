@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 from taskcam.errors import TaskcamError
-from taskcam.methods.base import CamTerms, LayerContext, Method, per_image_class_index, register
+from taskcam.methods.base import (
+    CamTerms,
+    LayerContext,
+    Method,
+    per_image_class_index,
+    require_grads,
+)
 
 __all__ = [
     "CAM",
@@ -88,43 +94,33 @@ def xgradcam_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     return (grads * norm[:, None]).sum(dim=(-2, -1))
 
 
-def _require_grads(ctx: LayerContext) -> torch.Tensor:
-    if ctx.gradients is None:  # pragma: no cover - the engine always provides them
-        raise TaskcamError(f"no gradients were captured for layer {ctx.name!r}")
-    return ctx.gradients
-
-
-@register
 class GradCAM(Method):
     """Grad-CAM (Selvaraju et al., ICCV 2017): channels weighted by mean gradient."""
 
     name = "gradcam"
 
     def terms(self, ctx: LayerContext) -> CamTerms:
-        return CamTerms(weights=gradcam_weights(_require_grads(ctx)))
+        return CamTerms(weights=gradcam_weights(require_grads(ctx)))
 
 
-@register
 class GradCAMPlusPlus(Method):
     """Grad-CAM++ (Chattopadhay et al., WACV 2018): higher-order pixel weights for alpha."""
 
     name = "gradcam++"
 
     def terms(self, ctx: LayerContext) -> CamTerms:
-        return CamTerms(weights=gradcampp_weights(ctx.activations, _require_grads(ctx)))
+        return CamTerms(weights=gradcampp_weights(ctx.activations, require_grads(ctx)))
 
 
-@register
 class XGradCAM(Method):
     """XGrad-CAM (Fu et al., BMVC 2020): gradients weighted by normalised activations."""
 
     name = "xgradcam"
 
     def terms(self, ctx: LayerContext) -> CamTerms:
-        return CamTerms(weights=xgradcam_weights(ctx.activations, _require_grads(ctx)))
+        return CamTerms(weights=xgradcam_weights(ctx.activations, require_grads(ctx)))
 
 
-@register
 class HiResCAM(Method):
     """HiResCAM (Draelos & Carin, 2020, arXiv:2011.08891): ``sum_c g * A`` element-wise.
 
@@ -135,30 +131,27 @@ class HiResCAM(Method):
     name = "hirescam"
 
     def terms(self, ctx: LayerContext) -> CamTerms:
-        return CamTerms(elementwise=_require_grads(ctx) * ctx.activations[:, None])
+        return CamTerms(elementwise=require_grads(ctx) * ctx.activations[:, None])
 
 
-@register
 class GradCAMElementWise(Method):
     """Grad-CAM element-wise: ``sum_c relu(g * A)``, the rectified HiResCAM variant."""
 
     name = "gradcam-elementwise"
 
     def terms(self, ctx: LayerContext) -> CamTerms:
-        return CamTerms(elementwise=(_require_grads(ctx) * ctx.activations[:, None]).clamp(min=0))
+        return CamTerms(elementwise=(require_grads(ctx) * ctx.activations[:, None]).clamp(min=0))
 
 
-@register
 class LayerCAM(Method):
     """LayerCAM (Jiang et al., IEEE TIP 2021): ``sum_c relu(g) * A`` per pixel."""
 
     name = "layercam"
 
     def terms(self, ctx: LayerContext) -> CamTerms:
-        return CamTerms(elementwise=_require_grads(ctx).clamp(min=0) * ctx.activations[:, None])
+        return CamTerms(elementwise=require_grads(ctx).clamp(min=0) * ctx.activations[:, None])
 
 
-@register
 class ODAM(Method):
     """ODAM (Zhao & Chan, ICLR 2023): per-detection ``relu(sum_c g * A)``, instance-specific.
 
@@ -174,10 +167,9 @@ class ODAM(Method):
     name = "odam"
 
     def terms(self, ctx: LayerContext) -> CamTerms:
-        return CamTerms(elementwise=_require_grads(ctx) * ctx.activations[:, None])
+        return CamTerms(elementwise=require_grads(ctx) * ctx.activations[:, None])
 
 
-@register
 class CAM(Method):
     """CAM (Zhou et al., CVPR 2016): ``sum_c w_{k,c} A_c`` with ``w`` the classifier's weights.
 

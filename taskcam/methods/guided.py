@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from taskcam.methods.base import Method, register
+from taskcam.methods.base import Method
 
 __all__ = ["GuidedBackprop", "GuidedGradCAM", "GuidedReLU"]
 
@@ -74,7 +74,6 @@ class GuidedReLU(TorchFunctionMode):
         return out
 
 
-@register
 class GuidedBackprop(Method):
     """Guided Backprop (Springenberg et al., 2015): input gradient through gated ReLUs.
 
@@ -87,7 +86,6 @@ class GuidedBackprop(Method):
     pixel_space = True
 
 
-@register
 class GuidedGradCAM(Method):
     """Guided Grad-CAM (Selvaraju et al., ICCV 2017): Guided Backprop × Grad-CAM, per pixel.
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from taskcam.errors import TaskcamError
 from taskcam.masking import auto_batch_size, check_batch_size, run_batches, sample_bytes
-from taskcam.methods.base import CamTerms, LayerContext, Method, register
+from taskcam.methods.base import CamTerms, LayerContext, Method
 
 __all__ = ["AblationCAM", "FastAblationCAM", "FastScoreCAM", "ScoreCAM", "select_channels"]
 
@@ -142,7 +142,6 @@ class _Perturbation(Method):
         )
 
 
-@register
 class ScoreCAM(_Perturbation):
     """Score-CAM (Wang et al., CVPRW 2020): channels weighted by the score of masked inputs.
 
@@ -207,7 +206,6 @@ class ScoreCAM(_Perturbation):
         return scores.softmax(dim=0).masked_fill(flat, 0.0).T
 
 
-@register
 class AblationCAM(_Perturbation):
     """Ablation-CAM (Desai & Ramaswamy, WACV 2020): channels weighted by the score drop.
 
@@ -289,7 +287,6 @@ class AblationCAM(_Perturbation):
         return ((base - ablated) / denom).T  # [T, K]
 
 
-@register
 class FastScoreCAM(ScoreCAM):
     """Fast Score-CAM (approximate): Score-CAM on the 1/16 of channels with most variance.
 
@@ -301,7 +298,6 @@ class FastScoreCAM(ScoreCAM):
     default_top_k = 1 / 16
 
 
-@register
 class FastAblationCAM(AblationCAM):
     """Fast Ablation-CAM (approximate): Ablation-CAM on the 1/16 of channels with most variance.
 

@@ -16,12 +16,11 @@ from taskcam.masking import (
     run_batches,
     sample_bytes,
 )
-from taskcam.methods.base import Method, register
+from taskcam.methods.base import Method
 
 __all__ = ["RISE"]
 
 
-@register
 class RISE(Method):
     """RISE (Petsiuk et al., BMVC 2018): the score-weighted average of random masks.
 
