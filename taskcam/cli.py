@@ -175,14 +175,14 @@ def _cmd_methods() -> int:
 
 def _cmd_zoo(args: argparse.Namespace) -> int:
     if args.zoo_command == "train":
-        from taskcam.train import train_zoo_model
+        from taskcam.zoo.train import train_zoo_model
 
         result = train_zoo_model(args.name, args.out, progress=not args.no_progress)
         print(json.dumps(result))
         return 0
     if args.zoo_command == "check":
-        from taskcam.shapes_zoo import NAMES
-        from taskcam.train import heldout_score
+        from taskcam.zoo.shapes import NAMES
+        from taskcam.zoo.train import heldout_score
 
         for name in args.names or NAMES:
             metric, value = heldout_score(name.removeprefix("zoo:"), args.images)

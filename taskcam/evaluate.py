@@ -368,13 +368,13 @@ def _detection_rows(name, loaded, methods, n, seed, tol, steps, bar) -> list[Eva
     """Every method on the detections of ``n`` held-out images that match an object."""
     from torchvision.ops import box_iou
 
+    from taskcam.adapters import adapter_for
     from taskcam.metrics import boxes_to_masks
-    from taskcam.pipeline import detector_adapter
 
     attention = [m.name for m in methods if isinstance(m, _AttentionMethod)]
     if attention:
         raise TaskcamError(f"{name} is a detector; {attention} explain ViT-style classifiers")
-    adapter = detector_adapter(loaded)
+    adapter = adapter_for(loaded)
     size = loaded.preprocess.size[0]
     # (image [3, S, S], detections, targets, gt masks [K, S, S], gt boxes [K, 4])
     images = []

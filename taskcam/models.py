@@ -6,14 +6,20 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from taskcam.errors import TaskcamError
+from taskcam.loaded import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LoadedModel,
+    Preprocess,
+    imagenet_class_names,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -24,52 +30,6 @@ __all__ = [
     "load_model",
     "load_weights",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-_TASKS = ("classify", "detect", "segment")
-
-
-@dataclass
-class Preprocess:
-    """How images are turned into model input: resize to ``size`` (h, w), then normalise."""
-
-    size: tuple[int, int] = (224, 224)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-
-@dataclass
-class LoadedModel:
-    """A model ready to explain, with what the CLI needs to feed and describe it.
-
-    For a transformer classifier (timm ViT / DeiT / Swin, torchvision ViT / Swin, a Hugging
-    Face vision transformer from a factory), :func:`load_model` fills ``layers`` with the
-    default target layer (:func:`taskcam.layers.default_layer`) and ``reshape`` with the
-    transform its output needs at the preprocessing size
-    (:func:`taskcam.reshape.infer_reshape`).
-    """
-
-    model: nn.Module
-    spec: str
-    task: str = "classify"
-    preprocess: Preprocess = field(default_factory=Preprocess)
-    class_names: Optional[list[str]] = None
-    layers: Optional[list[str]] = None  # preferred target layers, None: found automatically
-    reshape: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # token output -> grid
-    adapter: Optional[Any] = None  # detector adapter (YOLO), built on demand for others
-
-
-def imagenet_class_names() -> list[str]:
-    """The 1,000 ImageNet class names, read offline from torchvision's weights metadata.
-
-    Example:
-        >>> imagenet_class_names()[285]
-        'Egyptian cat'
-    """
-    from torchvision.models import ResNet50_Weights
-
-    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 def _state_dict_of(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -364,7 +324,7 @@ def load_model(
     elif prefix == "torchvision":
         loaded = _torchvision(rest, pretrained)
     elif prefix == "zoo":
-        from taskcam.zoo import build_zoo_model
+        from taskcam.zoo.registry import build_zoo_model
 
         loaded = build_zoo_model(rest, pretrained=not random_init and weights is None)
     elif prefix == "smp":

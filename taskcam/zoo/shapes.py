@@ -3,7 +3,7 @@
 Each entry is a real architecture (a torchvision-block ResNet, timm ViT and Swin, a torchvision
 Faster R-CNN with an FPN, an ultralytics YOLOv8n, a segmentation-models-pytorch Unet) at a size
 that trains on a CPU; the weights ship in ``taskcam/weights`` and come from
-``taskcam zoo train NAME`` (see :mod:`taskcam.train`).
+``taskcam zoo train NAME`` (see :mod:`taskcam.zoo.train`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torchvision.models.resnet import BasicBlock
 
 from taskcam.data.shapes import CLASSES
 from taskcam.errors import TaskcamError
-from taskcam.models import LoadedModel, Preprocess
+from taskcam.loaded import LoadedModel, Preprocess
 from taskcam.reshape import infer_reshape
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "build_architecture",
     "shapes_loaded_model",
     "weights_path",
+    "yolo_yaml",
 ]
 
 CLASSIFY_SIZE = 64
@@ -37,7 +38,7 @@ DETECT_SIZE = 256
 """Input side of the shapes detectors and segmenter."""
 SHAPES_MEAN = (0.5, 0.5, 0.5)
 SHAPES_STD = (0.25, 0.25, 0.25)
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_DIR = Path(__file__).parent.parent / "weights"
 
 NAMES = (
     "shapes-cnn",
@@ -154,6 +155,11 @@ def _fasterrcnn() -> nn.Module:
         box_batch_size_per_image=128,
         box_detections_per_img=20,
     )
+
+
+def yolo_yaml() -> str:
+    """The ultralytics model config the YOLO entry uses (YOLOv8n, built with four classes)."""
+    return "yolov8n.yaml"
 
 
 def build_architecture(name: str) -> nn.Module:
@@ -288,8 +294,6 @@ def _yolo(pretrained: bool, path: Optional[Path]) -> LoadedModel:
         model = YOLO(str(file)).model.float().eval()
     else:
         from ultralytics.nn.tasks import DetectionModel
-
-        from taskcam.train import yolo_yaml
 
         # The same YOLOv8n with four classes, random weights (not the yaml's 80 COCO classes).
         model = DetectionModel(yolo_yaml(), nc=len(CLASSES), verbose=False).eval()

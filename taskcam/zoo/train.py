@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from taskcam.data.shapes import CLASSES, HELDOUT_SEED, make_sample, write_yolo_dataset
 from taskcam.errors import TaskcamError
-from taskcam.shapes_zoo import (
+from taskcam.zoo.shapes import (
     CLASSIFY_SIZE,
     DETECT_SIZE,
     NAMES,
@@ -31,9 +31,10 @@ from taskcam.shapes_zoo import (
     SHAPES_STD,
     build_architecture,
     weights_path,
+    yolo_yaml,
 )
 
-__all__ = ["TRAIN_SEED", "VAL_SEED", "heldout_score", "map50", "train_zoo_model", "yolo_yaml"]
+__all__ = ["TRAIN_SEED", "VAL_SEED", "heldout_score", "map50", "train_zoo_model"]
 
 TRAIN_SEED = 0
 VAL_SEED = 1
@@ -47,11 +48,6 @@ _RECIPES = {
     "shapes-fasterrcnn": (1200, 6, 4, 0.02),
     "shapes-yolo": (2000, 6, 32, 0.002),
 }
-
-
-def yolo_yaml() -> str:
-    """The ultralytics model config the YOLO entry uses (YOLOv8n, four classes)."""
-    return "yolov8n.yaml"
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -437,7 +433,7 @@ def heldout_score(name: str, n: int = 200, seed: int = HELDOUT_SEED) -> tuple[st
     if name == "shapes-yolo":
         from ultralytics import YOLO
 
-        from taskcam.shapes_zoo import weights_path
+        from taskcam.zoo.shapes import weights_path
 
         return "mAP50", yolo_map50(YOLO(str(weights_path(name))), seed, n)
     if name == "shapes-fasterrcnn":
