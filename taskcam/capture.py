@@ -10,7 +10,7 @@ from torch import nn
 
 from taskcam.errors import TaskcamError
 
-__all__ = ["Capture", "ModelState"]
+__all__ = ["Capture", "ModelState", "predict"]
 
 # edit(name, activation) -> replacement activation, used by perturbation methods
 Edit = Callable[[str, torch.Tensor], torch.Tensor]
@@ -199,3 +199,16 @@ class Capture(HookSession):
             self._release()
             raise
         return self
+
+
+def predict(model: nn.Module, x: torch.Tensor) -> Any:
+    """The model's output on ``x`` without gradients, in eval mode, the model's state (mode,
+    ``requires_grad`` flags) put back afterwards.
+
+    Example:
+        >>> m = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout()).train()
+        >>> predict(m, torch.ones(1, 2)).requires_grad, m.training
+        (False, True)
+    """
+    with Capture(model, [], need_grad=False), torch.no_grad():
+        return model(x)

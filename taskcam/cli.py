@@ -270,25 +270,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    options = _run_options(args)  # checked once, before a model is loaded
+    if args.ray is not None:
+        return _cmd_explain_ray(args, options, start)
     from taskcam.pipeline import explain_files
 
-    start = time.perf_counter()
-    if args.ray is not None:
-        return _cmd_explain_ray(args, start)
     loaded = _load(args)
     if args.task and args.task != loaded.task:
         raise TaskcamError(f"--task {args.task}: {args.model} is a {loaded.task} model")
-    summary = explain_files(
-        loaded,
-        args.inputs,
-        args.out,
-        stride=args.stride,
-        **_run_options(args),
-    )
+    summary = explain_files(loaded, args.inputs, args.out, options)
     return _summarise(args, summary, start)
 
 
-def _cmd_explain_ray(args: argparse.Namespace, start: float) -> int:
+def _cmd_explain_ray(args: argparse.Namespace, options: Any, start: float) -> int:
     from taskcam.distributed import explain_files_ray
 
     if args.stride != 1:
@@ -304,26 +299,29 @@ def _cmd_explain_ray(args: argparse.Namespace, start: float) -> int:
         mean=args.mean,
         std=args.std,
         task=args.task,
-        **_run_options(args),
+        options=options,
     )
     return _summarise(args, summary, start)
 
 
-def _run_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``explain`` options the single-process and the Ray runs share."""
-    return {
-        "methods": _split(args.method) or None,
-        "layers": _split(args.layer) or None,
-        "targets": args.targets,
-        "colormap": args.colormap,
-        "batch_size": args.batch_size,
-        "aug_smooth": args.aug_smooth,
-        "eigen_smooth": args.eigen_smooth,
-        "progress": not args.no_progress,
-        "what": args.what,
-        "conf": args.conf,
-        "overwrite": args.overwrite,
-    }
+def _run_options(args: argparse.Namespace) -> Any:
+    """The ``explain`` flags as one :class:`taskcam.options.RunOptions` (checked here)."""
+    from taskcam.options import RunOptions
+
+    return RunOptions(
+        methods=_split(args.method) or None,
+        layers=_split(args.layer) or None,
+        targets=args.targets,
+        what=args.what,
+        conf=args.conf,
+        colormap=args.colormap,
+        batch_size=args.batch_size,
+        aug_smooth=args.aug_smooth,
+        eigen_smooth=args.eigen_smooth,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+        stride=args.stride,
+    )
 
 
 def _summarise(args: argparse.Namespace, summary: Any, start: float) -> int:

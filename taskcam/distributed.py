@@ -1,11 +1,12 @@
 """The explain run as a Ray Data pipeline, for datasets that outgrow one process or machine.
 
 The driver lists the images and names each one's output folder exactly as the single-process
-run does (:func:`taskcam.pipeline._stems` over all paths); the paths become a Ray dataset;
-an actor pool of model replicas (one per GPU where the cluster has GPUs, CPU actors
-otherwise) reads and decodes its images in parallel and explains each one with the same code
-as :func:`taskcam.pipeline.explain_files`, writing the per-image files into the shared output
-folder. Each actor builds its own model from the spec (:func:`taskcam.models.load_model`), so
+run does (:func:`taskcam.explainers.output_stems` over all paths); the paths become a Ray
+dataset; an actor pool of model replicas (one per GPU where the cluster has GPUs, CPU actors
+otherwise) reads and decodes its images in parallel and explains each one with the same
+per-image explainer as :func:`taskcam.pipeline.explain_files`
+(:func:`taskcam.explainers.image_explainer`), writing the per-image files into the shared
+output folder. Each actor builds its own model from the spec (:func:`taskcam.models.load_model`), so
 nothing big is pickled. The driver logs every finished image in the run log
 (:mod:`taskcam.runlog`, so an interrupted run resumes) and writes one ``results.json`` in input
 order, equal in content to the single-process run's.
@@ -34,6 +35,10 @@ from typing import Any, Optional
 import numpy as np
 
 from taskcam.errors import ImageError, TaskcamError
+from taskcam.explainers import output_stems
+from taskcam.options import RunOptions, run_options
+from taskcam.results import RunSummary, results_document, write_results
+from taskcam.runlog import RunLog
 
 __all__ = ["check_address", "explain_files_ray"]
 
@@ -86,54 +91,95 @@ def _connect(address: Optional[str]) -> Any:
 
 class _Worker:
     """One model replica of the actor pool: loads the model itself, explains a batch of
-    images into the shared output folder and returns each image's item (or error) as JSON."""
+    images into the shared output folder with the run's per-image explainer and returns each
+    image's item (or error) as JSON."""
 
-    def __init__(self, model_args: dict[str, Any], out: str, job_args: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        model_args: dict[str, Any],
+        out: str,
+        options: RunOptions,
+        found_layers: Optional[list[str]],
+    ) -> None:
         import torch
 
-        from taskcam.methods import get_method
+        from taskcam.explainers import image_explainer
         from taskcam.models import load_model
-        from taskcam.pipeline import _ClassifyJob, _DetectJob, _is_detector, detector_adapter
 
+        model_args = dict(model_args)
         device = model_args.pop("device", None)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         loaded = load_model(**model_args, device=device)
-        detect = loaded.task == "detect" or _is_detector(loaded)
-        methods = job_args.pop("methods") or (("odam",) if detect else ("gradcam",))
-        method_objs = [get_method(m) for m in methods]
-        what, conf = job_args.pop("what"), job_args.pop("conf")
-        if detect:
-            job_args.pop("aug_smooth")
-            job_args.pop("found_layers")
-            adapter = detector_adapter(loaded, conf)
-            self.job: Any = _DetectJob(
-                loaded, Path(out), method_objs, adapter=adapter, what=what, **job_args
-            )
-        else:
-            self.job = _ClassifyJob(loaded, Path(out), method_objs, **job_args)
+        self.explainer = image_explainer(loaded, options, out)
+        self.explainer.adopt_layers(found_layers)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        from taskcam.pipeline import _read
+        from taskcam.io import read_image
 
         items, errors, layers = [], [], []
         for path, stem in zip(batch["path"], batch["stem"]):
             path = Path(str(path))
             try:
-                item = self.job.item(path, _read(path), str(stem))
+                item = self.explainer.item(path, read_image(path), str(stem))
             except ImageError as e:  # an unreadable file, a detection it does not have
                 items.append("")
                 errors.append(str(e))
             else:
                 items.append(json.dumps(item))
                 errors.append("")
-            layers.append(json.dumps(self.job.layer_names))
+            layers.append(json.dumps(self.explainer.layer_names))
         return {"index": list(batch["index"]), "item": items, "error": errors, "layers": layers}
+
+
+class _Driver:
+    """The driver's side of a Ray run: sends the images the run log lacks to the actor pool,
+    logs each result as it arrives and writes ``results.json`` in input order."""
+
+    def __init__(self, loaded: Any, methods: list[str], paths: list[Path], run: RunLog) -> None:
+        self.loaded, self.methods, self.paths, self.run = loaded, methods, paths, run
+        self.failures: dict[int, tuple[str, str]] = {}
+        self.layer_names: list[str] = list(run.layers or [])
+
+    def todo(self) -> list[dict[str, Any]]:
+        """One row per image not done yet: its index, path and output folder name."""
+        stems = output_stems(self.paths)
+        return [
+            {"index": i, "path": str(p), "stem": stems[str(p)]}
+            for i, p in enumerate(self.paths)
+            if str(p) not in self.run.items
+        ]
+
+    def collect(self, rows: Any) -> None:
+        """Log every result row of the pool as it arrives."""
+        for row in rows:
+            index = int(row["index"])
+            path = str(self.paths[index])
+            self.layer_names = json.loads(row["layers"]) or self.layer_names
+            if row["error"]:
+                log.warning("skipping %s: %s", path, row["error"])
+                self.failures[index] = (path, str(row["error"]))
+                self.run.failed(path, str(row["error"]))
+            else:
+                self.run.done(path, json.loads(row["item"]), self.layer_names)
+
+    def finish(self, complete: bool = True) -> RunSummary:
+        failures = [self.failures[i] for i in sorted(self.failures)]
+        document = results_document(
+            model=self.loaded.spec,
+            task=self.loaded.task,
+            methods=self.methods,
+            layers=self.layer_names,
+            items=[self.run.items[str(p)] for p in self.paths if str(p) in self.run.items],
+            failures=failures,
+            complete=complete,
+        )
+        return write_results(self.run.out, document, failures=failures, resumed=self.run.resumed)
 
 
 def explain_files_ray(
     spec: str,
-    inputs: Sequence[str | Path],
+    inputs: Sequence[str | Path] | str | Path,
     out_dir: str | Path,
     *,
     address: Optional[str] = None,
@@ -143,21 +189,11 @@ def explain_files_ray(
     mean: Optional[Sequence[float]] = None,
     std: Optional[Sequence[float]] = None,
     task: Optional[str] = None,
-    methods: Optional[Sequence[str]] = None,
-    layers: Optional[Sequence[str]] = None,
-    targets: Optional[str] = None,
-    colormap: str = "jet",
-    batch_size: Optional[int] = None,
-    aug_smooth: bool = False,
-    eigen_smooth: bool = False,
-    make_grid: bool = True,
-    progress: bool = True,
-    what: str = "score",
-    conf: Optional[float] = None,
-    overwrite: bool = False,
+    options: Optional[RunOptions] = None,
     num_actors: Optional[int] = None,
     images_per_batch: int = 4,
-) -> Any:
+    **overrides: Any,
+) -> RunSummary:
     """Explain image files as a Ray Data pipeline; the same run as
     :func:`taskcam.pipeline.explain_files`, with the same files and ``results.json``.
 
@@ -173,29 +209,18 @@ def explain_files_ray(
         mean: preprocessing override.
         std: preprocessing override.
         task: the task the model must have (``--task``), or None.
-        methods: as :func:`taskcam.pipeline.explain_files`; so are ``layers``, ``targets``,
-            ``colormap``, ``batch_size``, ``aug_smooth``, ``eigen_smooth``, ``make_grid``,
-            ``what``, ``conf`` and ``overwrite``.
-        layers: target layers.
-        targets: which targets to explain.
-        colormap: OpenCV colormap of the overlays.
-        batch_size: perturbed inputs per forward for perturbation methods.
-        aug_smooth: test-time augmentation smoothing.
-        eigen_smooth: eigen smoothing.
-        make_grid: also write the methods × targets grid per image.
-        progress: Ray Data's progress bars.
-        what: detection models: what each detection's map explains.
-        conf: detection models: the score threshold.
-        overwrite: start afresh in a folder holding results of another run.
+        options: the run's :class:`~taskcam.options.RunOptions` (``progress``: Ray Data's
+            progress bars).
         num_actors: model replicas; default one per GPU, or one per CPU without GPUs.
         images_per_batch: images an actor receives at a time.
+        **overrides: options as keyword arguments, applied over ``options``.
 
     Returns:
-        A :class:`taskcam.pipeline.RunSummary`.
+        A :class:`taskcam.results.RunSummary`.
 
     Raises:
         TaskcamError: Ray missing, ``address`` unreachable (nothing is written), no images,
-            an output folder of another run, video inputs.
+            an output folder of another run, video inputs, bad options.
 
     Example:
         >>> explain_files_ray(  # doctest: +SKIP
@@ -204,11 +229,11 @@ def explain_files_ray(
         'gradcam'
     """
     from taskcam.io import list_images
+    from taskcam.methods import get_method
     from taskcam.models import load_model
-    from taskcam.pipeline import _finish, _is_detector, _settings, _stems, get_method
-    from taskcam.runlog import RunLog
     from taskcam.video import is_video
 
+    options = run_options(options, **overrides)
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     if any(is_video(p) and not Path(p).is_dir() for p in inputs):
@@ -217,84 +242,54 @@ def explain_files_ray(
     loaded = load_model(**model_args)  # on the driver: settings, task and names, no explaining
     if task and task != loaded.task:
         raise TaskcamError(f"--task {task}: {spec} is a {loaded.task} model")
-    if loaded.task not in ("classify", "detect", "segment"):
-        raise TaskcamError(f"task {loaded.task!r}: expected classify, detect or segment")
+    settings = options.settings(loaded)
     paths = list_images(inputs)
     if not paths:
         raise TaskcamError(f"no images found in {[str(p) for p in inputs]}")
-    settings = _settings(
-        loaded,
-        methods=methods,
-        layers=layers,
-        targets=targets,
-        colormap=colormap,
-        aug_smooth=aug_smooth,
-        eigen_smooth=eigen_smooth,
-        make_grid=make_grid,
-        what=what,
-        conf=conf,
-    )
-    detect = loaded.task == "detect" or _is_detector(loaded)
-    method_objs = [get_method(m) for m in methods or (("odam",) if detect else ("gradcam",))]
-    if not method_objs:
-        raise TaskcamError("--method: no method given")
+    methods = [get_method(m).name for m in options.method_names(loaded)]
     ray = _connect(address)  # before the output folder exists: an unreachable Ray writes nothing
-
-    run = RunLog(Path(out_dir), settings, overwrite)
-    stems = _stems(paths)
-    todo = [(i, p) for i, p in enumerate(paths) if str(p) not in run.items]
-    failures: dict[int, tuple[str, str]] = {}
-    layer_names: list[str] = list(run.layers or [])
-    job_args = {
-        "methods": list(methods) if methods else None,
-        "layers": list(layers) if layers else None,
-        "targets": targets,
-        "colormap": colormap,
-        "batch_size": batch_size,
-        "aug_smooth": aug_smooth,
-        "eigen_smooth": eigen_smooth,
-        "make_grid": make_grid,
-        "progress": False,
-        "what": what,
-        "conf": conf,
-        "found_layers": run.layers,
+    driver = _Driver(loaded, methods, paths, RunLog(Path(out_dir), settings, options.overwrite))
+    worker_args = {
+        "model_args": {**model_args, "device": device},
+        "out": str(driver.run.out),
+        "options": options.replace(progress=False),
+        "found_layers": driver.run.layers,
     }
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    size_ = num_actors or gpus or max(1, int(ray.cluster_resources().get("CPU", 1)))
     start = time.perf_counter()
-    with run:
+    with driver.run:
         try:
-            if todo:
-                import ray.data
-
-                ctx = ray.data.DataContext.get_current()
-                ctx.enable_progress_bars = progress
-                rows = [{"index": i, "path": str(p), "stem": stems[str(p)]} for i, p in todo]
-                ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 64))
-                ds = ds.map_batches(
-                    _Worker,
-                    fn_constructor_kwargs={
-                        "model_args": {**model_args, "device": device},
-                        "out": str(run.out),
-                        "job_args": job_args,
-                    },
-                    batch_size=images_per_batch,
-                    compute=ray.data.ActorPoolStrategy(size=min(size_, len(rows))),
-                    **({"num_gpus": 1} if gpus else {"num_cpus": 1}),
-                )
-                for row in ds.iter_rows():
-                    path = str(paths[int(row["index"])])
-                    layer_names = json.loads(row["layers"]) or layer_names
-                    if row["error"]:
-                        log.warning("skipping %s: %s", path, row["error"])
-                        failures[int(row["index"])] = (path, str(row["error"]))
-                        run.failed(path, str(row["error"]))
-                    else:
-                        run.done(path, json.loads(row["item"]), layer_names)
+            rows = driver.todo()
+            if rows:
+                pool = _pool(ray, rows, worker_args, options.progress, num_actors, images_per_batch)
+                driver.collect(pool.iter_rows())
         except KeyboardInterrupt:
-            ordered = [failures[i] for i in sorted(failures)]
-            _finish(loaded, method_objs, layer_names, paths, run, ordered, complete=False)
+            driver.finish(complete=False)
             raise
-    log.info("ray: %d image(s) in %.1f s", len(todo), time.perf_counter() - start)
-    ordered = [failures[i] for i in sorted(failures)]
-    return _finish(loaded, method_objs, layer_names, paths, run, ordered)
+    log.info("ray: %d image(s) in %.1f s", len(rows), time.perf_counter() - start)
+    return driver.finish()
+
+
+def _pool(
+    ray: Any,
+    rows: list[dict[str, Any]],
+    worker_args: dict[str, Any],
+    progress: bool,
+    num_actors: Optional[int],
+    images_per_batch: int,
+) -> Any:
+    """The dataset of ``rows`` mapped by an actor pool of :class:`_Worker` replicas: one per
+    GPU where the cluster has GPUs, else one per CPU (or ``num_actors``), with or without Ray
+    Data's progress bars."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = progress
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    size = num_actors or gpus or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 64))
+    return ds.map_batches(
+        _Worker,
+        fn_constructor_kwargs=worker_args,
+        batch_size=images_per_batch,
+        compute=ray.data.ActorPoolStrategy(size=min(size, len(rows))),
+        **({"num_gpus": 1} if gpus else {"num_cpus": 1}),
+    )

@@ -16,9 +16,16 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from taskcam.errors import TaskcamError
+from taskcam.errors import ImageError, TaskcamError
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "load_image", "to_rgb_uint8", "to_tensor"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "list_images",
+    "load_image",
+    "read_image",
+    "to_rgb_uint8",
+    "to_tensor",
+]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -84,6 +91,24 @@ def load_image(path: PathLike) -> np.ndarray:
     except Exception as e:  # Pillow raises many types (OSError, SyntaxError, ValueError, ...)
         raise TaskcamError(f"cannot read image file '{path}': {type(e).__name__}: {e}") from e
     return _normalise_array(_apply_exif_orientation(arr, orientation), bgr=False)
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """:func:`load_image` for a run over many files: its errors are marked as this image's
+    (:class:`taskcam.errors.ImageError`), so a folder run records the failure and goes on.
+
+    Example:
+        >>> read_image("missing.png")
+        Traceback (most recent call last):
+        ...
+        taskcam.errors.ImageError: image file not found: 'missing.png'
+    """
+    try:
+        return load_image(path)
+    except ImageError:
+        raise
+    except TaskcamError as e:
+        raise ImageError(str(e)) from e
 
 
 def list_images(inputs: Sequence[PathLike]) -> list[Path]:

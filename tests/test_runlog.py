@@ -35,7 +35,7 @@ def _results(out):
 
 def _interrupt_at(monkeypatch, call: int):
     """Ctrl-C while the ``call``-th image is being read (as SIGINT would raise it there)."""
-    real = pipeline.load_image
+    real = pipeline.read_image
     calls = []
 
     def load(path):
@@ -44,7 +44,7 @@ def _interrupt_at(monkeypatch, call: int):
             raise KeyboardInterrupt
         return real(path)
 
-    monkeypatch.setattr(pipeline, "load_image", load)
+    monkeypatch.setattr(pipeline, "read_image", load)
     return calls
 
 

@@ -1,0 +1,214 @@
+"""The options of an explain run, as one value checked once.
+
+Every run path (image folders, videos, a Ray pipeline) takes a :class:`RunOptions`; the CLI
+builds one from its flags and the Python API from keyword arguments. Values are checked when
+the object is made (types, ranges, method names, colormap), and against the model once, by
+:meth:`RunOptions.settings`, before anything is written: options that have no meaning for a
+detector are refused, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from taskcam.adapters.detection import WHAT
+from taskcam.errors import TaskcamError
+from taskcam.loaded import LoadedModel
+from taskcam.results import RESULTS_VERSION
+
+__all__ = ["RunOptions", "check_stride", "run_options"]
+
+
+def _names(value: Any, flag: str) -> Optional[tuple[str, ...]]:
+    """``None``, a comma-separated string or a sequence of names -> a tuple, or None if empty."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise TaskcamError(f"{flag}: expected names (a list of strings), got {value!r}")
+    names = tuple(v.strip() for v in value if v.strip())
+    return names or None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What an explain run does to each image, checked when made.
+
+    Args:
+        methods: registered method names; default ``odam`` for detectors (Grad-CAM's
+            channel averaging spreads a detection's map over every object of its class;
+            ODAM keeps it on the instance), ``gradcam`` for the rest.
+        layers: target layer names; default the model's preferred layers, or its last
+            feature map.
+        targets: classification ``top1`` (default), ``top3``, ``285,281`` or class names;
+            detection ``all`` (default), ``0,2`` (the model's ranking) or ``class=NAME``;
+            segmentation ``all`` (default: every predicted class) or class ids.
+        what: detectors: what each detection's map explains: ``score``, a box side
+            ``x1``/``y1``/``x2``/``y2``, or ``objectness``.
+        conf: detectors: the score threshold (default: the model's own), in [0, 1].
+        colormap: OpenCV colormap of the overlays (:data:`taskcam.render.COLORMAPS`).
+        batch_size: perturbed inputs per forward for perturbation methods.
+        aug_smooth: test-time augmentation smoothing (not for detectors).
+        eigen_smooth: eigen smoothing.
+        make_grid: also write each image's methods × targets grid.
+        progress: progress bars.
+        overwrite: start afresh in an output folder holding another run's results.
+        stride: videos: explain every ``stride``-th frame.
+
+    Raises:
+        TaskcamError: a value of the wrong type or range, an unknown method or colormap (each
+            message names the option and the value).
+
+    Example:
+        >>> RunOptions(methods="gradcam,layercam", targets="top3").methods
+        ('gradcam', 'layercam')
+        >>> RunOptions(stride=0)
+        Traceback (most recent call last):
+        ...
+        taskcam.errors.TaskcamError: --stride: expected a whole number >= 1, got 0
+    """
+
+    methods: Optional[tuple[str, ...]] = None
+    layers: Optional[tuple[str, ...]] = None
+    targets: Optional[str] = None
+    what: str = "score"
+    conf: Optional[float] = None
+    colormap: str = "jet"
+    batch_size: Optional[int] = None
+    aug_smooth: bool = False
+    eigen_smooth: bool = False
+    make_grid: bool = True
+    progress: bool = True
+    overwrite: bool = False
+    stride: int = 1
+
+    def __post_init__(self) -> None:
+        from taskcam.masking import check_batch_size
+        from taskcam.methods import get_method
+        from taskcam.render import colorize
+
+        object.__setattr__(self, "methods", _names(self.methods, "--method"))
+        object.__setattr__(self, "layers", _names(self.layers, "--layer"))
+        for name in self.methods or ():
+            get_method(name)  # an unknown name: the error lists the registered ones
+        if self.targets is not None and not isinstance(self.targets, str):
+            raise TaskcamError(f"--targets: expected a string such as top3, got {self.targets!r}")
+        if self.what not in WHAT:
+            raise TaskcamError(f"--what: expected one of {', '.join(WHAT)}, got {self.what!r}")
+        if self.conf is not None and (
+            isinstance(self.conf, bool)
+            or not isinstance(self.conf, (int, float))
+            or not 0.0 <= self.conf <= 1.0
+        ):
+            raise TaskcamError(f"--conf: expected a score in [0, 1], got {self.conf}")
+        check_stride(self.stride)
+        check_batch_size(self.batch_size)
+        colorize([[0.0]], self.colormap)  # an unknown colormap: the error lists the names
+
+    def method_names(self, loaded: LoadedModel) -> tuple[str, ...]:
+        """The methods run on ``loaded``: as given, else its kind's default."""
+        return self.methods or (("odam",) if loaded.is_detector else ("gradcam",))
+
+    def check(self, loaded: LoadedModel) -> None:
+        """Refuse options that have no meaning for ``loaded`` (a detector).
+
+        Raises:
+            TaskcamError: ``aug_smooth`` on a detector, or a box side / objectness (``what``)
+                with perturbation methods, which explain the score only.
+        """
+        if not loaded.is_detector:
+            return
+        from taskcam.methods import get_method
+
+        if self.aug_smooth:
+            raise TaskcamError(
+                "--aug-smooth: not for detectors: a flipped or rescaled copy of the image has "
+                "detections of its own, so one detection's map cannot be averaged over them"
+            )
+        perturbing = [m for m in self.method_names(loaded) if get_method(m).perturbation]
+        if self.what != "score" and perturbing:
+            raise TaskcamError(
+                f"--what {self.what}: {', '.join(perturbing)} explain a detection's score "
+                "(matched in each perturbed output by D-RISE similarity); explain a box side "
+                "or objectness with a gradient method (odam, gradcam, layercam, ...)"
+            )
+
+    def settings(self, loaded: LoadedModel, *, video: bool = False) -> dict[str, Any]:
+        """What shapes a run's results (written to ``run.json``): an output folder is resumed
+        only under the same settings. Checks the options against the model first
+        (:meth:`check`).
+
+        Args:
+            loaded: the model.
+            video: the settings of a video run (``stride`` counts; no grids are drawn).
+        """
+        self.check(loaded)
+        if loaded.task not in ("classify", "detect", "segment"):
+            raise TaskcamError(f"task {loaded.task!r}: expected classify, detect or segment")
+        pre = loaded.preprocess
+        settings: dict[str, Any] = {
+            "version": RESULTS_VERSION,
+            "model": loaded.spec,
+            "task": loaded.task,
+            "size": list(pre.size),
+            "mean": list(pre.mean),
+            "std": list(pre.std),
+            "methods": list(self.methods) if self.methods else None,
+            "layers": list(self.layers) if self.layers else None,
+            "targets": self.targets,
+            "colormap": self.colormap,
+            "aug_smooth": self.aug_smooth,
+            "eigen_smooth": self.eigen_smooth,
+        }
+        if not video:
+            settings["make_grid"] = self.make_grid
+        settings["what"], settings["conf"] = self.what, self.conf
+        if video:
+            settings["stride"] = self.stride
+        return settings
+
+    def replace(self, **changes: Any) -> RunOptions:
+        """A copy with ``changes`` applied (and checked).
+
+        Example:
+            >>> RunOptions(progress=True).replace(progress=False).progress
+            False
+        """
+        return dataclasses.replace(self, **changes)
+
+
+def check_stride(stride: Any) -> int:
+    """``stride`` when it is a whole number >= 1 (explain every stride-th video frame).
+
+    Raises:
+        TaskcamError: anything else, naming the value.
+    """
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise TaskcamError(f"--stride: expected a whole number >= 1, got {stride!r}")
+    return stride
+
+
+def run_options(options: Optional[RunOptions] = None, **overrides: Any) -> RunOptions:
+    """``options`` with ``overrides`` applied, or a :class:`RunOptions` of ``overrides``: how
+    the run functions accept either one value or keyword arguments.
+
+    Raises:
+        TaskcamError: an option that does not exist (naming it and the ones that do).
+
+    Example:
+        >>> run_options(None, methods=["layercam"], progress=False).methods
+        ('layercam',)
+    """
+    known = {f.name for f in dataclasses.fields(RunOptions)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TaskcamError(f"unknown run option(s) {unknown}; the options are {sorted(known)}")
+    if options is None:
+        return RunOptions(**overrides)
+    if not isinstance(options, RunOptions):
+        raise TaskcamError(f"options: expected a RunOptions, got {type(options).__name__}")
+    return options.replace(**overrides) if overrides else options
