@@ -221,15 +221,18 @@ def _load_onnx_export(path: Path) -> nn.Module:
         raise TaskcamError(f"YOLO ONNX export {str(path)!r} not found")
     try:
         import onnx
-        from onnx import numpy_helper
     except ImportError as e:
         raise TaskcamError(f"{path}: reading an ONNX export needs onnx (pip install onnx)") from e
-    from ultralytics.nn.tasks import DetectionModel, SegmentationModel, yaml_model_load
-
     try:
         proto = onnx.load(str(path))
     except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends vary by version
         raise TaskcamError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from e
+    task, names, imgsz = _export_metadata(path, proto)
+    return _rebuild_export(path, task, names, imgsz, _export_weights(proto))
+
+
+def _export_metadata(path: Path, proto: Any) -> tuple[str, dict, Any]:
+    """``(task, names, imgsz)`` from an ultralytics export's metadata, checked."""
     meta = {p.key: p.value for p in proto.metadata_props}
     if "task" not in meta or "names" not in meta:
         raise TaskcamError(
@@ -252,6 +255,14 @@ def _load_onnx_export(path: Path) -> nn.Module:
             f"{path}: unreadable ultralytics metadata: names={meta['names'][:80]!r}, "
             f"imgsz={meta.get('imgsz')!r} (expected a dict of class names and a size)"
         )
+    return task, names, imgsz
+
+
+def _export_weights(proto: Any) -> dict[str, np.ndarray]:
+    """The export's ``model.*`` tensors by module name, each convolution's bias named after
+    its weight."""
+    from onnx import numpy_helper
+
     tensors = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
     # Equal tensors (zero biases, say) are stored once: exporters name them again through an
     # Identity node, and simplifiers point each convolution at the one copy. So a
@@ -265,7 +276,15 @@ def _load_onnx_export(path: Path) -> nn.Module:
             continue
         if inputs[1].endswith(".weight"):
             tensors[inputs[1].removesuffix("weight") + "bias"] = tensors[inputs[2]]
-    weights = {k: v for k, v in tensors.items() if k.startswith("model.")}
+    return {k: v for k, v in tensors.items() if k.startswith("model.")}
+
+
+def _rebuild_export(
+    path: Path, task: str, names: dict, imgsz: Any, weights: dict[str, np.ndarray]
+) -> nn.Module:
+    """The fused ultralytics architecture whose parameters are the export's, weights loaded."""
+    from ultralytics.nn.tasks import DetectionModel, SegmentationModel, yaml_model_load
+
     shapes = {k: tuple(v.shape) for k, v in weights.items()}
     first = shapes.get("model.0.conv.weight")
     indices = [int(k.split(".")[1]) for k in shapes if k.split(".")[1].isdigit()]
@@ -290,8 +309,7 @@ def _load_onnx_export(path: Path) -> nn.Module:
             cfg["nc"] = len(names)
             model = cls(cfg, nc=len(names), verbose=False).eval()
             model.fuse(verbose=False)
-            state = model.state_dict()
-            if {k: tuple(v.shape) for k, v in state.items()} != shapes:
+            if {k: tuple(v.shape) for k, v in model.state_dict().items()} != shapes:
                 continue
             model.load_state_dict(
                 {k: torch.from_numpy(v.astype(np.float32)) for k, v in weights.items()}
