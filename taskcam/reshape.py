@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -38,10 +38,12 @@ from taskcam.errors import TaskcamError
 __all__ = [
     "ChannelsLast",
     "Reshape",
+    "TokenLayout",
     "TokensToGrid",
     "first_tensor",
     "infer_reshape",
     "reshape_for_output",
+    "token_layout",
 ]
 
 Reshape = Callable[[torch.Tensor], torch.Tensor]
@@ -180,15 +182,45 @@ def _pair(value: Any) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class _Layout:
-    """How one transformer lays out its tokens, read from the model."""
+class TokenLayout:
+    """How one transformer lays out its tokens, read from the model by :func:`token_layout`.
 
-    source: str  # what told us, for messages: "timm ViT", "torchvision Swin", ...
-    patch: tuple[int, int]  # the first grid's stride in pixels
-    stages: int  # how many times the grid may halve (1: never)
-    prefix: Optional[tuple[int, ...]]  # prefix token counts, in order; None: any
-    channels_last: bool  # 4-D outputs are Tensor[B, h, w, C]
+    Attributes:
+        source: what told us, for messages: ``"timm VisionTransformer"``,
+            ``"torchvision SwinTransformer"``...
+        patch: ``(ph, pw)`` the first grid's stride in pixels.
+        stages: how many times the grid may halve (1: never, a plain ViT).
+        prefix: the prefix token counts a layer's tokens may hold, the model's own first
+            (``(5, 0)``: class token and 4 registers, or none before they are added);
+            ``None``: any.
+        channels_last: 4-D outputs are ``Tensor[B, h, w, C]``.
+        feat_size: the model's own ``(H, W) -> (h, w)`` helper, for dynamic-size ViTs.
+        pads: the patch embedding pads the input right and bottom to whole patches (timm
+            ``patch_embed.dynamic_img_pad``), so the grid rounds up.
+
+    Example:
+        >>> import torchvision
+        >>> lay = token_layout(torchvision.models.VisionTransformer(32, 16, 2, 2, 32, 64))
+        >>> lay.patch, lay.prefix, lay.grid((40, 56))
+        ((16, 16), (1, 0), (2, 3))
+    """
+
+    source: str
+    patch: tuple[int, int]
+    stages: int
+    prefix: Optional[tuple[int, ...]]
+    channels_last: bool
     feat_size: Optional[Callable[[tuple[int, int]], tuple[int, int]]] = None
+    pads: bool = False
+
+    def grid(self, size: Sequence[int]) -> tuple[int, int]:
+        """The first-stage patch grid ``(h, w)`` for an input of spatial ``size`` ``(H, W)``:
+        rounded up when the patch embedding pads the input to whole patches, else down (the
+        remainder is dropped)."""
+        (h, w), (ph, pw) = (int(size[0]), int(size[1])), self.patch
+        if self.pads:
+            return -(-h // ph), -(-w // pw)
+        return h // ph, w // pw
 
     def grids(self, size: tuple[int, int]) -> list[tuple[int, int]]:
         """The patch grids this layout can give for an input of ``size``, finest first."""
@@ -213,8 +245,29 @@ def _is_timm_channels_last(module: nn.Module) -> bool:
     return fmt is not None and str(getattr(fmt, "value", fmt)) == "NHWC"
 
 
-def _layout_of(module: nn.Module) -> Optional[_Layout]:
-    """The token layout ``module`` declares, if it is a transformer taskcam knows."""
+def _from_torchvision(cls: type, name: str) -> bool:
+    """``cls`` is (or subclasses) torchvision's class ``name``."""
+    return any(c.__module__.startswith("torchvision.") and c.__name__ == name for c in cls.__mro__)
+
+
+def token_layout(module: nn.Module) -> Optional[TokenLayout]:
+    """The token layout ``module`` declares, if it is a transformer taskcam knows.
+
+    Known: the timm ViT family (``patch_embed`` and ``num_prefix_tokens``), timm channels-last
+    models with a patch embedding (Swin), torchvision ``VisionTransformer`` and
+    ``SwinTransformer``, and Hugging Face vision models with a ``config.patch_size``.
+
+    Returns:
+        Its :class:`TokenLayout`, or ``None`` for any other module.
+
+    Example:
+        >>> from timm.models.vision_transformer import VisionTransformer
+        >>> vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2,
+        ...                         reg_tokens=4, dynamic_img_pad=True)
+        >>> lay = token_layout(vit)
+        >>> lay.prefix, lay.pads, lay.grid((36, 44))
+        ((5, 0), True, (5, 6))
+    """
     cls = type(module)
     embed = getattr(module, "patch_embed", None)
     # timm ViT family (VisionTransformer, distilled DeiT, registers, EVA, BEiT...)
@@ -225,32 +278,34 @@ def _layout_of(module: nn.Module) -> Optional[_Layout]:
             feat = None  # a fixed-size model: its grid is the input over the patch
         # the patch embedding's own output has no prefix tokens yet
         prefix = tuple(dict.fromkeys((int(module.num_prefix_tokens), 0)))
-        return _Layout(f"timm {cls.__name__}", patch, 1, prefix, False, feat)
+        pads = bool(getattr(embed, "dynamic_img_pad", False))
+        return TokenLayout(f"timm {cls.__name__}", patch, 1, prefix, False, feat, pads)
     # timm Swin / SwinV2 (and other channels-last timm models with a patch embedding)
     if embed is not None and _is_timm_channels_last(module):
         patch = _pair(getattr(embed, "patch_size", 4))
-        return _Layout(f"timm {cls.__name__}", patch, _MAX_STAGES, (0,), True)
+        return TokenLayout(f"timm {cls.__name__}", patch, _MAX_STAGES, (0,), True)
     module_path = cls.__module__
-    # torchvision ViT
-    if module_path.startswith("torchvision.") and cls.__name__ == "VisionTransformer":
+    # torchvision ViT (and subclasses of it)
+    if _from_torchvision(cls, "VisionTransformer"):
         prefix = (1, 0) if getattr(module, "class_token", None) is not None else (0,)
-        return _Layout("torchvision VisionTransformer", _pair(module.patch_size), 1, prefix, False)
+        patch = _pair(module.patch_size)
+        return TokenLayout("torchvision VisionTransformer", patch, 1, prefix, False)
     # torchvision Swin / Swin V2: features[0][0] is the patch convolution
     if module_path.startswith("torchvision.") and cls.__name__ == "SwinTransformer":
         try:
             patch = _pair(module.features[0][0].stride)
         except (AttributeError, IndexError, TypeError):
             patch = (4, 4)
-        return _Layout("torchvision SwinTransformer", patch, _MAX_STAGES, (0,), True)
+        return TokenLayout("torchvision SwinTransformer", patch, _MAX_STAGES, (0,), True)
     # Hugging Face transformers vision models
     config = getattr(module, "config", None)
     if module_path.startswith("transformers.") and getattr(config, "patch_size", None):
         name = f"Hugging Face {cls.__name__}"
-        return _Layout(name, _pair(config.patch_size), _MAX_STAGES, None, False)
+        return TokenLayout(name, _pair(config.patch_size), _MAX_STAGES, None, False)
     return None
 
 
-def _find_layout(model: nn.Module, layer: str) -> tuple[Optional[_Layout], bool]:
+def _find_layout(model: nn.Module, layer: str) -> tuple[Optional[TokenLayout], bool]:
     """The layout of the innermost known transformer containing ``layer``, and whether a
     module between them declares channels-last outputs (timm's ``PatchEmbed`` of a
     dynamic-size ViT gives ``Tensor[B, h, w, C]``)."""
@@ -262,7 +317,7 @@ def _find_layout(model: nn.Module, layer: str) -> tuple[Optional[_Layout], bool]
             module = model.get_submodule(name) if name else model
         except AttributeError:
             continue
-        layout = _layout_of(module)
+        layout = token_layout(module)
         if layout is not None:
             return layout, declared
         declared = declared or _is_timm_channels_last(module)

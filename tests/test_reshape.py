@@ -24,10 +24,12 @@ from taskcam.capture import Capture
 from taskcam.layers import has_transformer_blocks
 from taskcam.reshape import (
     ChannelsLast,
+    TokenLayout,
     TokensToGrid,
     first_tensor,
     infer_reshape,
     reshape_for_output,
+    token_layout,
 )
 
 METHODS = [m for m in taskcam.available_methods() if not taskcam.get_method(m).needs_detections]
@@ -528,6 +530,24 @@ def test_a_padded_patch_grid_is_laid_on_the_area_it_covers_not_stretched():
     torch.testing.assert_close(exp.maps, normalize_maps(laid.clamp(min=0))[0])
     stretched = normalize_maps(F.interpolate(raw, size=(36, 44), mode="bilinear").clamp(min=0))
     assert not torch.allclose(exp.maps, stretched[0], atol=1e-3)
+
+
+def test_token_layout_grid_rounds_up_only_when_the_embedding_pads():
+    padded, plain = token_layout(timm_vit(5, img=(32, 32), pad=True)), token_layout(timm_vit(5))
+    assert isinstance(padded, TokenLayout) and padded.pads and not plain.pads
+    assert padded.prefix == plain.prefix == (5, 0) and padded.patch == (8, 8)
+    assert padded.grid((36, 44)) == (5, 6) and plain.grid((36, 44)) == (4, 5)
+    assert padded.grid((32, 40)) == plain.grid((32, 40)) == (4, 5)
+    # the grid the model really makes is among the candidates reshape solves tokens with
+    assert padded.grid((36, 44)) in padded.grids((36, 44))
+    tv = token_layout(tv_vit(32, 8))
+    assert (tv.source, tv.prefix, tv.pads, tv.grid((32, 40))) == (
+        "torchvision VisionTransformer",
+        (1, 0),
+        False,
+        (4, 5),
+    )
+    assert token_layout(timm_swin()).channels_last and token_layout(nn.Linear(2, 2)) is None
 
 
 def test_first_tensor_of_tuple_outputs():
