@@ -234,7 +234,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _cmd_attention(args: argparse.Namespace) -> int:
-    from taskcam.adapters.transformers import attention_report
+    from taskcam.attention import attention_report
 
     query = _query(args.query)
     loaded = _load(args)

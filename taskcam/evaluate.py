@@ -162,13 +162,13 @@ def _explain_fn(layers, method, reshape, targets):
 @dataclass(frozen=True)
 class _AttentionMethod:
     """An attention method (``rollout``, ``grad-rollout``, ``legrad``) of ViT-style models,
-    from :mod:`taskcam.adapters.transformers`; it needs no layer."""
+    from :mod:`taskcam.attention`; it needs no layer."""
 
     name: str
 
 
 def _get_method(name: str):
-    from taskcam.adapters.transformers import ATTENTION_METHODS
+    from taskcam.attention import ATTENTION_METHODS
 
     return _AttentionMethod(name) if name in ATTENTION_METHODS else get_method(name)
 
@@ -176,7 +176,7 @@ def _get_method(name: str):
 def _explainer(model, layers, method, reshape):
     """An ``Explainer``, or for attention methods an ``AttentionExplainer`` (same call)."""
     if isinstance(method, _AttentionMethod):
-        from taskcam.adapters.transformers import AttentionExplainer
+        from taskcam.attention import AttentionExplainer
 
         return AttentionExplainer(model, method.name)
     return Explainer(model, layers, method, reshape=reshape)
@@ -261,7 +261,7 @@ def evaluate(
             ``shapes-unet``).
         methods: registered method names, or the attention methods ``rollout``,
             ``grad-rollout`` and ``legrad`` of ViT-style models (see
-            :mod:`taskcam.adapters.transformers`).
+            :mod:`taskcam.attention`).
         n: held-out images per model.
         seed: the held-out stream (by default one no zoo model trained on).
         tolerance: pointing-game tolerance in pixels; default 15 px scaled from a 224-px image

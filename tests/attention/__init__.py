@@ -1,0 +1,1 @@
+"""Tests of taskcam.attention, one file per module."""
