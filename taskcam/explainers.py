@@ -277,14 +277,13 @@ class ClassExplainer(ImageExplainer):
     per class and method, with its logit (``score``) and softmax ``probability``."""
 
     kind = "class"
+    _default_targets: ClassVar[str] = "top1"
 
     def __init__(self, loaded: LoadedModel, options: RunOptions, out: str | Path) -> None:
         super().__init__(loaded, options, out)
         self.targets = options.targets if options.targets is not None else self._default_targets
         self.device = next(iter(loaded.model.parameters()), torch.zeros(())).device
         self.layer_names = list(options.layers or loaded.layers or self._default_layers() or [])
-
-    _default_targets: ClassVar[str] = "top1"
 
     def _default_layers(self) -> Optional[list[str]]:
         return None
@@ -305,7 +304,6 @@ class ClassExplainer(ImageExplainer):
     def explain(self, image: np.ndarray, folder: str, *, source: str) -> ImageResult:
         from taskcam.adapters.classification import logits_of, parse_targets
 
-        height, width = image.shape[:2]
         names = self.loaded.class_names
         x, output = self._input(image)
         logits = logits_of(output)
@@ -324,15 +322,31 @@ class ClassExplainer(ImageExplainer):
                 "probability": float(probs[k]),
             }
 
+        return self._explain_classes(image, folder, source, (x, rows), fields)
+
+    def _explain_classes(
+        self,
+        image: np.ndarray,
+        folder: str,
+        source: str,
+        prepared: tuple[torch.Tensor, list[list[Target]]],
+        fields: Fields,
+        decorate: Optional[Decorate] = None,
+    ) -> ImageResult:
+        """Every method on one image's class (or class region) targets: files named
+        ``<kind><class id>_<method>``, grid columns labelled by class."""
+        (x, rows), names = prepared, self.loaded.class_names
+        height, width = image.shape[:2]
+        ids = [t.class_index for t in rows[0]]
         records, tiles, maps = self._explain_methods(
             image,
             folder,
             self._run(x, rows),
             lambda m: maps_to_image(m, height, width).cpu().numpy().astype(np.float32),
             rows[0],
-            [f"class{k}" for k in ids],
+            [f"{self.kind}{k}" for k in ids],
             fields,
-            lambda t, record, picture: picture,
+            decorate or (lambda t, record, picture: picture),
         )
         labels = [f"{k} {self._name(k, names)}" for k in ids]
         return ImageResult(self._item(source, image, folder, records, tiles, labels), maps)
@@ -381,18 +395,7 @@ class RegionExplainer(ClassExplainer):
         def decorate(t: int, record: dict[str, Any], picture: np.ndarray) -> np.ndarray:
             return outline(picture, to_image_mask(regions[t], height, width))
 
-        records, tiles, maps = self._explain_methods(
-            image,
-            folder,
-            self._run(x, rows),
-            lambda m: maps_to_image(m, height, width).cpu().numpy().astype(np.float32),
-            rows[0],
-            [f"region{k}" for k in ids],
-            fields,
-            decorate,
-        )
-        labels = [f"{k} {self._name(k, names)}" for k in ids]
-        return ImageResult(self._item(source, image, folder, records, tiles, labels), maps)
+        return self._explain_classes(image, folder, source, (x, rows), fields, decorate)
 
 
 class DetectionExplainer(ImageExplainer):
