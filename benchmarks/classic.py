@@ -679,10 +679,12 @@ def _bars(js: dict, models: list[str]) -> dict[str, Any]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     available = taskcam.available_methods()
+    # the CNNs benchmarked have no attention, so the attention methods (rollout...) are left out
+    cnn_methods = [m for m in available if not taskcam.get_method(m).attention]
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 repeats, no perturbation methods")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5)")
-    parser.add_argument("--methods", default=",".join(available), help="comma-separated")
+    parser.add_argument("--methods", default=",".join(cnn_methods), help="comma-separated")
     parser.add_argument("--models", default="efficientnet_lite0,resnet50", help="comma-separated")
     parser.add_argument("--growth-iters", type=int, default=1000)
     parser.add_argument("--skip-extras", action="store_true", help="no eigencam_112, no growth")

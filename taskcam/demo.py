@@ -35,13 +35,20 @@ def write_demo_images(folder: Path) -> list[Path]:
 
 
 def demo_methods() -> list[str]:
-    """Every registered method that explains a classifier (not the detection-only ones).
+    """Every registered method that explains a CNN classifier (not the detection-only ones,
+    nor the attention methods, which need a ViT-style model).
 
     Example:
         >>> "gradcam" in demo_methods() and "drise" not in demo_methods()
         True
+        >>> "rollout" in demo_methods()
+        False
     """
-    return [m for m in available_methods() if not get_method(m).needs_detections]
+    return [
+        m
+        for m in available_methods()
+        if not (get_method(m).needs_detections or get_method(m).attention)
+    ]
 
 
 def run_demo(

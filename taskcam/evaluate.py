@@ -154,32 +154,9 @@ def _class_score(model: torch.nn.Module, k: int):
 
 def _explain_fn(layers, method, reshape, targets):
     def explain_fn(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return _explainer(model, layers, method, reshape)(x, targets).maps[:, 0]
+        return Explainer(model, layers, method, reshape=reshape)(x, targets).maps[:, 0]
 
     return explain_fn
-
-
-@dataclass(frozen=True)
-class _AttentionMethod:
-    """An attention method (``rollout``, ``grad-rollout``, ``legrad``) of ViT-style models,
-    from :mod:`taskcam.attention`; it needs no layer."""
-
-    name: str
-
-
-def _get_method(name: str):
-    from taskcam.attention import ATTENTION_METHODS
-
-    return _AttentionMethod(name) if name in ATTENTION_METHODS else get_method(name)
-
-
-def _explainer(model, layers, method, reshape):
-    """An ``Explainer``, or for attention methods an ``AttentionExplainer`` (same call)."""
-    if isinstance(method, _AttentionMethod):
-        from taskcam.attention import AttentionExplainer
-
-        return AttentionExplainer(model, method.name)
-    return Explainer(model, layers, method, reshape=reshape)
 
 
 @dataclass
@@ -259,9 +236,8 @@ def evaluate(
     Args:
         models: zoo names of shapes models (``shapes-cnn``, ``shapes-vit``, ``shapes-swin``,
             ``shapes-unet``).
-        methods: registered method names, or the attention methods ``rollout``,
-            ``grad-rollout`` and ``legrad`` of ViT-style models (see
-            :mod:`taskcam.attention`).
+        methods: registered method names (``taskcam methods``), the attention methods
+            ``rollout``, ``grad-rollout`` and ``legrad`` of ViT-style models included.
         n: held-out images per model.
         seed: the held-out stream (by default one no zoo model trained on).
         tolerance: pointing-game tolerance in pixels; default 15 px scaled from a 224-px image
@@ -276,23 +252,10 @@ def evaluate(
     Example:
         >>> rows = evaluate(["shapes-cnn"], ["gradcam"], n=4, progress=False)  # doctest: +SKIP
     """
-    from taskcam.zoo import available_zoo, build_zoo_model
-
     if n < 1:
         raise TaskcamError(f"-n: need at least one image, got {n}")
-    method_objs = [_get_method(m) for m in methods]
-    tasks = {entry.name: entry.task for entry in available_zoo()}
-    names = [name.removeprefix("zoo:") for name in models]
-    for name in names:
-        if name not in tasks:
-            raise TaskcamError(f"no zoo model {name!r}; the zoo has: {', '.join(tasks)}")
-        if not name.startswith("shapes-"):
-            raise TaskcamError(
-                f"zoo:{name} is a {tasks[name]} model without shapes ground truth; eval "
-                "scores the shapes zoo models (shapes-cnn, -vit, -swin, -unet, -fasterrcnn, "
-                "-yolo)"
-            )
-    loaded_models = [(name, build_zoo_model(name)) for name in names]
+    method_objs = [get_method(m) for m in methods]
+    loaded_models = _load_shapes_models(models)
 
     rows: list[EvalRow] = []
     bar = tqdm(desc="eval", unit="map", disable=not progress)
@@ -313,33 +276,10 @@ def evaluate(
             cases = _classification_cases(model, n, seed, size)
         layers = [f"model.{layer}" for layer in layers or []] or None
         bar.total = (bar.total or 0) + len(cases) * len(method_objs)
-        masks = torch.stack([c.mask for c in cases])
-        boxes = torch.stack([c.box for c in cases])
         for method in method_objs:
             bar.set_postfix(model=name, method=method.name)
-            cam = _explainer(model, layers, method, loaded.reshape)
-            maps, times = [], []
-            for case in cases:
-                start = time.perf_counter()
-                exp = cam(case.image[None], [case.target])
-                times.append(time.perf_counter() - start)
-                maps.append(exp.maps[0, 0])
-                bar.update()
-            maps_t = torch.stack(maps)
-            pg = pointing_game(maps_t, masks, tolerance=tol).float().mean()
-            energy = energy_pointing_game(maps_t, boxes).mean()
-            energy_mask = energy_pointing_game(maps_t, masks).mean()
-            faith = {"deletion": [], "insertion": [], "road_morf": [], "road_lerf": []}
-            for case, sal in zip(cases, maps_t):
-                image, score = case.image, case.score
-                faith["deletion"].append(
-                    deletion(score, image, sal, steps=steps, baseline="mean").auc
-                )
-                faith["insertion"].append(
-                    insertion(score, image, sal, steps=steps, baseline="mean").auc
-                )
-                faith["road_morf"].append(road(score, image, sal, order="morf").auc)
-                faith["road_lerf"].append(road(score, image, sal, order="lerf").auc)
+            cam = Explainer(model, layers, method, reshape=loaded.reshape)
+            maps, times = _explain_cases(cam, cases, bar)
             sample = cases[: min(sanity_images, len(cases))]
             explain_fn = _explain_fn(layers, method, loaded.reshape, [[c.target] for c in sample])
             images = torch.stack([c.image for c in sample])
@@ -349,13 +289,7 @@ def evaluate(
                     model=name,
                     method=method.name,
                     images=n,
-                    pointing_game=float(pg),
-                    energy_pg=float(energy),
-                    energy_mask=float(energy_mask),
-                    deletion=float(np.mean(faith["deletion"])),
-                    insertion=float(np.mean(faith["insertion"])),
-                    road_morf=float(np.mean(faith["road_morf"])),
-                    road_lerf=float(np.mean(faith["road_lerf"])),
+                    **_map_scores(maps, cases, tol, steps),
                     sanity=float(steps_done[-1].correlation.mean()),
                     median_s=float(statistics.median(times)),
                 )
@@ -364,42 +298,78 @@ def evaluate(
     return rows
 
 
+def _load_shapes_models(models: Sequence[str]) -> list[tuple[str, Any]]:
+    """``(name, LoadedModel)`` of each shapes zoo model named in ``models`` (``zoo:`` optional).
+
+    Raises:
+        TaskcamError: a name the zoo lacks, or a zoo model without shapes ground truth.
+    """
+    from taskcam.zoo import available_zoo, build_zoo_model
+
+    tasks = {entry.name: entry.task for entry in available_zoo()}
+    names = [name.removeprefix("zoo:") for name in models]
+    for name in names:
+        if name not in tasks:
+            raise TaskcamError(f"no zoo model {name!r}; the zoo has: {', '.join(tasks)}")
+        if not name.startswith("shapes-"):
+            raise TaskcamError(
+                f"zoo:{name} is a {tasks[name]} model without shapes ground truth; eval "
+                "scores the shapes zoo models (shapes-cnn, -vit, -swin, -unet, -fasterrcnn, "
+                "-yolo)"
+            )
+    return [(name, build_zoo_model(name)) for name in names]
+
+
+def _explain_cases(cam: Explainer, cases: list[_Case], bar: Any) -> tuple[torch.Tensor, list]:
+    """Each case's map, ``Tensor[N, S, S]``, and the seconds each explanation took."""
+    maps, times = [], []
+    for case in cases:
+        start = time.perf_counter()
+        exp = cam(case.image[None], [case.target])
+        times.append(time.perf_counter() - start)
+        maps.append(exp.maps[0, 0])
+        bar.update()
+    return torch.stack(maps), times
+
+
+def _map_scores(maps: torch.Tensor, cases: list[_Case], tol: int, steps: int) -> dict[str, float]:
+    """The localisation and faithfulness columns of :class:`EvalRow` for ``maps``
+    (``Tensor[N, S, S]``, one per case), averaged over the cases."""
+    masks = torch.stack([c.mask for c in cases])
+    boxes = torch.stack([c.box for c in cases])
+    faith: dict[str, list[float]] = {
+        "deletion": [],
+        "insertion": [],
+        "road_morf": [],
+        "road_lerf": [],
+    }
+    for case, sal in zip(cases, maps):
+        image, score = case.image, case.score
+        faith["deletion"].append(deletion(score, image, sal, steps=steps, baseline="mean").auc)
+        faith["insertion"].append(insertion(score, image, sal, steps=steps, baseline="mean").auc)
+        faith["road_morf"].append(road(score, image, sal, order="morf").auc)
+        faith["road_lerf"].append(road(score, image, sal, order="lerf").auc)
+    return {
+        "pointing_game": float(pointing_game(maps, masks, tolerance=tol).float().mean()),
+        "energy_pg": float(energy_pointing_game(maps, boxes).mean()),
+        "energy_mask": float(energy_pointing_game(maps, masks).mean()),
+        **{key: float(np.mean(values)) for key, values in faith.items()},
+    }
+
+
 def _detection_rows(name, loaded, methods, n, seed, tol, steps, bar) -> list[EvalRow]:
     """Every method on the detections of ``n`` held-out images that match an object."""
-    from torchvision.ops import box_iou
-
     from taskcam.adapters import adapter_for
     from taskcam.metrics import boxes_to_masks
 
-    attention = [m.name for m in methods if isinstance(m, _AttentionMethod)]
+    attention = [m.name for m in methods if m.attention]
     if attention:
-        raise TaskcamError(f"{name} is a detector; {attention} explain ViT-style classifiers")
-    adapter = adapter_for(loaded)
-    size = loaded.preprocess.size[0]
-    # (image [3, S, S], detections, targets, gt masks [K, S, S], gt boxes [K, 4])
-    images = []
-    for i in range(n):
-        s = make_sample(i, seed=seed, size=size)
-        x, _ = adapter.prepare(s.image)  # a square image: the letterbox is the identity
-        dets = adapter.detect(x)[0]
-        gt_boxes = torch.from_numpy(s.boxes).float()
-        iou = box_iou(gt_boxes, dets.boxes.float().cpu())  # [G, N]
-        keep, gts = [], []
-        for g in range(len(gt_boxes)):
-            same = dets.classes.cpu() == _detector_class(loaded, int(s.labels[g]))
-            cand = torch.where(same & (iou[g] > 0.5), iou[g], torch.zeros_like(iou[g]))
-            if len(dets) and cand.max() > 0 and int(cand.argmax()) not in keep:
-                keep.append(int(cand.argmax()))
-                gts.append(g)
-        if not keep:
-            continue
-        others = dets.boxes.float().cpu()
-        masks = torch.from_numpy(s.masks[gts])
-        # [K, S, S] every object of each detection's class, its own included
-        class_masks = torch.from_numpy(
-            np.stack([s.masks[s.labels == s.labels[g]].any(0) for g in gts])
+        raise TaskcamError(
+            f"{name} is a detector; the attention methods {attention} explain ViT-style "
+            "classifiers, not detections"
         )
-        images.append((x, dets.select(keep), others, masks, class_masks, gt_boxes[gts]))
+    adapter = adapter_for(loaded)
+    images = _detection_images(adapter, loaded, n, seed)
     bar.total = (bar.total or 0) + sum(len(d) for _, d, *_ in images) * len(methods)
     rows = []
     for method in methods:
@@ -444,6 +414,39 @@ def _detection_rows(name, loaded, methods, n, seed, tol, steps, bar) -> list[Eva
             )
         )
     return rows
+
+
+def _detection_images(adapter: Any, loaded: Any, n: int, seed: int) -> list[tuple]:
+    """The held-out images whose detections match ground-truth objects (IoU > 0.5, same
+    class), each as ``(image [1, 3, S, S], matched detections, all detected boxes [N, 4],
+    gt masks [K, S, S], gt masks of each detection's class [K, S, S], gt boxes [K, 4])``."""
+    from torchvision.ops import box_iou
+
+    size = loaded.preprocess.size[0]
+    images = []
+    for i in range(n):
+        s = make_sample(i, seed=seed, size=size)
+        x, _ = adapter.prepare(s.image)  # a square image: the letterbox is the identity
+        dets = adapter.detect(x)[0]
+        gt_boxes = torch.from_numpy(s.boxes).float()
+        iou = box_iou(gt_boxes, dets.boxes.float().cpu())  # [G, N]
+        keep, gts = [], []
+        for g in range(len(gt_boxes)):
+            same = dets.classes.cpu() == _detector_class(loaded, int(s.labels[g]))
+            cand = torch.where(same & (iou[g] > 0.5), iou[g], torch.zeros_like(iou[g]))
+            if len(dets) and cand.max() > 0 and int(cand.argmax()) not in keep:
+                keep.append(int(cand.argmax()))
+                gts.append(g)
+        if not keep:
+            continue
+        others = dets.boxes.float().cpu()
+        masks = torch.from_numpy(s.masks[gts])
+        # [K, S, S] every object of each detection's class, its own included
+        class_masks = torch.from_numpy(
+            np.stack([s.masks[s.labels == s.labels[g]].any(0) for g in gts])
+        )
+        images.append((x, dets.select(keep), others, masks, class_masks, gt_boxes[gts]))
+    return images
 
 
 def _detector_class(loaded, label: int) -> int:

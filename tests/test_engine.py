@@ -15,8 +15,13 @@ from taskcam import Explainer, TaskcamError, default_layer, explain, normalize_m
 from taskcam.adapters.classification import ClassTarget, top_k_targets
 from taskcam.methods.eigen import principal_projection
 
-# every method that explains any target (D-RISE explains detections only: tests/adapters)
-METHODS = [m for m in taskcam.available_methods() if not taskcam.get_method(m).needs_detections]
+# every method that explains any target through a layer or the input (D-RISE explains
+# detections only: tests/adapters; the attention methods need a ViT: tests/attention)
+METHODS = [
+    m
+    for m in taskcam.available_methods()
+    if not (taskcam.get_method(m).needs_detections or taskcam.get_method(m).attention)
+]
 TARGETS = [ClassTarget(1), ClassTarget(3)]
 HOOK_DICTS = (
     "_forward_hooks",

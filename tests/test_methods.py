@@ -388,8 +388,13 @@ def test_guided_gradcam_is_guided_grads_times_gradcam():
 
 
 # -- every method × layer forms × batch sizes on a real torchvision ResNet-18 -------------------
-# every method that explains any target (D-RISE explains detections only: tests/adapters)
-METHODS = [m for m in taskcam.available_methods() if not taskcam.get_method(m).needs_detections]
+# every method that explains any target through a layer or the input (D-RISE explains
+# detections only: tests/adapters; the attention methods need a ViT: tests/attention)
+METHODS = [
+    m
+    for m in taskcam.available_methods()
+    if not (taskcam.get_method(m).needs_detections or taskcam.get_method(m).attention)
+]
 
 
 def _is_perturbation(method: str) -> bool:

@@ -32,7 +32,12 @@ from taskcam.reshape import (
     token_layout,
 )
 
-METHODS = [m for m in taskcam.available_methods() if not taskcam.get_method(m).needs_detections]
+# the attention methods (rollout, LeGrad) read a ViT's attention, no layer: tests/attention
+METHODS = [
+    m
+    for m in taskcam.available_methods()
+    if not (taskcam.get_method(m).needs_detections or taskcam.get_method(m).attention)
+]
 TARGETS = [ClassTarget(1), ClassTarget(3)]
 # Random weights: a method's map for one class may be negative everywhere (rectified to zero);
 # over all five classes of two images some map must be non-zero.

@@ -10,7 +10,7 @@
   model (:func:`vit_layout`), the grid read as the CAM engine's reshapes read it;
 - :mod:`~taskcam.attention.methods`: :func:`rollout` (Abnar & Zuidema, ACL 2020),
   :func:`grad_rollout` (Chefer, Gur & Wolf, ICCV 2021) and :func:`legrad` (Bousselham et
-  al. 2024), and :class:`AttentionExplainer` to run them as :class:`taskcam.Explainer` does;
+  al. 2024), also registered as the methods ``rollout``, ``grad-rollout`` and ``legrad``;
 - :mod:`~taskcam.attention.report`: :func:`attention_report` (``taskcam attention``) and
   :func:`head_statistics`.
 
@@ -28,22 +28,17 @@ Example:
 from taskcam.attention.capture import AttentionCapture, AttentionRecord, capture_attention
 from taskcam.attention.discovery import SEARCHED, find_attention_modules
 from taskcam.attention.layout import Query, ViTLayout, vit_layout
-from taskcam.attention.methods import (
-    ATTENTION_METHODS,
-    AttentionExplainer,
-    grad_rollout,
-    legrad,
-    rollout,
-)
+from taskcam.attention.methods import GradRollout, LeGrad, Rollout, grad_rollout, legrad, rollout
 from taskcam.attention.report import attention_report, head_statistics
 
 __all__ = [
-    "ATTENTION_METHODS",
     "SEARCHED",
     "AttentionCapture",
-    "AttentionExplainer",
     "AttentionRecord",
+    "GradRollout",
+    "LeGrad",
     "Query",
+    "Rollout",
     "ViTLayout",
     "attention_report",
     "capture_attention",

@@ -9,14 +9,17 @@ number of prefix tokens (class, distillation, register tokens) are read from the
 :func:`taskcam.attention.vit_layout`). Gradients w.r.t. the attention are taken through the
 real model, fused attention included (see :mod:`taskcam.attention.capture`).
 
-:class:`AttentionExplainer` gives them the call shape of :class:`taskcam.Explainer`.
+The same computations are registered methods, :class:`Rollout` (``rollout``),
+:class:`GradRollout` (``grad-rollout``) and :class:`LeGrad` (``legrad``), so
+``taskcam.explain(vit, x, targets, method="legrad")`` and ``taskcam explain --method rollout``
+run them; they need no target layer.
 """
 
 from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -33,14 +36,13 @@ from taskcam.attention.layout import (
 from taskcam.capture import ModelState
 from taskcam.errors import TaskcamError
 from taskcam.explanation import Explanation, normalize_maps, upsample_maps
-from taskcam.targets import per_image_targets, target_scores
-
-#: the attention explanation methods, by the names ``taskcam eval --method`` takes.
-ATTENTION_METHODS = ("rollout", "grad-rollout", "legrad")
+from taskcam.methods.base import Method
+from taskcam.targets import Target, per_image_targets, target_scores
 
 __all__ = [
-    "ATTENTION_METHODS",
-    "AttentionExplainer",
+    "GradRollout",
+    "LeGrad",
+    "Rollout",
     "grad_rollout",
     "legrad",
     "prepare_inputs",
@@ -125,6 +127,61 @@ def prepare_inputs(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     return x.to(dev)
 
 
+def _check_rollout_options(head_fusion: Any, discard_ratio: Any) -> None:
+    """Rollout's settings, checked; the message names the one that is wrong and its value."""
+    if head_fusion not in ("mean", "max", "min"):
+        raise TaskcamError(f"head_fusion: expected mean, max or min, got {head_fusion!r}")
+    if (
+        isinstance(discard_ratio, bool)
+        or not isinstance(discard_ratio, numbers.Real)
+        or not 0.0 <= discard_ratio < 1.0
+    ):
+        raise TaskcamError(f"discard_ratio: expected a fraction in [0, 1), got {discard_ratio!r}")
+
+
+def _check_last_layers(last_layers: Any, depth: Optional[int] = None) -> None:
+    """LeGrad's ``last_layers``: ``None`` or an int from 1 to ``depth`` (any ``depth`` when
+    the model is not known yet)."""
+    if last_layers is None:
+        return
+    if isinstance(last_layers, bool) or not isinstance(last_layers, numbers.Integral):
+        bad = True
+    else:
+        bad = last_layers < 1 or (depth is not None and last_layers > depth)
+    if not bad:
+        return
+    if depth is None:
+        raise TaskcamError(
+            "last_layers: expected an int >= 1 (the number of last blocks summed) or None for "
+            f"every layer, got {last_layers!r}"
+        )
+    raise TaskcamError(
+        f"last_layers: expected an int in 1..{depth} (the model has {depth} blocks) or "
+        f"None for every layer, got {last_layers!r}"
+    )
+
+
+def _check_query(query: Any) -> None:
+    """A query's form (its range depends on the input's grid, checked when explaining)."""
+    if isinstance(query, str):
+        ok = query in ("cls", "mean")
+    elif isinstance(query, bool):
+        ok = False
+    elif isinstance(query, int):
+        ok = query >= 0
+    else:
+        ok = (
+            isinstance(query, Sequence)
+            and len(query) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in query)
+        )
+    if not ok:
+        raise TaskcamError(
+            "query: expected 'cls', 'mean', a patch (row, col) or a token index >= 0, "
+            f"got {query!r}"
+        )
+
+
 def rollout(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -172,10 +229,7 @@ def rollout(
         >>> rollout(vit, torch.rand(2, 3, 32, 32)).maps.shape
         torch.Size([2, 1, 32, 32])
     """
-    if head_fusion not in ("mean", "max", "min"):
-        raise TaskcamError(f"head_fusion: expected mean, max or min, got {head_fusion!r}")
-    if not 0.0 <= discard_ratio < 1.0:
-        raise TaskcamError(f"discard_ratio: expected a fraction in [0, 1), got {discard_ratio!r}")
+    _check_rollout_options(head_fusion, discard_ratio)
     x = prepare_inputs(model, inputs)
     layout = vit_layout(model)
     grid = layout.grid(x.shape[-2:])
@@ -328,16 +382,7 @@ def legrad(
     """
     x = prepare_inputs(model, inputs)
     layout = vit_layout(model)
-    depth = len(layout.blocks)
-    if last_layers is not None and (
-        isinstance(last_layers, bool)
-        or not isinstance(last_layers, numbers.Integral)
-        or not 1 <= last_layers <= depth
-    ):
-        raise TaskcamError(
-            f"last_layers: expected an int in 1..{depth} (the model has {depth} blocks) or "
-            f"None for every layer, got {last_layers!r}"
-        )
+    _check_last_layers(last_layers, len(layout.blocks))
     grid = layout.grid(x.shape[-2:])
     with torch.inference_mode(False):
         state = ModelState(model)
@@ -387,39 +432,157 @@ def legrad(
     return _finish(raw, x.shape[-2:], "legrad", scores, layout, output)
 
 
-_FUNCTIONS: dict[str, Callable[..., Explanation]] = {
-    "rollout": rollout,
-    "grad-rollout": grad_rollout,
-    "legrad": legrad,
-}
+# --------------------------------------------------------------------------------------------
+# the registered methods: settings checked once, the functions above do the work
 
 
-class AttentionExplainer:
-    """An attention method with the call shape of :class:`taskcam.Explainer`.
+class Rollout(Method):
+    """Attention rollout (Abnar & Zuidema, ACL 2020): every layer's attention, multiplied.
+
+    "Quantifying Attention Flow in Transformers". The heads' attention is fused per layer,
+    the residual path added as the identity, and the layers multiplied in order; the query
+    token's row over the patches is the map (see :func:`rollout`). Rollout does not depend
+    on the class: every target of an image gets the same map. Needs no target layer and no
+    gradient; ViT-style models only.
 
     Args:
-        model: a ViT-style model.
-        method: one of :data:`ATTENTION_METHODS`.
-        **options: passed to the method's function (``query=``, ``head_fusion=``).
+        head_fusion: ``mean`` (the paper), ``max`` or ``min`` over heads.
+        discard_ratio: per layer and query row, this fraction of the weakest patch attention
+            is set to 0 (the denoised variant); 0 is the paper's rollout.
+        query: ``"cls"``, ``"mean"``, a patch ``(row, col)`` or a token index.
+
+    Raises:
+        TaskcamError: a setting outside those values (the message names it and its value).
 
     Example:
-        >>> import torchvision
+        >>> import torchvision, taskcam
         >>> from taskcam.adapters.classification import ClassTarget
         >>> vit = torchvision.models.VisionTransformer(32, 16, 2, 2, 32, 64, num_classes=4)
-        >>> AttentionExplainer(vit, "legrad")(torch.rand(1, 3, 32, 32), [ClassTarget(2)]).maps.shape
+        >>> x = torch.rand(1, 3, 32, 32)
+        >>> taskcam.explain(vit, x, [ClassTarget(2)], method="rollout").maps.shape
         torch.Size([1, 1, 32, 32])
     """
 
-    def __init__(self, model: nn.Module, method: str = "rollout", **options: Any) -> None:
-        if method not in _FUNCTIONS:
-            raise TaskcamError(
-                f"attention method {method!r} is unknown; expected one of {ATTENTION_METHODS}"
-            )
-        self.model = model
-        self.method = method
-        self.name = method
-        self.options = options
+    name = "rollout"
+    needs_grad = False
+    uses_layers = False
+    attention = True
 
-    def __call__(self, inputs: torch.Tensor, targets: Any = None) -> Explanation:
-        fn = _FUNCTIONS[self.method]
-        return fn(self.model, inputs, targets, **self.options)
+    def __init__(
+        self,
+        head_fusion: str = "mean",
+        discard_ratio: float = 0.0,
+        query: Query = "cls",
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        _check_rollout_options(head_fusion, discard_ratio)
+        _check_query(query)
+        self.head_fusion, self.discard_ratio, self.query = head_fusion, discard_ratio, query
+
+    def explain_model(
+        self, model: nn.Module, inputs: torch.Tensor, targets: list[list[Target]]
+    ) -> Explanation:
+        """:func:`rollout` of ``inputs`` with this method's settings."""
+        return rollout(
+            model,
+            inputs,
+            targets,
+            head_fusion=self.head_fusion,
+            discard_ratio=self.discard_ratio,
+            query=self.query,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Rollout(head_fusion={self.head_fusion!r}, discard_ratio={self.discard_ratio!r}, "
+            f"query={self.query!r})"
+        )
+
+
+class GradRollout(Method):
+    """Gradient-weighted attention rollout (Chefer, Gur & Wolf, ICCV 2021), the generic rule.
+
+    "Generic Attention-model Explainability for Interpreting Bi-Modal and Encoder-Decoder
+    Transformers", without LRP: each layer's attention, weighted by the target's gradient
+    w.r.t. it and rectified, is accumulated as ``R += mean_h (∇A ⊙ A)⁺ R`` (see
+    :func:`grad_rollout`). Class-specific; needs no target layer; ViT-style models only.
+
+    Args:
+        query: ``"cls"``, ``"mean"``, a patch ``(row, col)`` or a token index.
+
+    Raises:
+        TaskcamError: a query of another form (the message names it).
+
+    Example:
+        >>> import torchvision, taskcam
+        >>> from taskcam.adapters.classification import ClassTarget
+        >>> vit = torchvision.models.VisionTransformer(32, 16, 2, 2, 32, 64, num_classes=4)
+        >>> x, targets = torch.rand(1, 3, 32, 32), [ClassTarget(0), ClassTarget(3)]
+        >>> taskcam.explain(vit, x, targets, method="grad-rollout").maps.shape
+        torch.Size([1, 2, 32, 32])
+    """
+
+    name = "grad-rollout"
+    uses_layers = False
+    attention = True
+
+    def __init__(self, query: Query = "cls", **options: Any) -> None:
+        super().__init__(**options)
+        _check_query(query)
+        self.query = query
+
+    def explain_model(
+        self, model: nn.Module, inputs: torch.Tensor, targets: list[list[Target]]
+    ) -> Explanation:
+        """:func:`grad_rollout` of ``inputs`` with this method's settings."""
+        return grad_rollout(model, inputs, targets, query=self.query)
+
+    def __repr__(self) -> str:
+        return f"GradRollout(query={self.query!r})"
+
+
+class LeGrad(Method):
+    """LeGrad (Bousselham et al. 2024): every layer's attention gradient of the target's score.
+
+    "LeGrad: An Explainability Method for Vision Transformers via Feature Formation
+    Sensitivity". The model's own head is applied to each block's tokens; the rectified
+    gradient of the target's score there w.r.t. that block's attention, averaged over heads
+    and queries, is the layer's map, and the maps are summed over layers (see
+    :func:`legrad`). Class-specific; needs no target layer; ViT-style models only.
+
+    Args:
+        last_layers: sum over the last this many blocks only (at most the model's depth,
+            checked when explaining); ``None`` (default) sums every layer, as in the paper.
+
+    Raises:
+        TaskcamError: ``last_layers`` neither ``None`` nor an int >= 1 (names the value).
+
+    Example:
+        >>> import taskcam
+        >>> from timm.models.vision_transformer import VisionTransformer
+        >>> from taskcam.adapters.classification import ClassTarget
+        >>> vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2,
+        ...                         num_heads=2, num_classes=3)
+        >>> x = torch.rand(2, 3, 32, 32)
+        >>> taskcam.explain(vit, x, [ClassTarget(1)], method="legrad", last_layers=1).maps.shape
+        torch.Size([2, 1, 32, 32])
+    """
+
+    name = "legrad"
+    uses_layers = False
+    attention = True
+
+    def __init__(self, last_layers: Optional[int] = None, **options: Any) -> None:
+        super().__init__(**options)
+        _check_last_layers(last_layers)
+        self.last_layers = last_layers
+
+    def explain_model(
+        self, model: nn.Module, inputs: torch.Tensor, targets: list[list[Target]]
+    ) -> Explanation:
+        """:func:`legrad` of ``inputs`` with this method's settings."""
+        return legrad(model, inputs, targets, last_layers=self.last_layers)
+
+    def __repr__(self) -> str:
+        return f"LeGrad(last_layers={self.last_layers!r})"

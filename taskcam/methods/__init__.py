@@ -1,8 +1,11 @@
 """The method registry: ``name -> Method``, filled from one explicit list, :data:`BUILTIN`.
 
 ``taskcam methods`` lists the registry in this order; :func:`register` adds a method of yours.
+The attention methods (``rollout``, ``grad-rollout``, ``legrad``) live with the rest of the
+attention code, in :mod:`taskcam.attention.methods`, and come last.
 """
 
+from taskcam.attention.methods import GradRollout, LeGrad, Rollout
 from taskcam.methods.base import (
     CamTerms,
     LayerContext,
@@ -48,6 +51,9 @@ BUILTIN: tuple[type[Method], ...] = (
     FastAblationCAM,
     RISE,
     DRISE,
+    Rollout,
+    GradRollout,
+    LeGrad,
 )
 
 for _method in BUILTIN:
@@ -66,14 +72,17 @@ __all__ = [
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
+    "GradRollout",
     "GuidedBackprop",
     "GuidedGradCAM",
     "HiResCAM",
     "LayerCAM",
     "LayerContext",
+    "LeGrad",
     "RISE",
     "Method",
     "ODAM",
+    "Rollout",
     "ScoreCAM",
     "XGradCAM",
     "available_methods",

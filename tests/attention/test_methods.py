@@ -1,20 +1,17 @@
 """Rollout, grad-rollout and LeGrad: as functions and as registered methods."""
 
+import json
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
 from timm.models.swin_transformer import SwinTransformer
 
+import taskcam
 from taskcam.adapters.classification import ClassTarget
-from taskcam.attention import (
-    AttentionExplainer,
-    capture_attention,
-    grad_rollout,
-    legrad,
-    rollout,
-    vit_layout,
-)
+from taskcam.attention import capture_attention, grad_rollout, legrad, rollout, vit_layout
 from taskcam.cli import main
 from taskcam.errors import TaskcamError
 
@@ -109,7 +106,9 @@ def test_errors_name_what_was_wrong(tmp_path, capsys):
     with pytest.raises(TaskcamError, match=r"patch \(4, 0\) is outside the 4x4 grid"):
         rollout(vit, torch.rand(1, 3, 32, 32), query=(4, 0))
     with pytest.raises(TaskcamError, match="unknown"):
-        AttentionExplainer(vit, "attention-flow")
+        taskcam.Explainer(vit, method="attention-flow")
+    with pytest.raises(TaskcamError, match="unknown"):
+        taskcam.get_method("attention-flow")
     with pytest.raises(TaskcamError, match="not attention modules"):
         capture_attention(vit, modules=["blocks.0.mlp"])
     image = tmp_path / "x.png"
@@ -186,3 +185,121 @@ def test_eval_scores_attention_methods_on_shapes_vit():
     assert row.method == "grad-rollout" and row.images == 2
     assert 0.0 <= row.energy_pg <= 1.0 and row.median_s > 0
     assert -1.0 <= row.sanity <= 1.0
+
+
+# -- the registered methods: taskcam.explain, Explainer and the CLI run the same functions ------
+
+
+def test_the_registry_lists_the_attention_methods_last(capsys):
+    assert taskcam.available_methods()[-4:] == ["drise", "rollout", "grad-rollout", "legrad"]
+    for name in ("rollout", "grad-rollout", "legrad"):
+        method = taskcam.get_method(name)
+        assert method.attention and not method.uses_layers and not method.perturbation
+    assert not taskcam.get_method("rollout").needs_grad
+    assert main(["methods"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed[-4:] == ["drise", "rollout", "grad-rollout", "legrad"]
+
+
+@pytest.mark.parametrize(
+    "name, options, function",
+    [
+        ("rollout", {"head_fusion": "max"}, rollout),
+        ("rollout", {"discard_ratio": 0.5, "query": (1, 2)}, rollout),
+        ("rollout", {"head_fusion": "min", "query": 3}, rollout),
+        ("grad-rollout", {"query": "mean"}, grad_rollout),
+        ("legrad", {"last_layers": 1}, legrad),
+    ],
+)
+def test_options_reach_the_method(name, options, function):
+    vit = timm_vit(reg_tokens=2)
+    x, targets = torch.rand(2, 3, 32, 32), [ClassTarget(1), ClassTarget(3)]
+    exp = taskcam.explain(vit, x, targets, method=name, **options)
+    expected = function(vit, x, targets, **options)
+    assert exp.method == name and exp.layers == vit_layout(vit).attention
+    torch.testing.assert_close(exp.maps, expected.maps, atol=1e-6, rtol=0)
+    torch.testing.assert_close(exp.scores, expected.scores)
+    default = function(vit, x, targets)
+    assert not torch.allclose(exp.maps, default.maps)  # the option changed the map
+
+
+@pytest.mark.parametrize(
+    "name, options, message",
+    [
+        (
+            "rollout",
+            {"head_fusion": "median"},
+            r"head_fusion: expected mean, max or min, got 'median'",
+        ),
+        (
+            "rollout",
+            {"discard_ratio": 1.0},
+            r"discard_ratio: expected a fraction in \[0, 1\), got 1\.0",
+        ),
+        ("rollout", {"discard_ratio": "0.5"}, r"discard_ratio: .*got '0\.5'"),
+        ("rollout", {"query": "centre"}, r"query: expected 'cls', 'mean', .*got 'centre'"),
+        ("grad-rollout", {"query": (1, 2, 3)}, r"query: .*got \(1, 2, 3\)"),
+        ("grad-rollout", {"query": -1}, r"query: .*got -1"),
+        ("legrad", {"last_layers": 0}, r"last_layers: expected an int >= 1 .*got 0"),
+        ("legrad", {"last_layers": True}, r"last_layers: .*got True"),
+        ("rollout", {"fusion": "max"}, r"method 'rollout' takes no option \['fusion'\]"),
+    ],
+)
+def test_a_bad_option_is_refused_naming_it(name, options, message):
+    with pytest.raises(TaskcamError, match=message):
+        taskcam.get_method(name, **options)
+    with pytest.raises(TaskcamError, match=message):
+        taskcam.Explainer(timm_vit(), method=name, **options)
+
+
+def test_attention_methods_need_no_layer_and_check_the_model_when_explaining():
+    vit, x = tv_vit(), torch.rand(1, 3, 64, 64)
+    cam = taskcam.Explainer(vit, None, "legrad")
+    exp = cam(x, [ClassTarget(2)])
+    assert cam.layers is None  # no default layer was looked for
+    assert exp.maps.shape == (1, 1, 64, 64) and exp.layers == vit_layout(vit).attention
+    # the depth is the model's: known when explaining, not when the method is made
+    with pytest.raises(TaskcamError, match=r"last_layers: expected an int in 1\.\.2 .*got 3"):
+        taskcam.explain(vit, x, [ClassTarget(2)], method="legrad", last_layers=3)
+    with pytest.raises(TaskcamError, match="ResNet has no attention module"):
+        taskcam.explain(torchvision.models.resnet18(), x, [ClassTarget(2)], method="rollout")
+
+
+def test_explain_command_saves_the_maps_the_functions_give(tmp_path):
+    from taskcam.data import make_sample
+    from taskcam.explainers import maps_to_image
+    from taskcam.io import to_tensor
+    from taskcam.models import load_model
+    from taskcam.render import save_image
+
+    image = make_sample(0, seed=9999, size=64, max_objects=1).image
+    path = save_image(tmp_path / "shape.png", image)
+    out = tmp_path / "out"
+    methods = "rollout,grad-rollout,legrad"
+    args = ["explain", str(path), "--model", "zoo:shapes-vit", "--method", methods]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    loaded = load_model("zoo:shapes-vit")
+    pre, model = loaded.preprocess, loaded.model
+    x = to_tensor(image, pre.size, pre.mean, pre.std)
+    with torch.no_grad():
+        k = int(model(x).argmax())
+    expected = {
+        "rollout": rollout(model, x),
+        "grad-rollout": grad_rollout(model, x, [ClassTarget(k)]),
+        "legrad": legrad(model, x, [ClassTarget(k)]),
+    }
+    (item,) = json.loads((out / "results.json").read_text())["items"]
+    assert [t["method"] for t in item["targets"]] == list(expected)
+    for target in item["targets"]:
+        assert target["class_id"] == k
+        saved = np.load(out / target["heatmap"])
+        want = maps_to_image(expected[target["method"]].maps[0, 0], *image.shape[:2])
+        np.testing.assert_allclose(saved, want.numpy(), atol=1e-5, rtol=0)
+
+
+def test_eval_refuses_attention_methods_on_a_detector():
+    from taskcam.evaluate import evaluate
+
+    pattern = r"shapes-fasterrcnn is a detector; the attention methods \['legrad'\] explain ViT"
+    with pytest.raises(TaskcamError, match=pattern):
+        evaluate(["shapes-fasterrcnn"], ["gradcam", "legrad"], n=1, progress=False)
