@@ -359,7 +359,9 @@ def load_model(
         raise TaskcamError(f"--device {device}: {e}") from e
     loaded.model.eval()
     if prefix not in ("yolo", "smp", "zoo") and loaded.task == "classify":
-        _transformer_defaults(loaded, device)
+        from taskcam.adapters.transformers import transformer_defaults
+
+        transformer_defaults(loaded, device)
     return loaded
 
 
@@ -373,27 +375,3 @@ def _set_detector_transform(loaded: LoadedModel, size: Optional[Sequence[int]]) 
         t.min_size, t.max_size = (min(pre.size),), max(pre.size)
     t.image_mean, t.image_std = list(pre.mean), list(pre.std)
     loaded.preprocess = _detector_preprocess(loaded.model)
-
-
-def _transformer_defaults(loaded: LoadedModel, device: str | torch.device) -> None:
-    """Fill a transformer's default layer and the reshape it needs, read from one forward."""
-    from taskcam.layers import default_layer, has_transformer_blocks
-    from taskcam.reshape import infer_reshape
-
-    if loaded.layers is not None or loaded.reshape is not None:
-        return
-    if not has_transformer_blocks(loaded.model):
-        return
-    example = torch.zeros(1, 3, *loaded.preprocess.size, device=device)
-    try:
-        layer = default_layer(loaded.model, example)  # one forward, which checks the size
-    except TaskcamError:
-        raise
-    except (AssertionError, RuntimeError, ValueError) as e:  # a grid fixed at build time
-        h, w = loaded.preprocess.size
-        raise TaskcamError(
-            f"--size {h},{w}: {loaded.spec} does not take a {h}x{w} input "
-            f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})"
-        ) from e
-    loaded.layers = [layer]
-    loaded.reshape = infer_reshape(loaded.model, layer, example)
