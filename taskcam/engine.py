@@ -158,7 +158,8 @@ class Explainer:
         fuse: how several layers' normalised maps are combined: ``"mean"`` or ``"product"``.
         aug_smooth: average the maps over horizontal flips and a 1.1× rescale.
         eigen_smooth: replace each map by the first principal component of its weighted
-            activations (removes noise; not for eigen methods, which are that already).
+            activations (removes noise; not for eigen methods, which are that already;
+            refused for methods that read no layer: rise, drise, the attention methods).
         reshape: maps a layer's output to ``Tensor[B, C, h, w]``; it wins over the automatic
             one. ``None`` infers it per layer from the model and the input (ViT tokens
             ``Tensor[B, P + h*w, C]``, Swin's channels-last stages: see
@@ -198,6 +199,11 @@ class Explainer:
         check_batch_size(batch_size)
         self.model = model
         self.method = get_method(method, **method_options)
+        if eigen_smooth and not self.method.uses_layers:
+            raise TaskcamError(
+                f"eigen_smooth: {self.method.name} reads no layer activations, so there is "
+                "nothing to smooth; explain without eigen_smooth"
+            )
         self.layers = None if layers is None else resolve_layers(model, layers)
         self.fuse = fuse
         self.aug_smooth = aug_smooth

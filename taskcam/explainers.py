@@ -173,7 +173,7 @@ class ImageExplainer:
         if method.name not in self._explainers:
             self._explainers[method.name] = Explainer(
                 model,
-                self.layer_names,
+                self.layer_names or None,
                 method,
                 batch_size=self.options.batch_size,
                 aug_smooth=self.options.aug_smooth,
@@ -289,10 +289,11 @@ class ClassExplainer(ImageExplainer):
         return None
 
     def _input(self, image: np.ndarray) -> tuple[torch.Tensor, Any]:
-        """The model input and output; the default layer is found on the first image."""
+        """The model input and output; the default layer is found on the first image (unless
+        no method reads a layer: rise, the attention methods)."""
         pre, model = self.loaded.preprocess, self.loaded.model
         x = to_tensor(image, pre.size, pre.mean, pre.std).to(self.device)
-        if not self.layer_names:
+        if not self.layer_names and any(m.uses_layers for m in self.method_objs):
             self.layer_names = [default_layer(model, x)]
         return x, predict(model, x)
 

@@ -114,16 +114,27 @@ class RunOptions:
         return self.methods or (("odam",) if loaded.is_detector else ("gradcam",))
 
     def check(self, loaded: LoadedModel) -> None:
-        """Refuse options that have no meaning for ``loaded`` (a detector).
+        """Refuse options that have no meaning for ``loaded``.
 
         Raises:
-            TaskcamError: ``aug_smooth`` on a detector, or a box side / objectness (``what``)
-                with perturbation methods, which explain the score only.
+            TaskcamError: attention methods (rollout, ...) on a model that is not a ViT-style
+                classifier; ``aug_smooth`` on a detector, or a box side / objectness
+                (``what``) with perturbation methods, which explain the score only.
         """
-        if not loaded.is_detector:
-            return
         from taskcam.methods import get_method
 
+        attention = [m for m in self.method_names(loaded) if get_method(m).attention]
+        if attention and loaded.is_detector:
+            raise TaskcamError(
+                f"--method {', '.join(attention)}: explains a ViT classifier's attention; "
+                f"{loaded.spec} is a detector"
+            )
+        if attention:
+            from taskcam.attention import vit_layout
+
+            vit_layout(loaded.model)  # not a ViT-style model: the error says what was searched
+        if not loaded.is_detector:
+            return
         if self.aug_smooth:
             raise TaskcamError(
                 "--aug-smooth: not for detectors: a flipped or rescaled copy of the image has "

@@ -631,3 +631,9 @@ def test_top_k_targets_per_image_on_resnet18(resnet18):
     for b in range(2):
         single = explain(resnet18, x[b : b + 1], [targets[b]], "layer4", "gradcam")
         assert_close(exp.maps[b], single.maps[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["rise", "rollout"])
+def test_eigen_smooth_is_refused_for_methods_that_read_no_layer(cnn, method):
+    with pytest.raises(TaskcamError, match=f"eigen_smooth: {method} reads no layer"):
+        Explainer(cnn, None, method, eigen_smooth=True)

@@ -97,3 +97,19 @@ def test_settings_are_what_run_json_records():
     assert RunOptions(progress=False, overwrite=True, batch_size=4).settings(
         cnn
     ) == RunOptions().settings(cnn)
+
+
+def test_attention_methods_on_a_model_without_vit_attention_are_refused_before_writing(
+    tmp_path,
+):
+    from taskcam.pipeline import explain_files
+
+    detector, cnn = load_model("zoo:shapes-fasterrcnn"), load_model("zoo:shapes-cnn")
+    with pytest.raises(TaskcamError, match="--method legrad: explains a ViT classifier's"):
+        explain_files(detector, [tmp_path], tmp_path / "a", methods=["odam", "legrad"])
+    with pytest.raises(TaskcamError, match="ShapesResNet has no attention module taskcam can"):
+        explain_files(cnn, [tmp_path], tmp_path / "b", methods=["rollout"])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(TaskcamError, match="SwinTransformer is not a ViT-style model"):
+        RunOptions(methods=("grad-rollout",)).check(load_model("zoo:shapes-swin"))
+    RunOptions(methods=("rollout", "gradcam")).check(load_model("zoo:shapes-vit"))
