@@ -83,6 +83,18 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--mean", type=_floats, help="normalisation mean: three values")
     ex.add_argument("--std", type=_floats, help="normalisation std: three values")
     ex.add_argument("--colormap", default="jet")
+    ex.add_argument(
+        "--alpha", type=float, default=0.5, help="weight of the heatmap over the image (0.5)"
+    )
+    ex.add_argument(
+        "--no-labels", action="store_true", help="draw boxes without class and score labels"
+    )
+    ex.add_argument(
+        "--box-norm",
+        action="store_true",
+        help="detect: draw each map rescaled inside its box, so faint maps show their shape "
+        "(display only: the .npy maps are not changed)",
+    )
     ex.add_argument("--batch-size", type=int, help="inputs per forward for perturbation methods")
     ex.add_argument("--aug-smooth", action="store_true", help="test-time augmentation smoothing")
     ex.add_argument("--eigen-smooth", action="store_true", help="eigen smoothing")
@@ -315,6 +327,9 @@ def _run_options(args: argparse.Namespace) -> Any:
         what=args.what,
         conf=args.conf,
         colormap=args.colormap,
+        alpha=args.alpha,
+        labels=not args.no_labels,
+        box_norm=args.box_norm,
         batch_size=args.batch_size,
         aug_smooth=args.aug_smooth,
         eigen_smooth=args.eigen_smooth,

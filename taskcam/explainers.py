@@ -18,9 +18,11 @@ Example:
     >>> from taskcam.options import RunOptions
     >>> loaded = load_model("zoo:shapes-cnn")
     >>> ex = image_explainer(loaded, RunOptions(progress=False), tempfile.mkdtemp())
-    >>> result = ex.explain(np.zeros((64, 64, 3), np.uint8), "black", source="black.png")
-    >>> [(r["kind"], r["method"], r["heatmap"]) for r in result.item["targets"]]
-    [('class', 'gradcam', 'black/class0_gradcam.npy')]
+    >>> result = ex.explain(np.zeros((48, 80, 3), np.uint8), "black", source="black.png")
+    >>> [(r["kind"], r["method"], r["heatmap"].split("/")[0]) for r in result.item["targets"]]
+    [('class', 'gradcam', 'black')]
+    >>> result.maps["gradcam"].shape  # one map per target, on the image's own grid
+    (1, 48, 80)
 """
 
 from __future__ import annotations
@@ -44,7 +46,15 @@ from taskcam.layers import default_layer
 from taskcam.loaded import LoadedModel
 from taskcam.methods import Method, get_method
 from taskcam.options import RunOptions
-from taskcam.render import draw_box, grid, outline, overlay, save_image
+from taskcam.render import (
+    box_normalized,
+    detections_picture,
+    draw_box,
+    grid,
+    outline,
+    overlay,
+    save_image,
+)
 from taskcam.targets import Target, explained_layer
 
 __all__ = [
@@ -224,7 +234,7 @@ class ImageExplainer:
                 base = f"{folder}/{files[t]}_{method.name}"
                 np.save(out / f"{base}.npy", method_maps[t])
                 record = fields(t, exp)
-                picture = overlay(image, method_maps[t], colormap=self.options.colormap)
+                picture = overlay(image, self._shown(method_maps[t], record), **self._style)
                 picture = decorate(t, record, picture)
                 save_image(out / f"{base}.png", picture)
                 row.append(picture)
@@ -242,6 +252,16 @@ class ImageExplainer:
                 records.append(record)
             tiles.append(row)
         return records, tiles, maps
+
+    @property
+    def _style(self) -> dict[str, Any]:
+        return {"colormap": self.options.colormap, "alpha": self.options.alpha}
+
+    def _shown(self, heat: np.ndarray, record: dict[str, Any]) -> np.ndarray:
+        """The map as drawn: rescaled inside the target's box with ``box_norm``."""
+        if self.options.box_norm and "box" in record:
+            return box_normalized(heat, record["box"])
+        return heat
 
     def _item(
         self,
@@ -489,8 +509,7 @@ class DetectionExplainer(ImageExplainer):
         def decorate(t: int, record: dict[str, Any], picture: np.ndarray) -> np.ndarray:
             if masks is not None:
                 picture = outline(picture, masks[t])
-            label = f"{record['index']}: {record['class_name']} {record['score']:.2f}"
-            return draw_box(picture, record["box"], label)
+            return draw_box(picture, record["box"], self._label(record))
 
         def run(method: Method) -> Explanation:
             return self._explainer(method, adapter.model, None)(x, [targets])
@@ -506,7 +525,37 @@ class DetectionExplainer(ImageExplainer):
             decorate,
         )
         labels = [f"{r['index']}: {r['class_name']}" for r in records[: len(picks)]]
-        return ImageResult(self._item(source, image, folder, records, tiles, labels), maps)
+        item = self._item(source, image, folder, records, tiles, labels)
+        if self.options.make_grid:
+            item["all"] = self._all_pictures(image, folder, records[: len(picks)], maps)
+        return ImageResult(item, maps)
+
+    def _label(self, record: dict[str, Any]) -> str:
+        """A detection's label on pictures (none with ``labels=False``)."""
+        if not self.options.labels:
+            return ""
+        return f"{record['index']}: {record['class_name']} {record['score']:.2f}"
+
+    def _all_pictures(
+        self,
+        image: np.ndarray,
+        folder: str,
+        records: list[dict[str, Any]],
+        maps: dict[str, np.ndarray],
+    ) -> dict[str, str]:
+        """Per method, every detection's map in its box on one picture (``all.png`` for the
+        first method, ``all_<method>.png`` for the others); their paths by method."""
+        boxes = [r["box"] for r in records]
+        labels = [self._label(r) for r in records]
+        paths = {}
+        for n, (name, method_maps) in enumerate(maps.items()):
+            path = f"{folder}/all.png" if n == 0 else f"{folder}/all_{name}.png"
+            picture = detections_picture(
+                image, method_maps, boxes, labels, box_norm=self.options.box_norm, **self._style
+            )
+            save_image(self.out / path, picture)
+            paths[name] = path
+        return paths
 
 
 def image_explainer(

@@ -3,11 +3,15 @@ per-map min-max normalisation and bringing a layer's grid to the input's size.""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from taskcam.errors import TaskcamError
 
 __all__ = ["Explanation", "normalize_maps", "upsample_maps"]
 
@@ -36,6 +40,84 @@ class Explanation:
     layers: list[str]
     pixel_grads: Optional[torch.Tensor] = None
     output: Any = field(default=None, repr=False)
+
+    def picture(
+        self,
+        images: Any = None,
+        *,
+        colormap: str = "jet",
+        alpha: float = 0.5,
+        labels: Optional[Sequence[str]] = None,
+        cell_size: Optional[int] = None,
+    ) -> np.ndarray:
+        """The maps as one picture: a grid with a row per image and a column per target.
+
+        Args:
+            images: what to draw the maps over: ``Tensor[B, 3, H, W]`` in [0, 1] (the input
+                before normalisation), or ``B`` images in any form
+                :func:`taskcam.io.to_rgb_uint8` accepts; ``None`` draws the heatmaps alone.
+            colormap: OpenCV colormap.
+            alpha: weight of the heatmap over the images.
+            labels: one label per target (column), e.g. class names.
+            cell_size: side of each cell in pixels (default: the maps' size, at least 96).
+
+        Returns:
+            ``np.ndarray[H, W, 3]`` uint8 RGB.
+
+        Example:
+            >>> exp = Explanation(torch.rand(2, 3, 8, 8), {}, torch.zeros(2, 3),
+            ...                   torch.zeros(2, 3, dtype=torch.bool), "gradcam", [])
+            >>> exp.picture(labels=["cat", "dog", "car"]).shape[2]
+            3
+        """
+        from taskcam.render import colorize, grid, overlay
+
+        maps = self.maps.detach().float().cpu()  # [B, T, H, W]
+        if images is not None:
+            if isinstance(images, torch.Tensor) and images.ndim == 4:
+                images = list(images)
+            if len(images) != maps.shape[0]:
+                raise TaskcamError(
+                    f"picture: {len(images)} image(s) for maps of {maps.shape[0]} image(s)"
+                )
+        rows = []
+        for b in range(maps.shape[0]):
+            if images is None:
+                rows.append([colorize(m.numpy(), colormap) for m in maps[b]])
+            else:
+                rows.append(
+                    [overlay(images[b], m.numpy(), colormap=colormap, alpha=alpha) for m in maps[b]]
+                )
+        size = cell_size or max(96, int(maps.shape[-1]))
+        return grid(rows, col_labels=labels, cell_size=size)
+
+    def _repr_png_(self) -> bytes:
+        """PNG bytes of :meth:`picture` (Jupyter shows an Explanation as its maps)."""
+        import cv2
+
+        ok, buffer = cv2.imencode(".png", self.picture()[..., ::-1])
+        return buffer.tobytes() if ok else b""
+
+    def show(self, images: Any = None, **options: Any) -> Any:
+        """Show :meth:`picture` (``images``, ``colormap``, ``alpha``, ``labels``): in a
+        notebook it is displayed under the cell; elsewhere the system's image viewer opens it.
+
+        Returns:
+            The picture as a ``PIL.Image.Image``.
+        """
+        from PIL import Image
+
+        picture = Image.fromarray(self.picture(images, **options))
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:
+            get_ipython = None  # noqa: N806 - IPython's own name
+        if get_ipython is not None and get_ipython() is not None:
+            display(picture)
+        else:
+            picture.show()
+        return picture
 
 
 def normalize_maps(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,10 +51,15 @@ class RunOptions:
             ``x1``/``y1``/``x2``/``y2``, or ``objectness``.
         conf: detectors: the score threshold (default: the model's own), in [0, 1].
         colormap: OpenCV colormap of the overlays (:data:`taskcam.render.COLORMAPS`).
+        alpha: weight of the heatmap colour in the overlays, in [0, 1].
+        labels: draw detections' labels (class, score) on the pictures.
+        box_norm: for display only, rescale each detection's map inside its box before it
+            is drawn, so a faint map still shows its shape (the ``.npy`` stays as computed).
         batch_size: perturbed inputs per forward for perturbation methods.
         aug_smooth: test-time augmentation smoothing (not for detectors).
         eigen_smooth: eigen smoothing.
-        make_grid: also write each image's methods × targets grid.
+        make_grid: also draw each image's summary pictures: the methods × targets grid and,
+            for detectors, every detection's map in its box (``all.png``).
         progress: progress bars.
         overwrite: start afresh in an output folder holding another run's results.
         stride: videos: explain every ``stride``-th frame.
@@ -78,6 +83,9 @@ class RunOptions:
     what: str = "score"
     conf: Optional[float] = None
     colormap: str = "jet"
+    alpha: float = 0.5
+    labels: bool = True
+    box_norm: bool = False
     batch_size: Optional[int] = None
     aug_smooth: bool = False
     eigen_smooth: bool = False
@@ -108,6 +116,10 @@ class RunOptions:
         check_stride(self.stride)
         check_batch_size(self.batch_size)
         colorize([[0.0]], self.colormap)  # an unknown colormap: the error lists the names
+        if isinstance(self.alpha, bool) or not (
+            isinstance(self.alpha, (int, float)) and 0.0 <= self.alpha <= 1.0
+        ):
+            raise TaskcamError(f"--alpha: expected a number in [0, 1], got {self.alpha!r}")
 
     def method_names(self, loaded: LoadedModel) -> tuple[str, ...]:
         """The methods run on ``loaded``: as given, else its kind's default."""
@@ -180,6 +192,11 @@ class RunOptions:
         settings["what"], settings["conf"] = self.what, self.conf
         if video:
             settings["stride"] = self.stride
+        # how pictures are drawn, recorded when not the default (so that folders written
+        # before these options existed still resume)
+        for name, default in (("alpha", 0.5), ("labels", True), ("box_norm", False)):
+            if getattr(self, name) != default:
+                settings[name] = getattr(self, name)
         return settings
 
     def replace(self, **changes: Any) -> RunOptions:

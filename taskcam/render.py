@@ -22,7 +22,9 @@ from taskcam.io import ImageLike, to_rgb_uint8
 __all__ = [
     "COLORMAPS",
     "attention_grid",
+    "box_normalized",
     "colorize",
+    "detections_picture",
     "draw_box",
     "draw_label",
     "feature_map_grid",
@@ -213,6 +215,101 @@ def draw_box(
         ty = y1 - th - 6 if y1 - th - 6 >= 0 else min(y1 + 4, max(0, h - th - 4))
         tx = max(0, min(x1 + 2, w - tw - 4))  # keep the label inside the picture
         out = draw_label(out, label, origin=(tx, ty), font_scale=scale, color=color)
+    return out
+
+
+def _box_slices(box: Sequence[float], h: int, w: int) -> tuple[slice, slice]:
+    """Rows and columns of the pixels inside an xyxy box (at least one of each)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    c1, r1 = min(max(0, int(math.floor(x1))), w - 1), min(max(0, int(math.floor(y1))), h - 1)
+    c2, r2 = max(c1 + 1, min(w, int(math.ceil(x2)))), max(r1 + 1, min(h, int(math.ceil(y2))))
+    return slice(r1, r2), slice(c1, c2)
+
+
+def box_normalized(heatmap: np.ndarray | torch.Tensor, box: Sequence[float]) -> np.ndarray:
+    """A map rescaled so that its values inside ``box`` span [0, 1] (clipped outside): for
+    display, so a detection whose map is faint next to the image's brightest spot still shows
+    its shape. The map itself (the ``.npy``) is not changed.
+
+    Args:
+        heatmap: ``[H, W]`` in [0, 1].
+        box: ``[x1, y1, x2, y2]`` in the map's pixels.
+
+    Example:
+        >>> m = np.zeros((4, 4), np.float32); m[1, 1], m[3, 3] = 0.2, 1.0
+        >>> shown = box_normalized(m, [0, 0, 2, 2])  # the box's peak 0.2 becomes 1
+        >>> float(shown[1, 1]), float(shown[3, 3]), round(float(m[1, 1]), 2)
+        (1.0, 1.0, 0.2)
+    """
+    hm = _as_heatmap(heatmap)
+    rows, cols = _box_slices(box, *hm.shape)
+    inside = hm[rows, cols]
+    lo, hi = float(inside.min()), float(inside.max())
+    if hi - lo <= 1e-12:
+        return hm.copy()
+    return np.clip((hm - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def detections_picture(
+    image: ImageLike,
+    maps: np.ndarray | torch.Tensor,
+    boxes: Sequence[Sequence[float]],
+    labels: Sequence[str] | None = None,
+    *,
+    colormap: str | int = "jet",
+    alpha: float = 0.5,
+    box_norm: bool = False,
+) -> np.ndarray:
+    """One picture of every detection of an image, as ultralytics' ``visualize`` draws them:
+    each detection's map inside its own box (where boxes overlap, the larger value), the
+    image untouched outside the boxes, and each box with its label.
+
+    Args:
+        image: the picture, in any form :func:`taskcam.io.to_rgb_uint8` accepts.
+        maps: ``[K, H, W]`` in [0, 1] on the image's grid, one per detection.
+        boxes: ``K`` xyxy boxes in image pixels.
+        labels: ``K`` labels (``None``: boxes without labels).
+        colormap: OpenCV colormap.
+        alpha: weight of the heatmap colour.
+        box_norm: rescale each map inside its box first (:func:`box_normalized`).
+
+    Raises:
+        TaskcamError: as many maps as boxes (and labels) are needed.
+
+    Example:
+        >>> img = np.zeros((40, 60, 3), np.uint8)
+        >>> maps = np.zeros((1, 40, 60), np.float32); maps[0, 10:20, 10:20] = 1.0
+        >>> out = detections_picture(img, maps, [[5, 5, 25, 25]], ["0: cat 0.90"], alpha=1.0)
+        >>> out[15, 15].tolist(), out[35, 50].tolist()  # red inside its box, untouched outside
+        ([128, 0, 0], [0, 0, 0])
+    """
+    rgb = to_rgb_uint8(image)
+    h, w = rgb.shape[:2]
+    maps = maps.detach().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
+    if (
+        maps.ndim != 3
+        or len(maps) != len(boxes)
+        or (labels is not None and len(labels) != len(boxes))
+    ):
+        raise TaskcamError(
+            f"detections_picture: {len(maps) if maps.ndim == 3 else maps.shape} maps, "
+            f"{len(boxes)} boxes and {'no' if labels is None else len(labels)} labels; expected "
+            "one map (and label) per box"
+        )
+    combined = np.zeros((h, w), np.float32)
+    inside = np.zeros((h, w), bool)
+    for heat, box in zip(maps, boxes):
+        heat = _as_heatmap(heat)
+        if heat.shape != (h, w):
+            heat = cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)
+        if box_norm:
+            heat = box_normalized(heat, box)
+        rows, cols = _box_slices(box, h, w)
+        combined[rows, cols] = np.maximum(combined[rows, cols], heat[rows, cols])
+        inside[rows, cols] = True
+    out = np.where(inside[..., None], overlay(rgb, combined, colormap=colormap, alpha=alpha), rgb)
+    for k, box in enumerate(boxes):
+        out = draw_box(out, box, labels[k] if labels is not None else "")
     return out
 
 

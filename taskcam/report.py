@@ -13,11 +13,17 @@ detection's own box (:func:`taskcam.metrics.energy_pointing_game`), so sorting i
 lists the detections whose map looks elsewhere first.
 
 Example:
-    >>> from taskcam.models import load_model  # doctest: +SKIP
-    >>> from taskcam.pipeline import explain_files  # doctest: +SKIP
-    >>> explain_files(load_model("zoo:shapes-cnn"), ["images/"], "out")  # doctest: +SKIP
-    >>> write_report("out")  # doctest: +SKIP
-    PosixPath('out/report.html')
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from taskcam.data import make_sample
+    >>> from taskcam.models import load_model
+    >>> from taskcam.pipeline import explain_files
+    >>> from taskcam.render import save_image
+    >>> out = Path(tempfile.mkdtemp())
+    >>> _ = save_image(out / "images" / "shapes.png", make_sample(0, size=64).image)
+    >>> _ = explain_files(load_model("zoo:shapes-cnn"), [out / "images"], out, progress=False)
+    >>> write_report(out).name
+    'report.html'
 
     The same from the command line: ``taskcam report out``, or ``taskcam explain images/
     --model zoo:shapes-cnn --out out --report``.
@@ -140,6 +146,12 @@ def _page_data(results: dict[str, Any], out: Path, *, embed: bool, box_energy: b
                 "width": item.get("width"),
                 "height": item.get("height"),
                 "grid": _source(out, item.get("grid"), embed),
+                # detectors: every detection's map in its box, one picture per method
+                "all": {
+                    str(m): _source(out, path, embed)
+                    for m, path in (item.get("all") or {}).items()
+                    if isinstance(path, str)
+                },
                 "message": item.get("message"),
                 "targets": targets,
             }
@@ -508,7 +520,11 @@ _SCRIPT = r"""
           el("h2", { text: item.label }),
           el("span", { className: "dims", text: fmt(item.width) + "\u00d7" + fmt(item.height) +
                                                " \u00b7 " + item.image }),
-          item.grid ? el("a", { href: item.grid, text: "methods \u00d7 targets grid" }) : null]);
+          item.grid ? el("a", { href: item.grid, text: "methods \u00d7 targets grid" }) : null]
+          .concat(Object.keys(item.all || {}).filter(function (m) { return item.all[m]; })
+            .map(function (m) {
+              return el("a", { className: "all", href: item.all[m], text: "all detections: " + m });
+            })));
         var list = el("div", { className: "cards" });
         byItem[ii].forEach(function (c) { list.appendChild(c.node); });
         frag.appendChild(el("section", { className: "image-group", "data-image": String(ii) },

@@ -117,22 +117,22 @@ def _annotate(
     image: np.ndarray,
     maps: Optional[np.ndarray],
     records: list[dict[str, Any]],
-    colormap: str,
+    options: RunOptions,
 ) -> np.ndarray:
     """One output frame: the overlay of the maps' maximum, with each record's box and label
-    (records without a box are listed in a corner)."""
+    (records without a box are listed in a corner; no labels with ``labels=False``)."""
     if maps is None or not len(maps):
         picture = np.ascontiguousarray(image)
         return draw_label(picture, "no targets") if not records else picture
-    picture = overlay(image, maps.max(axis=0), colormap=colormap)
+    picture = overlay(image, maps.max(axis=0), colormap=options.colormap, alpha=options.alpha)
     labels = []
     for record in records:
         text = f"{record['index']}: {record['class_name']} {record['score']:.2f}"
         if record.get("box") is not None:
-            picture = draw_box(picture, record["box"], text)
+            picture = draw_box(picture, record["box"], text if options.labels else "")
         else:
             labels.append(f"{record['class_name']} {record['score']:.2f}")
-    if labels:
+    if labels and options.labels:
         picture = draw_label(picture, "\n".join(labels))
     return picture
 
@@ -245,7 +245,7 @@ def _explain_video(
             for method in explainer.method_objs:
                 records = [r for r in item["targets"] if r["method"] == method.name]
                 maps = result.maps.get(method.name)
-                writers.write(method.name, _annotate(image, maps, records, options.colormap))
+                writers.write(method.name, _annotate(image, maps, records, options))
             items.append(item)
             run.done(f"{path}#{index}", item, explainer.layer_names)
             bar.update(1)

@@ -102,3 +102,33 @@ def test_methods_lists_registry(capsys):
 def test_zoo_lists_models(capsys):
     assert main(["zoo"]) == 0
     assert "zoo:efficientnet-lite0" in capsys.readouterr().out
+
+
+def test_detector_pictures_all_png_alpha_labels_and_box_norm(tmp_path):
+    from taskcam.data import make_sample
+    from taskcam.io import load_image
+    from taskcam.render import box_normalized, draw_box, overlay, save_image
+
+    image = make_sample(5, seed=9999, size=256).image
+    save_image(tmp_path / "in" / "shapes.png", image)
+    base = ["explain", str(tmp_path / "in"), "--model", "zoo:shapes-fasterrcnn", "--no-progress"]
+    assert main([*base, "--method", "odam,eigencam", "--out", str(tmp_path / "a")]) == 0
+    plain = json.loads((tmp_path / "a" / "results.json").read_text())["items"][0]
+    # one picture per method with every detection in its box, as ultralytics' visualize draws
+    assert plain["all"] == {"odam": "shapes/all.png", "eigencam": "shapes/all_eigencam.png"}
+    for path in plain["all"].values():
+        assert load_image(tmp_path / "a" / path).shape == image.shape
+    flags = ["--alpha", "0.8", "--no-labels", "--box-norm", "--method", "odam"]
+    assert main([*base, *flags, "--out", str(tmp_path / "b")]) == 0
+    styled = json.loads((tmp_path / "b" / "results.json").read_text())["items"][0]
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["alpha"] == 0.8
+    record = styled["targets"][0]
+    heat = np.load(tmp_path / "b" / record["heatmap"])
+    # the maps stay as computed; only their pictures are drawn rescaled in the box, unlabelled
+    assert np.array_equal(heat, np.load(tmp_path / "a" / plain["targets"][0]["heatmap"]))
+    expected = draw_box(
+        overlay(image, box_normalized(heat, record["box"]), alpha=0.8), record["box"]
+    )
+    assert np.array_equal(load_image(tmp_path / "b" / record["overlay"]), expected)
+    assert main([*base, "--alpha", "1.5", "--out", str(tmp_path / "c")]) == 2
+    assert not (tmp_path / "c").exists()

@@ -316,3 +316,25 @@ def test_save_image_roundtrip_keeps_rgb(tmp_path: Path, chelsea: np.ndarray) -> 
 def test_save_image_bad_extension_names_path(tmp_path: Path) -> None:
     with pytest.raises(TaskcamError, match="out.nope"):
         save_image(tmp_path / "out.nope", solid((0, 0, 0)))
+
+
+def test_detections_picture_draws_each_map_inside_its_own_box_only():
+    from taskcam.render import box_normalized, detections_picture
+
+    image = np.full((60, 80, 3), 100, np.uint8)
+    maps = np.zeros((2, 60, 80), np.float32)
+    maps[0, 10:20, 10:20] = 0.2  # a faint map, inside its box
+    maps[0, 40:50, 60:70] = 1.0  # the same map's peak, outside its box: not drawn
+    maps[1, 35:55, 55:75] = 1.0
+    boxes = [[5, 5, 25, 25], [50, 30, 78, 58]]
+    out = detections_picture(image, maps, boxes, None, alpha=1.0)
+    assert out[2, 40].tolist() == [100, 100, 100]  # outside every box: the image
+    assert out[45, 65].tolist() == [128, 0, 0]  # detection 1's peak in its box: red
+    faint = out[15, 15].tolist()
+    normed = detections_picture(image, maps, boxes, None, alpha=1.0, box_norm=True)
+    assert normed[15, 15].tolist() == [128, 0, 0] != faint  # rescaled inside its box
+    assert box_normalized(maps[0], boxes[0]).max() == 1.0 and maps[0, 15, 15] == 0.2
+    labelled = detections_picture(image, maps, boxes, ["0: a", "1: b"])
+    assert (labelled != detections_picture(image, maps, boxes, None)).any()
+    with pytest.raises(TaskcamError, match="one map \\(and label\\) per box"):
+        detections_picture(image, maps, boxes[:1])

@@ -195,6 +195,15 @@ def test_detection_cards_show_boxes_and_box_energy(det_run, opened):
     )
     energies = [float(c["box_energy"]) for c in page.cards()]
     assert len(energies) == len(targets) and all(0.0 <= e <= 1.0 for e in energies)
+    # each image links its picture of every detection in its box, one per method
+    links = page.page.eval_on_selector_all(
+        "#gallery header a.all", "as => as.map(a => [a.textContent, a.getAttribute('href')])"
+    )
+    items = json.loads((det_run / "results.json").read_text())["items"]
+    expected = [
+        [f"all detections: {m}", path] for item in items for m, path in item.get("all", {}).items()
+    ]
+    assert links == expected and expected
     assert page.errors == []
 
 
