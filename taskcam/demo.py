@@ -70,7 +70,9 @@ def run_demo(
         progress: progress bars.
 
     Example:
-        >>> run_demo("taskcam-demo")  # doctest: +SKIP
+        >>> import tempfile
+        >>> summary = run_demo(tempfile.mkdtemp(), progress=False)  # doctest: +SLOW +ELLIPSIS
+        chelsea  top-1 285 'Egyptian cat' ...
     """
     start = time.perf_counter()
     out = Path(out_dir)

@@ -15,11 +15,17 @@ The output folder must be reachable by every worker under the same path (one mac
 shared file system on a cluster).
 
 Example:
-    >>> import ray  # doctest: +SKIP
-    >>> ray.init(num_cpus=2)  # doctest: +SKIP
-    >>> s = explain_files_ray("zoo:shapes-cnn", ["images/"], "out")  # doctest: +SKIP
-    >>> s.results["items"][0]["targets"][0]["method"]  # doctest: +SKIP
-    'gradcam'
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from taskcam.data import make_sample
+    >>> from taskcam.render import save_image
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for i in range(4):
+    ...     _ = save_image(folder / "images" / f"{i}.png", make_sample(i, size=64).image)
+    >>> s = explain_files_ray("zoo:shapes-cnn", [folder / "images"], folder / "out",
+    ...                       progress=False)  # doctest: +SLOW
+    >>> [t["method"] for t in s.results["items"][0]["targets"]]  # doctest: +SLOW
+    ['gradcam']
 """
 
 from __future__ import annotations

@@ -250,7 +250,9 @@ def evaluate(
         One :class:`EvalRow` per (model, method).
 
     Example:
-        >>> rows = evaluate(["shapes-cnn"], ["gradcam"], n=4, progress=False)  # doctest: +SKIP
+        >>> rows = evaluate(["shapes-cnn"], ["gradcam", "eigencam"], n=4, progress=False)
+        >>> [(r.method, r.images, r.pointing_game) for r in rows]
+        [('gradcam', 4, 1.0), ('eigencam', 4, 1.0)]
     """
     if n < 1:
         raise TaskcamError(f"-n: need at least one image, got {n}")

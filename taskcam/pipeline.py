@@ -68,9 +68,18 @@ def explain_files(
             holding another run, or a run-wide error of the model (nothing is explained).
 
     Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from taskcam.data import make_sample
         >>> from taskcam.models import load_model
-        >>> lm = load_model("torchvision:resnet18", weights="none")  # doctest: +SKIP
-        >>> explain_files(lm, ["cat.png"], "out", methods=["gradcam"])  # doctest: +SKIP
+        >>> from taskcam.render import save_image
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = save_image(folder / "images" / "shapes.png", make_sample(0, size=64).image)
+        >>> summary = explain_files(load_model("zoo:shapes-cnn"), [folder / "images"],
+        ...                         folder / "out", methods=["gradcam", "layercam"],
+        ...                         progress=False)
+        >>> [t["heatmap"] for t in summary.results["items"][0]["targets"]]  # doctest: +ELLIPSIS
+        ['shapes/class..._gradcam.npy', 'shapes/class..._layercam.npy']
     """
     options = run_options(options, **overrides)
     if loaded.task not in ("classify", "detect", "segment"):

@@ -422,7 +422,7 @@ def heldout_score(name: str, n: int = 200, seed: int = HELDOUT_SEED) -> tuple[st
         ``("accuracy" | "mAP50" | "mIoU", value)``.
 
     Example:
-        >>> heldout_score("shapes-cnn", 50)  # doctest: +SKIP
+        >>> heldout_score("shapes-cnn", 50)
         ('accuracy', 1.0)
     """
     from taskcam.models import load_model
