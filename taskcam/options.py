@@ -130,7 +130,8 @@ class RunOptions:
 
         Raises:
             TaskcamError: attention methods (rollout, ...) on a model that is not a ViT-style
-                classifier; ``aug_smooth`` on a detector, or a box side / objectness
+                classifier; ``eigen_smooth`` with a method that reads no layer (rise, drise,
+                the attention methods); ``aug_smooth`` on a detector, or a box side / objectness
                 (``what``) with perturbation methods, which explain the score only.
         """
         from taskcam.methods import get_method
@@ -140,6 +141,12 @@ class RunOptions:
             raise TaskcamError(
                 f"--method {', '.join(attention)}: explains a ViT classifier's attention; "
                 f"{loaded.spec} is a detector"
+            )
+        layerless = [m for m in self.method_names(loaded) if not get_method(m).uses_layers]
+        if self.eigen_smooth and layerless:
+            raise TaskcamError(
+                f"--eigen-smooth: {', '.join(layerless)} read no layer activations, so there "
+                "is nothing to smooth; run them without --eigen-smooth"
             )
         if attention:
             from taskcam.attention import vit_layout

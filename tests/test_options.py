@@ -113,3 +113,8 @@ def test_attention_methods_on_a_model_without_vit_attention_are_refused_before_w
     with pytest.raises(TaskcamError, match="SwinTransformer is not a ViT-style model"):
         RunOptions(methods=("grad-rollout",)).check(load_model("zoo:shapes-swin"))
     RunOptions(methods=("rollout", "gradcam")).check(load_model("zoo:shapes-vit"))
+    with pytest.raises(TaskcamError, match="--eigen-smooth: rise read no layer activations"):
+        explain_files(
+            cnn, [tmp_path], tmp_path / "c", methods=["gradcam", "rise"], eigen_smooth=True
+        )
+    assert not (tmp_path / "c").exists()
