@@ -13,11 +13,12 @@ Run: ``python examples/fasterrcnn_detections.py [--out DIR]``
 import argparse
 from pathlib import Path
 
-import numpy as np
+import torch
 
 import taskcam
 from taskcam.adapters import adapter_for
 from taskcam.data import HELDOUT_SEED, make_sample
+from taskcam.metrics import pointing_game
 from taskcam.models import load_model
 from taskcam.render import detections_picture, grid, save_image
 
@@ -43,8 +44,7 @@ for name, exp in (("odam", odam), ("drise", drise)):
     maps = placement.map_to_image(exp.maps)[0].numpy()  # [K, H, W] on the image
     pictures[name] = detections_picture(image, maps, boxes, labels)
     save_image(out / f"all_{name}.png", pictures[name])
-    peaks = [np.unravel_index(m.argmax(), m.shape) for m in maps]  # (row, col) per map
-    hits = [bool(b[0] <= c <= b[2] and b[1] <= r <= b[3]) for (r, c), b in zip(peaks, boxes)]
+    hits = pointing_game(torch.from_numpy(maps), torch.tensor(boxes), tolerance=0).tolist()
     print(f"{name:5s}: each detection's map peaks inside its own box: {hits}")
 for t, target in enumerate(targets):
     print(f"detection {labels[t]} {float(dets.scores[t]):.2f}, from level {target.layer}")

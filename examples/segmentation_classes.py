@@ -22,6 +22,7 @@ from taskcam.adapters.segmentation import (
 )
 from taskcam.data import HELDOUT_SEED, make_sample
 from taskcam.io import to_tensor
+from taskcam.metrics import energy_pointing_game
 from taskcam.models import load_model
 from taskcam.render import grid, outline, overlay, save_image
 
@@ -41,15 +42,15 @@ exp = taskcam.explain(model, x, targets, layers, method="gradcam")
 
 tiles, labels = [], []
 for t, target in enumerate(targets[0]):
-    region = target.mask(output)[0].numpy()  # the pixels the model paints with this class
-    heat = exp.maps[0, t].numpy()
-    share = heat[region].sum() / max(heat.sum(), 1e-9)
+    region = target.mask(output)[0]  # the pixels the model paints with this class
+    heat = exp.maps[0, t]
+    share = float(energy_pointing_game(heat, region)[0])
     truth = int((sample.semantic == target.class_id).sum())
     print(
         f"class {target.class_id} {names[target.class_id]:10s}: {int(region.sum()):6d} pixels "
         f"painted ({truth} true), {share:.0%} of its map on them"
     )
-    tiles.append(outline(overlay(sample.image, heat), region))
+    tiles.append(outline(overlay(sample.image, heat), region.numpy()))
     labels.append(names[target.class_id])
 save_image(out / "classes.png", grid([tiles], col_labels=labels))
 

@@ -11,9 +11,12 @@ Run: ``python examples/yolo_detection.py [--out DIR]``
 import argparse
 from pathlib import Path
 
+import torch
+
 import taskcam
 from taskcam.adapters import adapter_for
 from taskcam.data import HELDOUT_SEED, make_sample
+from taskcam.metrics import energy_pointing_game
 from taskcam.models import load_model
 from taskcam.render import detections_picture, draw_box, overlay, save_image
 
@@ -47,6 +50,6 @@ boxes = placement.boxes_to_image(dets.boxes).tolist()
 labels = [f"{k}: {adapter.class_names[int(c)]}" for k, c in enumerate(dets.classes)]
 save_image(out / "all.png", detections_picture(image, maps, boxes, labels))
 
-inside = heat[int(box[1]) : int(box[3]), int(box[0]) : int(box[2])].sum() / heat.sum()
+inside = float(energy_pointing_game(torch.from_numpy(heat), torch.tensor(box))[0])
 print(f"detection 0: {name}, box {[round(v) for v in box]}, {inside:.0%} of its map in its box")
 print(f"wrote {out / 'detection0_odam.png'} and {out / 'all.png'}")

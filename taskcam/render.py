@@ -218,12 +218,12 @@ def draw_box(
     return out
 
 
-def _box_slices(box: Sequence[float], h: int, w: int) -> tuple[slice, slice]:
-    """Rows and columns of the pixels inside an xyxy box (at least one of each)."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    c1, r1 = min(max(0, int(math.floor(x1))), w - 1), min(max(0, int(math.floor(y1))), h - 1)
-    c2, r2 = max(c1 + 1, min(w, int(math.ceil(x2)))), max(r1 + 1, min(h, int(math.ceil(y2))))
-    return slice(r1, r2), slice(c1, c2)
+def _box_mask(box: Sequence[float], h: int, w: int) -> np.ndarray:
+    """``bool[H, W]``: the pixels inside an xyxy box, as the metrics count them
+    (:func:`taskcam.metrics.boxes_to_masks`: pixel centres in the box)."""
+    from taskcam.metrics import boxes_to_masks
+
+    return boxes_to_masks(torch.tensor([float(v) for v in box]), h, w)[0].numpy()
 
 
 def box_normalized(heatmap: np.ndarray | torch.Tensor, box: Sequence[float]) -> np.ndarray:
@@ -242,8 +242,9 @@ def box_normalized(heatmap: np.ndarray | torch.Tensor, box: Sequence[float]) -> 
         (1.0, 1.0, 0.2)
     """
     hm = _as_heatmap(heatmap)
-    rows, cols = _box_slices(box, *hm.shape)
-    inside = hm[rows, cols]
+    inside = hm[_box_mask(box, *hm.shape)]
+    if not inside.size:
+        return hm.copy()
     lo, hi = float(inside.min()), float(inside.max())
     if hi - lo <= 1e-12:
         return hm.copy()
@@ -304,9 +305,9 @@ def detections_picture(
             heat = cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)
         if box_norm:
             heat = box_normalized(heat, box)
-        rows, cols = _box_slices(box, h, w)
-        combined[rows, cols] = np.maximum(combined[rows, cols], heat[rows, cols])
-        inside[rows, cols] = True
+        mask = _box_mask(box, h, w)
+        combined = np.where(mask, np.maximum(combined, heat), combined)
+        inside |= mask
     out = np.where(inside[..., None], overlay(rgb, combined, colormap=colormap, alpha=alpha), rgb)
     for k, box in enumerate(boxes):
         out = draw_box(out, box, labels[k] if labels is not None else "")
