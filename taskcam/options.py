@@ -136,13 +136,14 @@ class RunOptions:
         """
         from taskcam.methods import get_method
 
-        attention = [m for m in self.method_names(loaded) if get_method(m).attention]
+        methods = [get_method(m) for m in self.method_names(loaded)]
+        attention = [m.name for m in methods if m.attention]
         if attention and loaded.is_detector:
             raise TaskcamError(
                 f"--method {', '.join(attention)}: explains a ViT classifier's attention; "
                 f"{loaded.spec} is a detector"
             )
-        layerless = [m for m in self.method_names(loaded) if not get_method(m).uses_layers]
+        layerless = [m.name for m in methods if not m.uses_layers]
         if self.eigen_smooth and layerless:
             raise TaskcamError(
                 f"--eigen-smooth: {', '.join(layerless)} read no layer activations, so there "
@@ -159,7 +160,7 @@ class RunOptions:
                 "--aug-smooth: not for detectors: a flipped or rescaled copy of the image has "
                 "detections of its own, so one detection's map cannot be averaged over them"
             )
-        perturbing = [m for m in self.method_names(loaded) if get_method(m).perturbation]
+        perturbing = [m.name for m in methods if m.perturbation]
         if self.what != "score" and perturbing:
             raise TaskcamError(
                 f"--what {self.what}: {', '.join(perturbing)} explain a detection's score "

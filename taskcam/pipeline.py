@@ -82,8 +82,6 @@ def explain_files(
         ['shapes/class..._gradcam.npy', 'shapes/class..._layercam.npy']
     """
     options = run_options(options, **overrides)
-    if loaded.task not in ("classify", "detect", "segment"):
-        raise TaskcamError(f"task {loaded.task!r}: expected classify, detect or segment")
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     videos = [p for p in inputs if is_video(p) and not Path(p).is_dir()]

@@ -196,8 +196,6 @@ def explain_videos(
         ['a.mp4', 'b.mp4']
     """
     options = run_options(options, **overrides)
-    if loaded.task not in ("classify", "detect", "segment"):
-        raise TaskcamError(f"task {loaded.task!r}: expected classify, detect or segment")
     paths = [Path(p) for p in paths]
     if not paths:
         raise TaskcamError("no videos given")
