@@ -20,9 +20,19 @@ What this relies on in ultralytics 8.x (``ultralytics/nn/modules/head.py``), eva
 * ``Segment.forward`` returns ``((y, protos), preds)`` with ``y: Tensor[B, 4 + nc + nm, A]``
   (mask coefficients last) and ``protos: Tensor[B, nm, H/4, W/4]``; older releases returned
   ``(y, (feats, mc, protos))``, and export mode ``(y, protos)``. All of these are accepted.
-* End-to-end heads (YOLOv10, YOLO26) return top-k boxes without anchor indices when
-  ``head.end2end`` is on; :func:`load_yolo` switches such a head to its one-to-many branch
-  (``end2end = False``) so that candidates exist. Training mode returns a dict and is refused.
+* End-to-end heads (YOLOv10, YOLO26; ``head.end2end`` on) put top-k rows
+  ``x1, y1, x2, y2, score, class`` first, with no anchor index, and the raw outputs of both
+  branches in a dict: ``preds["one2one"]`` holds the one-to-one branch's box distances, class
+  logits (and mask coefficients) per anchor, computed in eval mode from the neck outputs
+  themselves, so gradients reach them. ``predict`` returns the one-to-one branch's detections
+  (top-k over anchors × classes, no NMS), so that branch is what is explained: the head decodes
+  ``preds["one2one"]`` into per-anchor candidates (``Tensor[B, 4 + nc (+ nm), A]``, boxes turned
+  into ``cx, cy, w, h``), :func:`detect` selects from them as ``predict`` does, and targets read
+  them; such targets need the model (:meth:`YoloAdapter.targets`, or ``model=`` of
+  :func:`detection_targets`). The model's ``end2end`` flag is left as it is: with it off, the
+  head's one-to-many output and NMS are explained, as ``predict`` would then use. Releases
+  whose one-to-one outputs are a list of detached per-level maps (before 8.4) are refused with a
+  message. Training mode returns a dict and is refused.
 
 Example:
     >>> import numpy as np, taskcam
@@ -188,9 +198,7 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
             "path_or_yaml: expected a .pt checkpoint, an ultralytics .onnx export or a .yaml "
             f"model, got {str(path_or_yaml)!r}"
         )
-    head = model.model[-1]
-    if getattr(head, "end2end", False) and getattr(head, "cv2", None) is not None:
-        head.end2end = False  # the one-to-many branch keeps one prediction per anchor
+    # an end-to-end head keeps its flag: its one-to-one branch is what predict returns
     return model.float().eval()
 
 
@@ -473,18 +481,30 @@ def letterbox(
 
 
 # -- raw outputs ---------------------------------------------------------------------------------
-def _split(output: Any) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+def _split(
+    output: Any, head: Optional[nn.Module] = None
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """``(preds Tensor[B, 4 + nc (+ nm), A], protos Tensor[B, nm, h, w] or None)``."""
+    preds, protos, _ = _parse(output, head)
+    return preds, protos
+
+
+def _parse(
+    output: Any, head: Optional[nn.Module] = None
+) -> tuple[torch.Tensor, Optional[torch.Tensor], bool]:
+    """:func:`_split` plus whether the candidates are an end-to-end head's one-to-one branch."""
     if isinstance(output, dict):
         raise TaskcamError(
             "the YOLO output is a dict of raw head outputs (a model in training mode); call "
             "model.eval() first"
         )
+    raw = None  # the head's raw outputs, when they come along
     if isinstance(output, torch.Tensor):
         preds, protos = output, None
     elif isinstance(output, (tuple, list)) and output:
         first = output[0]
         rest = output[1] if len(output) > 1 else None
+        raw = rest if isinstance(rest, dict) else None
         if isinstance(first, (tuple, list)):  # ((y, protos), preds): Segment, 8.3+
             preds, protos = first[0], first[1] if len(first) > 1 else None
         elif isinstance(rest, torch.Tensor) and rest.ndim == 4:  # (y, protos): Segment export
@@ -503,34 +523,76 @@ def _split(output: Any) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     if not isinstance(preds, torch.Tensor) or preds.ndim != 3:
         got = tuple(preds.shape) if isinstance(preds, torch.Tensor) else type(preds).__name__
         raise TaskcamError(f"YOLO predictions must be Tensor[B, 4 + nc, A], got {got}")
+    nm = 0 if protos is None else protos.shape[1]
+    if raw is not None and "one2one" in raw and not _per_anchor(preds, raw["one2one"], nm):
+        return _one_to_one(raw["one2one"], head), protos, True
     # top-k rows of x1, y1, x2, y2, score, class (+ mask coefficients); a small input with
     # many classes can have fewer anchors than rows without being one
-    nm = 0 if protos is None else protos.shape[1]
     if preds.shape[1] > preds.shape[2] and preds.shape[2] == 6 + nm:
         raise TaskcamError(
             f"YOLO predictions of shape {tuple(preds.shape)} look like end-to-end top-k output "
-            "(no anchor dimension); load the model with load_yolo, which turns end2end off"
+            "without the head's raw one-to-one outputs (an export-mode head), so no anchor "
+            "is known; run the model with its head's export flag off"
         )
-    return preds, protos
+    return preds, protos, False
 
 
-def raw_predictions(output: Any) -> torch.Tensor:
+def _per_anchor(preds: torch.Tensor, one2one: Any, nm: int) -> bool:
+    """Whether ``preds`` holds one column per anchor (the head's ``end2end`` is off) rather
+    than top-k rows of ``6 + nm`` values."""
+    if isinstance(one2one, dict) and isinstance(one2one.get("scores"), torch.Tensor):
+        _, nc, anchors = one2one["scores"].shape  # [B, nc, A]
+        return preds.shape[1:] == (4 + nc + nm, anchors)
+    if isinstance(one2one, (list, tuple)):  # older releases: per-level [B, no, h, w] maps
+        anchors = sum(t.shape[2] * t.shape[3] for t in one2one if t.ndim == 4)
+        return preds.shape[2] == anchors and preds.shape[1] != 6 + nm
+    return True
+
+
+def _one_to_one(one2one: Any, head: Optional[nn.Module]) -> torch.Tensor:
+    """``Tensor[B, 4 + nc (+ nm), A]``: an end-to-end head's one-to-one branch per anchor,
+    decoded by the head itself, boxes as ``cx, cy, w, h``; differentiable."""
+    if not isinstance(one2one, dict):
+        raise TaskcamError(
+            "this ultralytics release computes an end-to-end head's one-to-one branch on "
+            "detached features and returns it as per-level maps, so its detections cannot be "
+            "explained; upgrade ultralytics (8.4 or later), or set model.model[-1].end2end = "
+            "False to explain the one-to-many branch (with NMS)"
+        )
+    if head is None:
+        raise TaskcamError(
+            "the model has an end-to-end head (YOLOv10, YOLO26): decoding its one-to-one "
+            "predictions needs the model; build targets with YoloAdapter.targets or "
+            "detection_targets(dets, model=model), or pass model= to raw_predictions"
+        )
+    decoded = head._inference(one2one)  # [B, 4 + nc (+ nm), A]
+    if not (getattr(head, "end2end", True) or getattr(head, "xyxy", False)):
+        return decoded  # boxes came out as cx, cy, w, h already
+    x1, y1, x2, y2 = decoded[:, :4].unbind(1)
+    boxes = torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=1)
+    return torch.cat([boxes, decoded[:, 4:]], dim=1)
+
+
+def raw_predictions(output: Any, model: Optional[nn.Module] = None) -> torch.Tensor:
     """``Tensor[B, 4 + nc (+ nm), A]``: every anchor's candidate in a YOLO model's eval output.
 
     Rows are ``cx, cy, w, h`` in input pixels, the ``nc`` sigmoid class scores, then (segment
     models) the ``nm`` mask coefficients. Columns are the ``A`` anchors of all levels, finest
-    stride first. Gradients flow through it.
+    stride first. Gradients flow through it. For an end-to-end head (YOLOv10, YOLO26) these
+    are its one-to-one branch's candidates, the ones ``predict`` selects from.
 
     Args:
         output: what ``model(x)`` returned in eval mode (tuple forms of ultralytics 8.x, see
             the module docstring).
+        model: the model that produced ``output``; needed for end-to-end heads, whose head
+            decodes its one-to-one outputs.
 
     Example:
         >>> m = load_yolo("yolov8n.yaml", nc=4)
         >>> raw_predictions(m(torch.rand(1, 3, 64, 64))).shape
         torch.Size([1, 8, 84])
     """
-    return _split(output)[0]
+    return _split(output, None if model is None else _head(model))[0]
 
 
 def _num_classes(preds: torch.Tensor, protos: Optional[torch.Tensor]) -> int:
@@ -566,17 +628,20 @@ def detect(
     iou: float = 0.7,
     max_det: int = 100,
 ) -> list[Detections]:
-    """Detect without gradients, with NMS that keeps each detection's anchor candidate.
+    """Detect without gradients, keeping each detection's anchor candidate.
 
-    Like ultralytics' default (single-label) NMS: each anchor keeps its best class, anchors
-    scoring above ``conf`` go through per-class NMS (``torchvision.ops.batched_nms``), and the
-    best ``max_det`` remain. The model's train/eval flags are restored afterwards.
+    Like ultralytics' ``predict``. For most heads, its default (single-label) NMS: each
+    anchor keeps its best class, anchors scoring above ``conf`` go through per-class NMS
+    (``torchvision.ops.batched_nms``), and the best ``max_det`` remain. For an end-to-end head
+    (YOLOv10, YOLO26, ``end2end`` on), no NMS: the ``max_det`` best (anchor, class) pairs of
+    its one-to-one branch that score above ``conf``, so an anchor can appear once per class.
+    The model's train/eval flags are restored afterwards.
 
     Args:
         model: a YOLO ``DetectionModel`` or ``SegmentationModel``.
         x: ``Tensor[B, 3, H, W]`` in [0, 1] (see :func:`letterbox`).
         conf: minimum class score.
-        iou: NMS IoU threshold.
+        iou: NMS IoU threshold (unused by end-to-end heads).
         max_det: detections kept per image.
 
     Returns:
@@ -588,8 +653,6 @@ def detect(
         >>> d.boxes.shape, d.candidates.dtype
         (torch.Size([3, 4]), torch.int64)
     """
-    from torchvision.ops import batched_nms
-
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise TaskcamError(f"x: expected Tensor[B, 3, H, W], got {got}")
@@ -601,29 +664,58 @@ def detect(
     try:
         model.eval()
         with torch.no_grad():
-            preds, protos = _split(model(x))
+            preds, protos, end2end = _parse(model(x), _head(model))
     finally:
         for m, flag in flags:
             m.training = flag
     nc = _num_classes(preds, protos)
+    select = _top_pairs if end2end else _nms
     out: list[Detections] = []
     for b in range(preds.shape[0]):
         p = preds[b].T  # [A, 4 + nc (+ nm)]
-        score, cls = p[:, 4 : 4 + nc].max(dim=1)  # [A]
-        cand = torch.nonzero(score > conf if conf > 0 else score >= 0).flatten()
+        cand, cls = select(p, nc, conf, iou, max_det)
         boxes = _xywh2xyxy(p[cand, :4])
-        keep = batched_nms(boxes, score[cand], cls[cand], iou)[:max_det]
-        cand = cand[keep]
         det = Detections(
-            boxes=boxes[keep],
-            scores=score[cand],
-            classes=cls[cand].long(),
+            boxes=boxes,
+            scores=p[cand, 4 + cls],
+            classes=cls.long(),
             candidates=cand.long(),
         )
         if protos is not None:
-            det.masks = _masks(p[cand, 4 + nc :], protos[b], det.boxes, tuple(x.shape[-2:]))
+            det.masks = _masks(p[cand, 4 + nc :], protos[b], boxes, tuple(x.shape[-2:]))
         out.append(det)
     return out
+
+
+def _nms(
+    p: torch.Tensor, nc: int, conf: float, iou: float, max_det: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(candidates, classes)`` kept by single-label per-class NMS over ``p: [A, 4 + nc...]``."""
+    from torchvision.ops import batched_nms
+
+    score, cls = p[:, 4 : 4 + nc].max(dim=1)  # [A]
+    cand = torch.nonzero(score > conf if conf > 0 else score >= 0).flatten()
+    keep = batched_nms(_xywh2xyxy(p[cand, :4]), score[cand], cls[cand], iou)[:max_det]
+    cand = cand[keep]
+    return cand, cls[cand]
+
+
+def _top_pairs(
+    p: torch.Tensor, nc: int, conf: float, iou: float, max_det: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(candidates, classes)``: the best (anchor, class) pairs above ``conf``, best first.
+
+    The selection of an end-to-end head: the ``k = min(max_det, A)`` anchors with the best
+    class score, then the best ``k`` of their ``k × nc`` pairs (the same pairs as the best
+    ``k`` over all anchors, found with less sorting), then those above ``conf``.
+    """
+    scores = p[:, 4 : 4 + nc]  # [A, nc]
+    k = min(max_det, scores.shape[0])
+    anchors = scores.amax(dim=1).topk(k).indices  # [k]
+    best, pairs = scores[anchors].flatten().topk(k)  # [k]
+    keep = best > conf if conf > 0 else best >= 0
+    pairs = pairs[keep]
+    return anchors[pairs // nc], pairs % nc
 
 
 # -- targets -------------------------------------------------------------------------------------
@@ -638,6 +730,9 @@ class YoloDetectionTarget(DetectionTarget):
         box: the detection's box (input pixels), needed by perturbation methods, which match
             it by D-RISE similarity (:meth:`perturbed`).
         layer: the neck level that predicted it (:func:`candidate_layer`), or None.
+        model: the YOLO model; needed for an end-to-end head (YOLOv10, YOLO26), whose
+            one-to-one outputs its head decodes into candidates (:func:`raw_predictions`).
+            It takes no part in equality or ``repr``.
 
     A candidate beyond the output's anchors (a resized input) scores 0, as the engine's
     contract asks. Flips and rescales move anchors, so ``aug_smooth`` does not suit these
@@ -650,8 +745,21 @@ class YoloDetectionTarget(DetectionTarget):
         torch.Size([2])
     """
 
+    def __init__(
+        self,
+        candidate: int,
+        class_id: int,
+        what: str = "score",
+        *,
+        box: Optional[torch.Tensor] = None,
+        layer: Optional[str] = None,
+        model: Optional[nn.Module] = None,
+    ) -> None:
+        super().__init__(candidate, class_id, what, box=box, layer=layer)
+        self.head = None if model is None else _head(model)
+
     def _preds(self, output: Any) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        preds, protos = _split(output)
+        preds, protos = _split(output, self.head)
         nc = _num_classes(preds, protos)
         if self.class_id >= nc:
             raise TaskcamError(f"class_id {self.class_id} does not exist: the model has {nc}")
@@ -703,9 +811,10 @@ def detection_targets(
 ) -> list[list[YoloDetectionTarget]]:
     """One target per detection, one list per image (instance targets for segment models).
 
-    Each target keeps its detection's box (for perturbation methods) and, when ``model`` is
-    given, the neck level that predicted it (so that the engine explains it with that level
-    when several are hooked).
+    Each target keeps its detection's box (for perturbation methods) and the neck level that
+    predicted it when ``dets`` has ``levels`` (so that the engine explains it with that level
+    when several are hooked). ``model`` is needed for end-to-end heads (YOLOv10, YOLO26):
+    their targets decode the head's one-to-one outputs with it.
 
     The engine needs the same, non-zero number of targets for every image: pass
     ``max_det`` to :func:`detect` and drop images without detections, or explain images
@@ -722,7 +831,7 @@ def detection_targets(
         levels = det.levels or [None] * len(det)
         out.append(
             [
-                cls(int(c), int(k), what, box=box, layer=level)
+                cls(int(c), int(k), what, box=box, layer=level, model=model)
                 for c, k, box, level in zip(
                     det.candidates.tolist(), det.classes.tolist(), det.boxes, levels
                 )
@@ -737,7 +846,8 @@ class YoloAdapter:
     Args:
         model: a ``DetectionModel`` / ``SegmentationModel`` (see :func:`load_yolo`).
         size: the letterbox input side.
-        conf, iou, max_det: NMS settings, as ultralytics' ``predict``.
+        conf, iou, max_det: detection settings, as ultralytics' ``predict`` (end-to-end heads
+            select without NMS and ignore ``iou``).
         class_names: names by class id (default: ``model.names``).
 
     Example:
@@ -783,7 +893,7 @@ class YoloAdapter:
         return dets
 
     def targets(self, dets: Detections, what: str = "score") -> list[YoloDetectionTarget]:
-        return detection_targets([dets], what)[0]
+        return detection_targets([dets], what, self.model)[0]
 
     def default_layers(self) -> list[str]:
         return default_layers(self.model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -293,8 +294,9 @@ def test_other_yolo_generations_are_traced_and_explained(yaml):
 
     torch.manual_seed(0)
     model = load_yolo(yaml, nc=4)
-    # YOLO26 is end-to-end (no NMS); its one-to-many branch gives the anchor candidates
-    assert not getattr(model.model[-1], "end2end", False)
+    # YOLO26's end-to-end flag stays as built (off in ultralytics' yaml builds since 8.4's
+    # external-NMS default): its one-to-many branch and NMS, as predict then uses
+    end2end = getattr(model.model[-1], "end2end", False)
     adapter = YoloAdapter(model, size=64, conf=0.0, max_det=3)
     image = np.random.default_rng(0).integers(0, 256, (50, 80, 3), dtype=np.uint8)
     x, info = adapter.prepare(image)
@@ -307,6 +309,113 @@ def test_other_yolo_generations_are_traced_and_explained(yaml):
     assert maps.shape == (1, 3, 50, 80) and torch.isfinite(maps).all()
     assert not exp.empty.any()
     assert_close(exp.scores[0], dets.boxes[:, 2])  # x2 of each box, input pixels
+    assert getattr(model.model[-1], "end2end", False) == end2end
+
+
+# -- end-to-end heads: what predict returns ------------------------------------------------------
+def _calibrated(yaml: str, image: np.ndarray) -> torch.nn.Module:
+    """A random-weight model whose batch norms took their statistics from ``image``: as built,
+    activations shrink layer after layer and every class score is its bias (ties galore)."""
+    torch.manual_seed(0)
+    model = load_yolo(yaml)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 1.0  # running statistics := this batch's
+    model.train()
+    with torch.no_grad():
+        model(letterbox(image, E2E_SIZE)[0])
+    model.eval()
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return model
+
+
+def _assert_detections_are_predicts(ours: Detections, info, result) -> None:
+    """Our detections, in image pixels, are ultralytics' ``Results`` row for row; a segment
+    model's ``predict`` drops instances whose mask is empty, so theirs are then a subsequence."""
+    boxes, theirs = info.boxes_to_image(ours.boxes), result.boxes
+    keep, j = [], 0
+    for i in range(len(ours)):
+        if (
+            j < len(theirs)
+            and int(ours.classes[i]) == int(theirs.cls[j])
+            and abs(float(ours.scores[i]) - float(theirs.conf[j])) < 1e-3
+        ):
+            keep.append(i)
+            j += 1
+    if result.masks is None:
+        assert keep == list(range(len(ours))) and len(ours) == len(theirs)
+    assert len(keep) == len(theirs) > 0
+    assert_close(boxes[keep], theirs.xyxy, atol=0.1, rtol=0)  # image pixels
+    assert_close(ours.scores[keep], theirs.conf, atol=1e-3, rtol=0)
+    assert torch.equal(ours.classes[keep], theirs.cls.long())
+
+
+E2E_SIZE = 320
+
+
+@pytest.mark.parametrize("yaml", ["yolo26n.yaml", "yolov10n.yaml", "yolo26n-seg.yaml"])
+def test_end_to_end_heads_explain_the_one_to_one_detections_predict_returns(yaml):
+    from skimage import data
+    from ultralytics import YOLO
+
+    from taskcam.adapters.yolo import YoloAdapter
+
+    # built first: building a model flips the training flag of the activation module that
+    # ultralytics' convolutions share
+    yolo = YOLO(yaml, task="segment" if "-seg" in yaml else "detect")
+    image = data.astronaut()  # square: predict's minimal-padding letterbox adds none either
+    model = _calibrated(yaml, image)
+    head = model.model[-1]
+    head.end2end = True  # as predict(nms=False) sets it, and checkpoints saved end-to-end
+    before = _state(model)
+    max_det = 20
+    adapter = YoloAdapter(model, size=E2E_SIZE, conf=0.0, max_det=2 * max_det)
+    x, info = adapter.prepare(image)
+    # a threshold that drops some, between two scores far enough apart that predict's fused
+    # model (rounding differently) keeps the same ones
+    scores = adapter.detect(x)[0].scores
+    gaps = scores[:-1] - scores[1:]
+    n = int(gaps[10:30].argmax()) + 11  # the detections above it
+    conf = float(scores[n - 1] + scores[n]) / 2
+    adapter = YoloAdapter(model, size=E2E_SIZE, conf=conf, max_det=2 * max_det)
+    (dets,) = adapter.detect(x)
+    assert len(dets) == n  # top pairs, no NMS: one anchor may come with several classes
+    assert dets.candidates.unique().numel() < n
+
+    yolo.model = copy.deepcopy(model)  # predict fuses its own copy
+    kwargs = dict(imgsz=E2E_SIZE, conf=conf, max_det=2 * max_det, verbose=False, save=False)
+    (result,) = yolo.predict(image[..., ::-1].copy(), nms=False, **kwargs)  # BGR, as cv2 reads
+    _assert_detections_are_predicts(dets, info, result)
+    # predict's own (fused: the one-to-many branch removed) model gives the same, exactly
+    fused = yolo.predictor.model.model
+    assert fused.model[-1].cv2 is None and fused.model[-1].end2end
+    (same,) = YoloAdapter(fused, size=E2E_SIZE, conf=conf, max_det=2 * max_det).detect(x)
+    assert torch.equal(same.candidates, dets.candidates)
+    assert torch.equal(same.classes, dets.classes)
+
+    # the one-to-one scores are differentiable: non-empty maps, scores as detected
+    picked = dets.select(range(3))
+    targets = adapter.targets(picked)
+    exp = taskcam.explain(model, x, [targets], layers=adapter.default_layers(), method="odam")
+    assert not exp.empty.any() and torch.isfinite(exp.maps).all()
+    assert_close(exp.scores[0], picked.scores)
+    out = model(x)
+    cands = targets[0].candidates(out, int(picked.classes[0]))
+    assert_close(cands.probs[0, picked.candidates[0], picked.classes[0]], picked.scores[0])
+    with pytest.raises(TaskcamError, match="needs the model"):
+        YoloDetectionTarget(int(picked.candidates[0]), int(picked.classes[0]))(out)
+    assert _state(model) == before and head.end2end and head.cv2 is not None
+
+    # with end2end off, predict's NMS over the one-to-many branch is what is explained
+    head.end2end = False
+    (dets,) = YoloAdapter(model, size=E2E_SIZE, conf=0.0, max_det=max_det).detect(x)
+    kwargs.update(conf=0.0, max_det=max_det)
+    yolo.model, yolo.predictor = copy.deepcopy(model), None  # the last one fused its copy
+    (result,) = yolo.predict(image[..., ::-1].copy(), **kwargs)
+    _assert_detections_are_predicts(dets, info, result)
+    assert not head.end2end
 
 
 # -- ultralytics ONNX exports; a trained YOLOv8n on real photos ---------------------------------
