@@ -105,6 +105,18 @@ def _parser() -> argparse.ArgumentParser:
         help="videos: explain every N-th frame (default 1); the annotated video runs at fps / N",
     )
     ex.add_argument(
+        "--faithfulness",
+        action="store_true",
+        help="score each map by deletion and insertion of its target's own score (results "
+        "gain deletion, insertion, faithfulness; the report sorts by it)",
+    )
+    ex.add_argument(
+        "--faithfulness-steps",
+        type=int,
+        default=8,
+        help="steps of the --faithfulness curves (default 8; 2 (N + 1) forwards per map)",
+    )
+    ex.add_argument(
         "--ray",
         nargs="?",
         const="",
@@ -336,6 +348,8 @@ def _run_options(args: argparse.Namespace) -> Any:
         progress=not args.no_progress,
         overwrite=args.overwrite,
         stride=args.stride,
+        faithfulness=args.faithfulness,
+        faithfulness_steps=args.faithfulness_steps,
     )
 
 

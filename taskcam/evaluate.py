@@ -8,10 +8,13 @@ For ``shapes-unet`` the object is the ground-truth region of the explained class
 - ``energy_pg``: share of the map's energy inside the object's box (the energy-based pointing
   game of Wang et al., CVPR-W 2020, is defined on boxes); ``energy_mask``: the same inside the
   object's mask (stricter: the box's corners do not count);
-- ``deletion`` / ``insertion``: AUC of the explained class's probability as the most salient
+- ``deletion`` / ``insertion``: AUC of the explained target's own score as the most salient
   pixels are replaced by / put back into the image's mean colour (Petsiuk et al., BMVC 2018;
-  lower / higher is better). Not the paper's blurred insertion start: a blurred shape keeps
-  its colour, which the shapes classes share, so its score starts near the top;
+  lower / higher is better), divided by the clean image's score
+  (:func:`taskcam.faithfulness.faithfulness`). Not the paper's blurred start: a blurred shape
+  keeps its colour, which the shapes classes share, so its score starts near the top;
+- ``faithfulness``: ``insertion - deletion`` (higher is better); ``beats_centre``: the share of
+  targets whose faithfulness beats that of a Gaussian blob at the object's box centre;
 - ``road_morf`` / ``road_lerf``: ROAD with noisy linear imputation, most / least relevant
   first (lower / higher is better);
 - ``sanity``: Spearman correlation of the maps after every parameter of the model was
@@ -24,6 +27,12 @@ For ``shapes-unet`` the object is the ground-truth region of the explained class
   class-wide map (high here, low there) from an instance-specific one (high in both);
 - ``median_s``: median seconds per explanation (one image, one target; for detectors, one
   image's call explaining all its detections, divided by their number).
+
+Beside the methods, every model gets three rows of maps drawn without the model
+(:func:`taskcam.faithfulness.baseline_maps`, method ``baseline:random``, ``baseline:box`` and
+``baseline:centre``: uniform noise, the filled object box, a Gaussian at its centre with σ =
+10 % of the image side), scored on the same targets: a method that does not beat them does
+not explain the score.
 
 Detectors (``shapes-fasterrcnn``, ``shapes-yolo``) explain every detection that matches a
 ground-truth object (IoU > 0.5, same class), all detections of an image in one call; their
@@ -51,15 +60,9 @@ from tqdm import tqdm
 from taskcam.data.shapes import HELDOUT_SEED, make_sample
 from taskcam.engine import Explainer
 from taskcam.errors import TaskcamError
+from taskcam.faithfulness import BASELINE_MAPS, baseline_maps, faithfulness
 from taskcam.methods import get_method
-from taskcam.metrics import (
-    deletion,
-    energy_pointing_game,
-    insertion,
-    pointing_game,
-    randomization_check,
-    road,
-)
+from taskcam.metrics import energy_pointing_game, pointing_game, randomization_check, road
 
 __all__ = [
     "COLUMNS",
@@ -87,6 +90,8 @@ COLUMNS = (
     "other_energy",
     "median_s",
     "pointing_game_class",
+    "faithfulness",
+    "beats_centre",
 )
 
 
@@ -108,6 +113,8 @@ class EvalRow:
     median_s: float
     other_energy: float = float("nan")
     pointing_game_class: float = float("nan")
+    faithfulness: float = float("nan")
+    beats_centre: float = float("nan")
 
     def as_dict(self) -> dict[str, Any]:
         return {c: getattr(self, c) for c in COLUMNS}
@@ -278,6 +285,7 @@ def evaluate(
             cases = _classification_cases(model, n, seed, size)
         layers = [f"model.{layer}" for layer in layers or []] or None
         bar.total = (bar.total or 0) + len(cases) * len(method_objs)
+        base_rows, centre = _baseline_rows(name, n, cases, tol, steps)
         for method in method_objs:
             bar.set_postfix(model=name, method=method.name)
             cam = Explainer(model, layers, method, reshape=loaded.reshape)
@@ -286,18 +294,47 @@ def evaluate(
             explain_fn = _explain_fn(layers, method, loaded.reshape, [[c.target] for c in sample])
             images = torch.stack([c.image for c in sample])
             steps_done = randomization_check(model, explain_fn, images, max_steps=1)
+            scores, faith = _map_scores(maps, cases, tol, steps)
             rows.append(
                 EvalRow(
                     model=name,
                     method=method.name,
                     images=n,
-                    **_map_scores(maps, cases, tol, steps),
+                    **scores,
                     sanity=float(steps_done[-1].correlation.mean()),
                     median_s=float(statistics.median(times)),
+                    beats_centre=float((faith > centre).mean()),
                 )
             )
+        rows += base_rows
     bar.close()
     return rows
+
+
+def _baseline_rows(
+    name: str, n: int, cases: list[_Case], tol: int, steps: int
+) -> tuple[list[EvalRow], np.ndarray]:
+    """The rows of the maps drawn without the model, and each case's centre-blob
+    faithfulness (what ``beats_centre`` compares with)."""
+    size = cases[0].image.shape[-2:]
+    drawn = [baseline_maps(c.box, *size, seed=i) for i, c in enumerate(cases)]
+    rows, centre = [], np.zeros(len(cases))
+    for kind in BASELINE_MAPS:
+        maps = torch.stack([d[kind] for d in drawn])
+        scores, faith = _map_scores(maps, cases, tol, steps, road_too=False)
+        if kind == "centre":
+            centre = faith
+        rows.append(
+            EvalRow(
+                model=name,
+                method=f"baseline:{kind}",
+                images=n,
+                **scores,
+                sanity=float("nan"),
+                median_s=float("nan"),
+            )
+        )
+    return rows, centre
 
 
 def _load_shapes_models(models: Sequence[str]) -> list[tuple[str, Any]]:
@@ -334,35 +371,43 @@ def _explain_cases(cam: Explainer, cases: list[_Case], bar: Any) -> tuple[torch.
     return torch.stack(maps), times
 
 
-def _map_scores(maps: torch.Tensor, cases: list[_Case], tol: int, steps: int) -> dict[str, float]:
+def _map_scores(
+    maps: torch.Tensor, cases: list[_Case], tol: int, steps: int, *, road_too: bool = True
+) -> tuple[dict[str, float], np.ndarray]:
     """The localisation and faithfulness columns of :class:`EvalRow` for ``maps``
-    (``Tensor[N, S, S]``, one per case), averaged over the cases."""
+    (``Tensor[N, S, S]``, one per case), averaged over the cases, and each case's
+    faithfulness. ``road_too=False`` leaves ROAD out (NaN)."""
     masks = torch.stack([c.mask for c in cases])
     boxes = torch.stack([c.box for c in cases])
     faith: dict[str, list[float]] = {
         "deletion": [],
         "insertion": [],
+        "faithfulness": [],
         "road_morf": [],
         "road_lerf": [],
     }
     for case, sal in zip(cases, maps):
         image, score = case.image, case.score
-        faith["deletion"].append(deletion(score, image, sal, steps=steps, baseline="mean").auc)
-        faith["insertion"].append(insertion(score, image, sal, steps=steps, baseline="mean").auc)
-        faith["road_morf"].append(road(score, image, sal, order="morf").auc)
-        faith["road_lerf"].append(road(score, image, sal, order="lerf").auc)
+        f = faithfulness(score, image, sal, steps=steps, baseline="mean")
+        for key, value in f.as_dict().items():
+            faith[key].append(value)
+        if road_too:
+            faith["road_morf"].append(road(score, image, sal, order="morf").auc)
+            faith["road_lerf"].append(road(score, image, sal, order="lerf").auc)
     return {
         "pointing_game": float(pointing_game(maps, masks, tolerance=tol).float().mean()),
         "energy_pg": float(energy_pointing_game(maps, boxes).mean()),
         "energy_mask": float(energy_pointing_game(maps, masks).mean()),
-        **{key: float(np.mean(values)) for key, values in faith.items()},
-    }
+        **{
+            key: float(np.mean(values)) if values else float("nan") for key, values in faith.items()
+        },
+    }, np.array(faith["faithfulness"])
 
 
 def _detection_rows(name, loaded, methods, n, seed, tol, steps, bar) -> list[EvalRow]:
-    """Every method on the detections of ``n`` held-out images that match an object."""
+    """Every method, and the baselines, on the detections of ``n`` held-out images that match
+    an object."""
     from taskcam.adapters import adapter_for
-    from taskcam.metrics import boxes_to_masks
 
     attention = [m.name for m in methods if m.attention]
     if attention:
@@ -373,49 +418,76 @@ def _detection_rows(name, loaded, methods, n, seed, tol, steps, bar) -> list[Eva
     adapter = adapter_for(loaded)
     images = _detection_images(adapter, loaded, n, seed)
     bar.total = (bar.total or 0) + sum(len(d) for _, d, *_ in images) * len(methods)
+    # per image: the detections' targets and their scores on perturbed copies
+    targets = [adapter.targets(dets) for _, dets, *_ in images]
+    scores = [[_match_score(adapter.model, t.perturbed()) for t in row] for row in targets]
+    drawn = []
+    for x, dets, *_ in images:
+        per_det = [
+            baseline_maps(b.float().cpu(), *x.shape[-2:], seed=k) for k, b in enumerate(dets.boxes)
+        ]
+        drawn.append({kind: torch.stack([d[kind] for d in per_det]) for kind in BASELINE_MAPS})
+    base = {
+        kind: _detection_scores(images, [d[kind] for d in drawn], scores, tol, steps)
+        for kind in BASELINE_MAPS
+    }
+    centre = base["centre"][1]
     rows = []
     for method in methods:
         bar.set_postfix(model=name, method=method.name)
         cam = Explainer(adapter.model, adapter.default_layers(), method)
-        pg, pg_class, energy, energy_mask, other = [], [], [], [], []
-        dele, ins, times = [], [], []
-        for x, dets, all_boxes, masks, class_masks, gt_boxes in images:
-            targets = adapter.targets(dets)
+        maps, times = [], []
+        for (x, *_), row in zip(images, targets):
             start = time.perf_counter()
-            maps = cam(x, [targets]).maps[0]  # [K, S, S]
-            times.append((time.perf_counter() - start) / len(targets))
-            bar.update(len(targets))
-            pg += pointing_game(maps, masks, tolerance=tol).tolist()
-            pg_class += pointing_game(maps, class_masks, tolerance=tol).tolist()
-            energy += energy_pointing_game(maps, gt_boxes).tolist()
-            energy_mask += energy_pointing_game(maps, masks).tolist()
-            all_masks = boxes_to_masks(all_boxes, *maps.shape[-2:])  # [N, S, S]
-            for k, target in enumerate(targets):
-                own = boxes_to_masks(dets.boxes[k : k + 1].float().cpu(), *maps.shape[-2:])[0]
-                rest = all_masks.any(0) & ~own
-                other.append(float(energy_pointing_game(maps[k], rest[None])[0]))
-                score = _match_score(adapter.model, target.perturbed())
-                dele.append(deletion(score, x[0], maps[k], steps=steps, baseline="mean").auc)
-                ins.append(insertion(score, x[0], maps[k], steps=steps, baseline="mean").auc)
-        rows.append(
-            EvalRow(
-                model=name,
-                method=method.name,
-                images=n,
-                pointing_game=float(np.mean(pg)),
-                energy_pg=float(np.mean(energy)),
-                energy_mask=float(np.mean(energy_mask)),
-                deletion=float(np.mean(dele)),
-                insertion=float(np.mean(ins)),
-                road_morf=float("nan"),
-                road_lerf=float("nan"),
-                sanity=float("nan"),
-                median_s=float(statistics.median(times)),
-                other_energy=float(np.mean(other)),
-                pointing_game_class=float(np.mean(pg_class)),
-            )
-        )
+            maps.append(cam(x, [row]).maps[0])  # [K, S, S]
+            times.append((time.perf_counter() - start) / len(row))
+            bar.update(len(row))
+        values, faith = _detection_scores(images, maps, scores, tol, steps)
+        values["median_s"] = float(statistics.median(times))
+        values["beats_centre"] = float((faith > centre).mean())
+        rows.append(EvalRow(model=name, method=method.name, images=n, **values))
+    for kind, (values, _) in base.items():
+        rows.append(EvalRow(model=name, method=f"baseline:{kind}", images=n, **values))
     return rows
+
+
+def _detection_scores(
+    images: list[tuple], maps: list[torch.Tensor], scores: list[list], tol: int, steps: int
+) -> tuple[dict[str, float], np.ndarray]:
+    """The columns of one method's (or baseline's) detection maps, ``maps[i]``:
+    ``Tensor[K, S, S]`` for image ``i``; and each detection's faithfulness."""
+    from taskcam.metrics import boxes_to_masks
+
+    cols: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "pointing_game",
+            "pointing_game_class",
+            "energy_pg",
+            "energy_mask",
+            "other_energy",
+            "deletion",
+            "insertion",
+            "faithfulness",
+        )
+    }
+    for (x, dets, all_boxes, masks, class_masks, gt_boxes), m, fns in zip(images, maps, scores):
+        cols["pointing_game"] += pointing_game(m, masks, tolerance=tol).tolist()
+        cols["pointing_game_class"] += pointing_game(m, class_masks, tolerance=tol).tolist()
+        cols["energy_pg"] += energy_pointing_game(m, gt_boxes).tolist()
+        cols["energy_mask"] += energy_pointing_game(m, masks).tolist()
+        all_masks = boxes_to_masks(all_boxes, *m.shape[-2:])  # [N, S, S]
+        for k, score in enumerate(fns):
+            own = boxes_to_masks(dets.boxes[k : k + 1].float().cpu(), *m.shape[-2:])[0]
+            rest = all_masks.any(0) & ~own
+            cols["other_energy"].append(float(energy_pointing_game(m[k], rest[None])[0]))
+            f = faithfulness(score, x[0], m[k].to(x.device), steps=steps, baseline="mean")
+            for key, value in f.as_dict().items():
+                cols[key].append(value)
+    values = {k: float(np.mean(v)) for k, v in cols.items()}
+    values.update(road_morf=float("nan"), road_lerf=float("nan"), sanity=float("nan"))
+    values.setdefault("median_s", float("nan"))
+    return values, np.array(cols["faithfulness"])
 
 
 def _detection_images(adapter: Any, loaded: Any, n: int, seed: int) -> list[tuple]:

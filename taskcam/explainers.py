@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from taskcam.capture import predict
 from taskcam.engine import Explainer, Explanation
 from taskcam.errors import ImageError, TaskcamError
+from taskcam.faithfulness import target_faithfulness
 from taskcam.io import to_tensor
 from taskcam.layers import default_layer
 from taskcam.loaded import LoadedModel
@@ -203,6 +204,7 @@ class ImageExplainer:
         files: Sequence[str],
         fields: Fields,
         decorate: Decorate,
+        scored: tuple[torch.nn.Module, torch.Tensor],
     ) -> tuple[list[dict[str, Any]], list[list[np.ndarray]], dict[str, np.ndarray]]:
         """Every method on one image: its maps, overlays and records.
 
@@ -215,6 +217,8 @@ class ImageExplainer:
             files: per target, its file name before ``_<method>`` (``class285``, ``det0``).
             fields: per target, the record's fields before the method's.
             decorate: per target, what is drawn on its overlay.
+            scored: the model and the input ``Tensor[1, C, h, w]`` the maps explain; with
+                ``faithfulness`` each record gets its map's deletion and insertion there.
 
         Returns:
             ``(records, tiles, maps)``: records of every method in order, overlays by
@@ -229,11 +233,12 @@ class ImageExplainer:
             exp = run(method)
             method_maps = to_image(exp.maps[0])
             maps[method.name] = method_maps
+            faith = self._faithfulness(scored, targets, exp.maps[0])
             row = []
             for t, target in enumerate(targets):
                 base = f"{folder}/{files[t]}_{method.name}"
                 np.save(out / f"{base}.npy", method_maps[t])
-                record = fields(t, exp)
+                record = {**fields(t, exp), **faith[t]}
                 picture = overlay(image, self._shown(method_maps[t], record), **self._style)
                 picture = decorate(t, record, picture)
                 save_image(out / f"{base}.png", picture)
@@ -252,6 +257,28 @@ class ImageExplainer:
                 records.append(record)
             tiles.append(row)
         return records, tiles, maps
+
+    def _faithfulness(
+        self,
+        scored: tuple[torch.nn.Module, torch.Tensor],
+        targets: list[Target],
+        maps: torch.Tensor,
+    ) -> list[dict[str, float]]:
+        """Per target, its map's ``deletion``, ``insertion`` and ``faithfulness`` (nothing
+        unless the run asks for them)."""
+        if not self.options.faithfulness:
+            return [{} for _ in targets]
+        model, x = scored
+        rows = target_faithfulness(
+            model,
+            x,
+            targets,
+            maps,
+            steps=self.options.faithfulness_steps,
+            batch_size=self.options.batch_size or 32,
+            progress=self.options.progress,
+        )
+        return [{k: round(v, 4) for k, v in row[0].as_dict().items()} for row in rows]
 
     @property
     def _style(self) -> dict[str, Any]:
@@ -368,6 +395,7 @@ class ClassExplainer(ImageExplainer):
             [f"{self.kind}{k}" for k in ids],
             fields,
             decorate or (lambda t, record, picture: picture),
+            (self.loaded.model, x),
         )
         labels = [f"{k} {self._name(k, names)}" for k in ids]
         return ImageResult(self._item(source, image, folder, records, tiles, labels), maps)
@@ -523,6 +551,7 @@ class DetectionExplainer(ImageExplainer):
             [f"{'inst' if self.instances else 'det'}{rank}" for rank in picks],
             fields,
             decorate,
+            (adapter.model, x),
         )
         labels = [f"{r['index']}: {r['class_name']}" for r in records[: len(picks)]]
         item = self._item(source, image, folder, records, tiles, labels)

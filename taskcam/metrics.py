@@ -38,6 +38,7 @@ __all__ = [
     "energy_pointing_game",
     "insertion",
     "linear_impute",
+    "perturbation_start",
     "pointing_game",
     "randomization_check",
     "road",
@@ -169,7 +170,11 @@ def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     return x[0]
 
 
-def _baseline(image: torch.Tensor, baseline: Baseline, blur_sigma: Optional[float]) -> torch.Tensor:
+def perturbation_start(
+    image: torch.Tensor, baseline: Baseline, blur_sigma: Optional[float] = None
+) -> torch.Tensor:
+    """What perturbed pixels of ``image`` (``Tensor[C, H, W]``) become: its blur, its channel
+    means, zeros or a given ``Tensor[C, H, W]`` (see :func:`deletion`'s ``baseline``)."""
     if isinstance(baseline, torch.Tensor):
         if baseline.shape != image.shape:
             raise TaskcamError(
@@ -210,7 +215,7 @@ def _perturbation_curve(
     image, sal = _check_image(image, saliency)
     steps = _positive_int(steps, "steps")
     check_batch_size(batch_size)
-    base = _baseline(image, baseline, blur_sigma)
+    base = perturbation_start(image, baseline, blur_sigma)
     h, w = sal.shape
     n_pixels = h * w
     rank = _ranks(sal, descending=True).view(1, 1, h, w)

@@ -63,6 +63,11 @@ class RunOptions:
         progress: progress bars.
         overwrite: start afresh in an output folder holding another run's results.
         stride: videos: explain every ``stride``-th frame.
+        faithfulness: score each target's map by deletion and insertion of the target's own
+            score (:mod:`taskcam.faithfulness`): records gain ``deletion``, ``insertion`` and
+            ``faithfulness``. Costs ``2 (faithfulness_steps + 1)`` forwards per target and
+            method.
+        faithfulness_steps: steps of those curves.
 
     Raises:
         TaskcamError: a value of the wrong type or range, an unknown method or colormap (each
@@ -93,6 +98,8 @@ class RunOptions:
     progress: bool = True
     overwrite: bool = False
     stride: int = 1
+    faithfulness: bool = False
+    faithfulness_steps: int = 8
 
     def __post_init__(self) -> None:
         from taskcam.masking import check_batch_size
@@ -114,6 +121,9 @@ class RunOptions:
         ):
             raise TaskcamError(f"--conf: expected a score in [0, 1], got {self.conf}")
         check_stride(self.stride)
+        steps = self.faithfulness_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise TaskcamError(f"--faithfulness-steps: expected a whole number >= 1, got {steps!r}")
         check_batch_size(self.batch_size)
         colorize([[0.0]], self.colormap)  # an unknown colormap: the error lists the names
         if isinstance(self.alpha, bool) or not (
@@ -202,6 +212,8 @@ class RunOptions:
             settings["stride"] = self.stride
         # how pictures are drawn, recorded when not the default (so that folders written
         # before these options existed still resume)
+        if self.faithfulness:
+            settings["faithfulness_steps"] = self.faithfulness_steps
         for name, default in (("alpha", 0.5), ("labels", True), ("box_norm", False)):
             if getattr(self, name) != default:
                 settings[name] = getattr(self, name)

@@ -8,6 +8,9 @@ kind, class, score, box or pixels, method and the metrics ``results.json`` holds
 class, kind, method and minimum score; sorting by any numeric field; and a side-by-side view
 of every method for one target.
 
+With ``--faithfulness`` the records' ``faithfulness`` (insertion − deletion of the target's own
+score) is the first field to sort by: descending, the maps to trust come first.
+
 For detections the report adds ``box_energy``: the share of the map's energy inside the
 detection's own box (:func:`taskcam.metrics.energy_pointing_game`), so sorting it ascending
 lists the detections whose map looks elsewhere first.
@@ -156,7 +159,8 @@ def _page_data(results: dict[str, Any], out: Path, *, embed: bool, box_energy: b
                 "targets": targets,
             }
         )
-    first = [k for k in ("score",) if k in numeric]
+    # a --faithfulness run: which maps to trust comes first
+    first = [k for k in ("faithfulness", "score") if k in numeric]
     last = [k for k in _ID_FIELDS if k in numeric]
     middle = [k for k in numeric if k not in first and k not in last]
     return {

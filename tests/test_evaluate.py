@@ -33,10 +33,19 @@ def test_eval_command_writes_csv_json_and_prints_the_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "pointing_game" in printed and "eigencam" in printed
     rows = list(csv.DictReader((out / "eval.csv").open()))
-    assert [r["method"] for r in rows] == ["gradcam", "eigencam"]
+    baselines = ["baseline:random", "baseline:box", "baseline:centre"]
+    assert [r["method"] for r in rows] == ["gradcam", "eigencam", *baselines]
     assert list(rows[0]) == list(COLUMNS)
     data = json.loads((out / "eval.json").read_text())
-    for row in data:
+    by_method = {row["method"]: row for row in data}
+    # the maps drawn without the model: noise orders pixels by chance (faithfulness near 0);
+    # the blob at the object's centre is a strong baseline on these one-object images
+    assert abs(by_method["baseline:random"]["faithfulness"]) < 0.2
+    assert by_method["baseline:centre"]["faithfulness"] > 0.3
+    for row in data[:2]:
+        assert row["faithfulness"] == pytest.approx(row["insertion"] - row["deletion"])
+        assert 0.0 <= row["beats_centre"] <= 1.0
+    for row in data[:2]:
         assert row["model"] == "shapes-cnn" and row["images"] == 3
         for key in ("pointing_game", "energy_pg", "energy_mask", "deletion", "road_morf"):
             assert 0.0 <= row[key] <= 1.0, (key, row[key])
@@ -49,7 +58,7 @@ def test_eval_command_writes_csv_json_and_prints_the_table(tmp_path, capsys):
 
 
 def test_eval_on_a_transformer_uses_its_token_reshape():
-    (row,) = evaluate(["zoo:shapes-vit"], ["gradcam"], n=2, sanity_images=2, progress=False)
+    row = evaluate(["zoo:shapes-vit"], ["gradcam"], n=2, sanity_images=2, progress=False)[0]
     assert row.model == "shapes-vit" and 0.0 <= row.energy_pg <= 1.0
     assert "shapes-vit" in format_table([row])
 
@@ -64,7 +73,7 @@ def test_eval_refuses_what_it_cannot_score():
 
 
 def test_eval_on_the_shapes_unet_scores_region_targets():
-    (row,) = evaluate(["shapes-unet"], ["gradcam"], n=1, sanity_images=1, progress=False)
+    row = evaluate(["shapes-unet"], ["gradcam"], n=1, sanity_images=1, progress=False)[0]
     assert row.model == "shapes-unet" and row.images == 1
     # The Unet's region maps sit on the class region, and deleting the most relevant pixels
     # first drops the class's mean probability over its region faster than its reverse.
@@ -75,8 +84,10 @@ def test_eval_on_the_shapes_unet_scores_region_targets():
 def test_eval_on_shapes_yolo_scores_each_detection():
     # held-out images 3 and 5 hold two objects of one class each
     rows = evaluate(["shapes-yolo"], ["gradcam", "odam"], n=6, progress=False)
-    assert [r.method for r in rows] == ["gradcam", "odam"]
-    for row in rows:
+    baselines = ["baseline:random", "baseline:box", "baseline:centre"]
+    assert [r.method for r in rows] == ["gradcam", "odam", *baselines]
+    assert abs(rows[2].faithfulness) < 0.2  # a random map orders pixels by chance
+    for row in rows[:2]:
         assert row.model == "shapes-yolo" and row.images == 6
         for value in (row.pointing_game, row.energy_pg, row.other_energy, row.deletion):
             assert 0.0 <= value <= 1.0
@@ -87,7 +98,7 @@ def test_eval_on_shapes_yolo_scores_each_detection():
         assert math.isnan(row.sanity) and math.isnan(row.road_morf)
     # ODAM keeps each detection's map on its own object; Grad-CAM's channel averaging
     # spreads it over every object of the class
-    gradcam, odam = rows
+    gradcam, odam = rows[:2]
     assert odam.pointing_game == 1.0 and odam.other_energy < gradcam.other_energy
     # ... so Grad-CAM's peak lands on an object of the class more often than on its own
     assert gradcam.pointing_game_class > gradcam.pointing_game

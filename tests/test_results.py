@@ -91,7 +91,9 @@ def _minimal() -> dict:
 def test_the_schema_refuses_what_breaks_the_contract():
     _validate(_minimal())
     extra = _minimal()
-    extra["items"][0]["targets"][0]["deletion"] = 0.1  # fields are only ever added
+    extra["items"][0]["targets"][0]["box_energy"] = 0.1  # fields are only ever added
+    _validate(extra)
+    extra["items"][0]["targets"][0].update(deletion=0.1, insertion=0.5, faithfulness=0.4)
     _validate(extra)
     broken = []
     for edit in (
@@ -103,10 +105,11 @@ def test_the_schema_refuses_what_breaks_the_contract():
         lambda d: d.update(task="track"),
         lambda d: d["items"][0].pop("width"),
         lambda d: d.pop("complete"),
+        lambda d: d["items"][0]["targets"][0].update(deletion=0.1),  # --faithfulness: all three
     ):
         document = copy.deepcopy(_minimal())
         edit(document)
         with pytest.raises(jsonschema.ValidationError):
             _validate(document)
         broken.append(document)
-    assert len(broken) == 8
+    assert len(broken) == 9
