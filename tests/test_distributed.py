@@ -105,11 +105,13 @@ def test_ray_detector_run_equals_the_single_process_run(local_ray, tmp_path):
 def test_cli_ray_flag_writes_the_same_results(local_ray, tmp_path, capsys):
     folder = _folder(tmp_path / "images", 2, 64)
     args = [str(folder), "--model", "zoo:shapes-cnn", "--no-progress", "--method", "gradcam"]
+    args += ["--faithfulness", "--faithfulness-steps", "2"]  # scored the same way by each actor
     assert main(["explain", *args, "--out", str(tmp_path / "single")]) == 0
     assert main(["explain", *args, "--out", str(tmp_path / "ray"), "--ray"]) == 0
     assert "2 image(s)" in capsys.readouterr().out
     single = json.loads((tmp_path / "single" / "results.json").read_text())
     assert json.loads((tmp_path / "ray" / "results.json").read_text()) == single
+    assert all("faithfulness" in t for item in single["items"] for t in item["targets"])
 
 
 @pytest.mark.parametrize("address", ["ray://127.0.0.1:1", "127.0.0.1:1"])
