@@ -16,10 +16,13 @@ from taskcam.errors import TaskcamError
 
 __all__ = [
     "Cancelled",
+    "SAMPLINGS",
     "auto_batch_size",
     "available_memory",
     "check_batch_size",
     "chunks",
+    "mask_patterns",
+    "patterns_to_masks",
     "rise_masks",
     "run_batches",
     "sample_bytes",
@@ -205,13 +208,120 @@ def rise_masks(
     h, w = size
     cell_h, cell_w = -(-h // grid), -(-w // grid)
     cells = (torch.rand(n, 1, grid, grid, generator=generator) < p).float()
+    dy = torch.randint(0, cell_h, (n,), generator=generator)
+    dx = torch.randint(0, cell_w, (n,), generator=generator)
+    return _smooth(cells, size, dy, dx).to(device)
+
+
+def _smooth(cells: torch.Tensor, size: tuple[int, int], dy: torch.Tensor, dx: torch.Tensor):
+    """``Tensor[n, 1, H, W]``: ``cells`` up-sampled to one cell more than ``size``, each
+    cropped at its own shift ``(dy, dx)`` in pixels (RISE's smoothing and shift)."""
+    n, grid = cells.shape[0], cells.shape[-1]
+    h, w = size
+    cell_h, cell_w = -(-h // grid), -(-w // grid)
     up = F.interpolate(
         cells, size=((grid + 1) * cell_h, (grid + 1) * cell_w), mode="bilinear", align_corners=False
     )
-    dy = torch.randint(0, cell_h, (n,), generator=generator)
-    dx = torch.randint(0, cell_w, (n,), generator=generator)
     rows = (dy[:, None] + torch.arange(h)[None]).long()  # [n, H]
     cols = (dx[:, None] + torch.arange(w)[None]).long()  # [n, W]
     idx = torch.arange(n)[:, None, None]
     masks = up[:, 0][idx, rows[:, :, None], cols[:, None, :]].clamp(0, 1)  # [n, H, W]
-    return masks[:, None].to(device)
+    return masks[:, None]
+
+
+#: how :func:`mask_patterns` draws cell patterns
+SAMPLINGS = ("random", "antithetic", "sobol", "sobol-antithetic")
+
+
+def mask_patterns(
+    n: int,
+    *,
+    grid: int = 16,
+    p: float = 0.5,
+    sampling: str = "random",
+    generator: Optional[torch.Generator] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ``n`` binary cell patterns and shifts of a RISE run, drawn at once so that they can
+    be stratified across masks (the masks themselves: :func:`patterns_to_masks`, per batch).
+
+    * ``"random"``: independent cells kept with probability ``p`` (RISE, D-RISE).
+    * ``"antithetic"``: masks come in pairs, a random pattern and its complement at the same
+      shift, so every pixel's masks sum to exactly ``n / 2`` (antithetic variates,
+      Hammersley & Morton 1956); the complement of a ``p`` pattern keeps ``1 - p`` of the cells,
+      so this needs ``p = 0.5``.
+    * ``"sobol"``: cell ``c`` of mask ``i`` is kept when coordinate ``c`` of the ``i``-th
+      point of a scrambled Sobol sequence (Sobol 1967; Owen 1998) is below ``p``, and the shifts
+      are two more coordinates: every cell is kept in almost exactly ``n p`` masks and pairs of
+      cells are close to independent across masks: the quasi-Monte Carlo masks of Fel et
+      al. ("Look at the Variance! Efficient Black-box Explanations with Sobol-based
+      Sensitivity Analysis", NeurIPS 2021).
+    * ``"sobol-antithetic"``: Sobol patterns, each followed by its complement (``p = 0.5``).
+
+    Args:
+        n: number of masks.
+        grid: cells per side of the binary pattern.
+        p: probability that a cell is kept.
+        sampling: one of :data:`SAMPLINGS`.
+        generator: seeded ``torch.Generator``; it also seeds the Sobol scrambling.
+
+    Returns:
+        ``(cells, shifts)``: ``Tensor[n, 1, grid, grid]`` of 0 and 1, and ``Tensor[n, 2]``, the
+        vertical and horizontal shift of each mask as a fraction of a cell, in [0, 1).
+
+    Example:
+        >>> cells, shifts = mask_patterns(4, grid=2, sampling="antithetic")
+        >>> (cells[0::2] + cells[1::2]).unique().tolist(), torch.equal(shifts[0], shifts[1])
+        ([1.0], True)
+    """
+    if not 0 < p <= 1 or grid < 1 or n < 1:
+        raise TaskcamError(
+            f"mask patterns: need n >= 1, 0 < p <= 1 and grid >= 1, got n={n}, p={p}, grid={grid}"
+        )
+    if sampling not in SAMPLINGS:
+        raise TaskcamError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+    paired = sampling.endswith("antithetic")
+    if paired and p != 0.5:
+        raise TaskcamError(
+            f"sampling={sampling!r} pairs masks with complements: needs p=0.5, got {p}"
+        )
+    m = -(-n // 2) if paired else n
+    if sampling.startswith("sobol"):
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        engine = torch.quasirandom.SobolEngine(grid * grid + 2, scramble=True, seed=seed)
+        points = engine.draw(m, dtype=torch.float64).float()  # [m, grid² + 2]
+        cells = (points[:, : grid * grid] < p).float().view(m, 1, grid, grid)
+        shifts = points[:, grid * grid :]
+    else:
+        cells = (torch.rand(m, 1, grid, grid, generator=generator) < p).float()
+        shifts = torch.rand(m, 2, generator=generator)
+    if paired:  # [c0, 1 - c0, c1, 1 - c1, ...]
+        cells = torch.stack([cells, 1 - cells], 1).flatten(0, 1)[:n]
+        shifts = shifts.repeat_interleave(2, 0)[:n]
+    return cells, shifts
+
+
+def patterns_to_masks(
+    cells: torch.Tensor, shifts: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """Smooth masks from :func:`mask_patterns`' cells and shifts, as :func:`rise_masks` makes
+    them: up-sampled bilinearly to one cell more than the image and cropped at the shift.
+
+    Args:
+        cells: ``Tensor[n, 1, grid, grid]``.
+        shifts: ``Tensor[n, 2]`` in [0, 1), fractions of a cell.
+        size: ``(H, W)`` of the image.
+
+    Returns:
+        ``Tensor[n, 1, H, W]`` in [0, 1].
+
+    Example:
+        >>> cells, shifts = mask_patterns(2, grid=4, sampling="antithetic")
+        >>> masks = patterns_to_masks(cells, shifts, (32, 48))
+        >>> masks.shape, bool(torch.allclose(masks.sum(0), torch.ones(1, 32, 48)))
+        (torch.Size([2, 1, 32, 48]), True)
+    """
+    grid = cells.shape[-1]
+    cell_h, cell_w = -(-size[0] // grid), -(-size[1] // grid)
+    dy = (shifts[:, 0] * cell_h).long().clamp(0, cell_h - 1)
+    dx = (shifts[:, 1] * cell_w).long().clamp(0, cell_w - 1)
+    return _smooth(cells.float(), size, dy, dx)

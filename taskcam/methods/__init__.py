@@ -15,7 +15,7 @@ from taskcam.methods.base import (
     register,
     unregister,
 )
-from taskcam.methods.drise import DRISE
+from taskcam.methods.drise import DRISE, FastDRISE
 from taskcam.methods.eigen import EigenCAM, EigenGradCAM
 from taskcam.methods.gradient import (
     CAM,
@@ -50,6 +50,7 @@ BUILTIN: tuple[type[Method], ...] = (
     FastScoreCAM,
     FastAblationCAM,
     RISE,
+    FastDRISE,  # before drise: the attention methods and drise are listed last
     DRISE,
     Rollout,
     GradRollout,
@@ -68,6 +69,7 @@ __all__ = [
     "EigenCAM",
     "EigenGradCAM",
     "FastAblationCAM",
+    "FastDRISE",
     "FastScoreCAM",
     "GradCAM",
     "GradCAMElementWise",
