@@ -278,7 +278,9 @@ class Explainer:
         with Capture(self.model, [], need_grad=False), torch.no_grad():
             output = self.model(x)
             scores = target_scores(output, targets)
-            sal = self.method.saliency(self.model, x, score, progress=self.progress)
+            sal = self.method.saliency(
+                self.model, x, score, progress=self.progress, batch_size=self.batch_size
+            )
         maps, empty = normalize_maps(sal)
         return Explanation(
             maps=maps,

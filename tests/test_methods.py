@@ -528,3 +528,16 @@ def test_guided_backprop_gates_relu6_modules():
     with GuidedReLU():
         y = (torch.nn.Hardtanh()(z) * torch.tensor([-2.0, 3.0])).sum()
     assert torch.autograd.grad(y, z)[0].tolist() == [-2.0, 3.0]
+
+
+def test_the_explainers_batch_size_reaches_black_box_methods():
+    net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    calls = []
+    net.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    rise = taskcam.get_method("rise", n_masks=10)
+    explain(net, torch.rand(1, 3, 16, 16), [ClassTarget(0)], method=rise, batch_size=4)
+    assert calls == [1, 4, 4, 2]  # the clean forward, then 10 masks 4 at a time
+    calls.clear()  # a method's own batch size comes first
+    own = taskcam.get_method("rise", n_masks=10, batch_size=5)
+    explain(net, torch.rand(1, 3, 16, 16), [ClassTarget(0)], method=own, batch_size=4)
+    assert calls == [1, 5, 5]

@@ -124,11 +124,13 @@ class Method:
         score: Callable[[Any, int], torch.Tensor],
         *,
         progress: bool = False,
+        batch_size: Optional[int] = None,
     ) -> torch.Tensor:  # pragma: no cover - only black-box methods implement it
         """``Tensor[B, T, H, W]`` for methods with ``uses_layers = False``.
 
         ``score(output, b)`` gives image ``b``'s ``T`` target scores, ``Tensor[N, T]``, on
-        the output of ``N`` perturbed copies of it.
+        the output of ``N`` perturbed copies of it. ``batch_size`` is the explainer's
+        (perturbed inputs per forward), used when the method has none of its own.
         """
         raise NotImplementedError
 

@@ -106,9 +106,10 @@ class RISE(Method):
         score: Callable[[Any, int], torch.Tensor],
         *,
         progress: bool = False,
+        batch_size: Optional[int] = None,
     ) -> torch.Tensor:
         size = tuple(inputs.shape[-2:])
-        batch = self.batch_size or auto_batch_size(
+        batch = self.batch_size or batch_size or auto_batch_size(
             sample_bytes(model, inputs[:1]), inputs.device, self.memory_budget
         )
         maps = []
