@@ -109,8 +109,10 @@ class RISE(Method):
         batch_size: Optional[int] = None,
     ) -> torch.Tensor:
         size = tuple(inputs.shape[-2:])
-        batch = self.batch_size or batch_size or auto_batch_size(
-            sample_bytes(model, inputs[:1]), inputs.device, self.memory_budget
+        batch = (
+            self.batch_size
+            or batch_size
+            or auto_batch_size(sample_bytes(model, inputs[:1]), inputs.device, self.memory_budget)
         )
         maps = []
         for b in range(inputs.shape[0]):
