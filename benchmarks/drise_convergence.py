@@ -46,7 +46,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
-from yolo_photos import nudenet_onnx, photos
+from yolo_photos import _round, nudenet_onnx, photos
 
 import taskcam
 from taskcam.metrics import spearman
@@ -122,16 +122,6 @@ def explain(model, x, targets, name: str, options: dict[str, Any]) -> tuple[torc
     start = time.perf_counter()
     exp = taskcam.explain(model, x, [targets], method=taskcam.get_method(name, **options))
     return exp.maps[0], time.perf_counter() - start
-
-
-def _round(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return round(obj, 4)
-    if isinstance(obj, dict):
-        return {k: _round(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_round(v) for v in obj]
-    return obj
 
 
 def main(argv: Optional[list[str]] = None) -> int:
