@@ -174,6 +174,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("-n", "--images", type=int, default=100, help="held-out images per model")
     ev.add_argument("--tolerance", type=int, help="pointing-game tolerance in pixels")
     ev.add_argument("--sanity-images", type=int, default=8)
+    ev.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (16)")
+    ev.add_argument(
+        "--baseline",
+        default="mean",
+        choices=("mean", "blur", "zero"),
+        help="what deleted pixels become (mean colour: a blurred shape is still recognised)",
+    )
     ev.add_argument("--out", default="taskcam-eval", help="folder for eval.csv and eval.json")
     ev.add_argument("--no-progress", action="store_true")
 
@@ -230,6 +237,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         n=args.images,
         tolerance=args.tolerance,
         sanity_images=args.sanity_images,
+        steps=args.steps,
+        baseline=args.baseline,
         progress=not args.no_progress,
     )
     print(format_table(rows))

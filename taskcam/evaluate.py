@@ -231,6 +231,7 @@ def evaluate(
     tolerance: Optional[int] = None,
     sanity_images: int = 8,
     steps: int = 16,
+    baseline: str = "mean",
     progress: bool = True,
 ) -> list[EvalRow]:
     """Score ``methods`` on the shapes zoo ``models`` over ``n`` held-out images.
@@ -251,6 +252,8 @@ def evaluate(
             to the model's input size.
         sanity_images: explanations used by the randomisation sanity check.
         steps: deletion/insertion curve steps.
+        baseline: what deleted pixels become (``"mean"``, ``"blur"``, ``"zero"``; see
+            :func:`taskcam.metrics.deletion`).
         progress: progress bar over (model, method, explanation).
 
     Returns:
@@ -263,6 +266,10 @@ def evaluate(
     """
     if n < 1:
         raise TaskcamError(f"-n: need at least one image, got {n}")
+    if baseline not in ("mean", "blur", "zero"):
+        raise TaskcamError(f"--baseline: expected mean, blur or zero, got {baseline!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise TaskcamError(f"--steps: expected a whole number >= 1, got {steps!r}")
     method_objs = [get_method(m) for m in methods]
     loaded_models = _load_shapes_models(models)
 
@@ -272,7 +279,8 @@ def evaluate(
         size = loaded.preprocess.size[0]
         tol = tolerance if tolerance is not None else max(1, round(15 * size / 224))
         if loaded.task == "detect":
-            rows += _detection_rows(name, loaded, method_objs, n, seed, tol, steps, bar)
+            curve = (steps, baseline)
+            rows += _detection_rows(name, loaded, method_objs, n, seed, tol, curve, bar)
             continue
         model = _Normalised(loaded.model, loaded.preprocess.mean, loaded.preprocess.std).eval()
         layers = loaded.layers
@@ -285,7 +293,7 @@ def evaluate(
             cases = _classification_cases(model, n, seed, size)
         layers = [f"model.{layer}" for layer in layers or []] or None
         bar.total = (bar.total or 0) + len(cases) * len(method_objs)
-        base_rows, centre = _baseline_rows(name, n, cases, tol, steps)
+        base_rows, centre = _baseline_rows(name, n, cases, tol, (steps, baseline))
         for method in method_objs:
             bar.set_postfix(model=name, method=method.name)
             cam = Explainer(model, layers, method, reshape=loaded.reshape)
@@ -294,7 +302,7 @@ def evaluate(
             explain_fn = _explain_fn(layers, method, loaded.reshape, [[c.target] for c in sample])
             images = torch.stack([c.image for c in sample])
             steps_done = randomization_check(model, explain_fn, images, max_steps=1)
-            scores, faith = _map_scores(maps, cases, tol, steps)
+            scores, faith = _map_scores(maps, cases, tol, (steps, baseline))
             rows.append(
                 EvalRow(
                     model=name,
@@ -312,7 +320,7 @@ def evaluate(
 
 
 def _baseline_rows(
-    name: str, n: int, cases: list[_Case], tol: int, steps: int
+    name: str, n: int, cases: list[_Case], tol: int, curve: tuple[int, str]
 ) -> tuple[list[EvalRow], np.ndarray]:
     """The rows of the maps drawn without the model, and each case's centre-blob
     faithfulness (what ``beats_centre`` compares with)."""
@@ -321,7 +329,7 @@ def _baseline_rows(
     rows, centre = [], np.zeros(len(cases))
     for kind in BASELINE_MAPS:
         maps = torch.stack([d[kind] for d in drawn])
-        scores, faith = _map_scores(maps, cases, tol, steps, road_too=False)
+        scores, faith = _map_scores(maps, cases, tol, curve, road_too=False)
         if kind == "centre":
             centre = faith
         rows.append(
@@ -372,7 +380,12 @@ def _explain_cases(cam: Explainer, cases: list[_Case], bar: Any) -> tuple[torch.
 
 
 def _map_scores(
-    maps: torch.Tensor, cases: list[_Case], tol: int, steps: int, *, road_too: bool = True
+    maps: torch.Tensor,
+    cases: list[_Case],
+    tol: int,
+    curve: tuple[int, str],
+    *,
+    road_too: bool = True,
 ) -> tuple[dict[str, float], np.ndarray]:
     """The localisation and faithfulness columns of :class:`EvalRow` for ``maps``
     (``Tensor[N, S, S]``, one per case), averaged over the cases, and each case's
@@ -388,7 +401,7 @@ def _map_scores(
     }
     for case, sal in zip(cases, maps):
         image, score = case.image, case.score
-        f = faithfulness(score, image, sal, steps=steps, baseline="mean")
+        f = faithfulness(score, image, sal, steps=curve[0], baseline=curve[1])
         for key, value in f.as_dict().items():
             faith[key].append(value)
         if road_too:
@@ -404,7 +417,7 @@ def _map_scores(
     }, np.array(faith["faithfulness"])
 
 
-def _detection_rows(name, loaded, methods, n, seed, tol, steps, bar) -> list[EvalRow]:
+def _detection_rows(name, loaded, methods, n, seed, tol, curve, bar) -> list[EvalRow]:
     """Every method, and the baselines, on the detections of ``n`` held-out images that match
     an object."""
     from taskcam.adapters import adapter_for
@@ -428,7 +441,7 @@ def _detection_rows(name, loaded, methods, n, seed, tol, steps, bar) -> list[Eva
         ]
         drawn.append({kind: torch.stack([d[kind] for d in per_det]) for kind in BASELINE_MAPS})
     base = {
-        kind: _detection_scores(images, [d[kind] for d in drawn], scores, tol, steps)
+        kind: _detection_scores(images, [d[kind] for d in drawn], scores, tol, curve)
         for kind in BASELINE_MAPS
     }
     centre = base["centre"][1]
@@ -442,7 +455,7 @@ def _detection_rows(name, loaded, methods, n, seed, tol, steps, bar) -> list[Eva
             maps.append(cam(x, [row]).maps[0])  # [K, S, S]
             times.append((time.perf_counter() - start) / len(row))
             bar.update(len(row))
-        values, faith = _detection_scores(images, maps, scores, tol, steps)
+        values, faith = _detection_scores(images, maps, scores, tol, curve)
         values["median_s"] = float(statistics.median(times))
         values["beats_centre"] = float((faith > centre).mean())
         rows.append(EvalRow(model=name, method=method.name, images=n, **values))
@@ -452,7 +465,11 @@ def _detection_rows(name, loaded, methods, n, seed, tol, steps, bar) -> list[Eva
 
 
 def _detection_scores(
-    images: list[tuple], maps: list[torch.Tensor], scores: list[list], tol: int, steps: int
+    images: list[tuple],
+    maps: list[torch.Tensor],
+    scores: list[list],
+    tol: int,
+    curve: tuple[int, str],
 ) -> tuple[dict[str, float], np.ndarray]:
     """The columns of one method's (or baseline's) detection maps, ``maps[i]``:
     ``Tensor[K, S, S]`` for image ``i``; and each detection's faithfulness."""
@@ -481,7 +498,7 @@ def _detection_scores(
             own = boxes_to_masks(dets.boxes[k : k + 1].float().cpu(), *m.shape[-2:])[0]
             rest = all_masks.any(0) & ~own
             cols["other_energy"].append(float(energy_pointing_game(m[k], rest[None])[0]))
-            f = faithfulness(score, x[0], m[k].to(x.device), steps=steps, baseline="mean")
+            f = faithfulness(score, x[0], m[k].to(x.device), steps=curve[0], baseline=curve[1])
             for key, value in f.as_dict().items():
                 cols[key].append(value)
     values = {k: float(np.mean(v)) for k, v in cols.items()}

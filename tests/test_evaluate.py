@@ -24,6 +24,10 @@ def test_eval_command_writes_csv_json_and_prints_the_table(tmp_path, capsys):
             "3",
             "--sanity-images",
             "2",
+            "--steps",
+            "8",
+            "--baseline",
+            "mean",
             "--out",
             str(out),
             "--no-progress",
@@ -68,6 +72,10 @@ def test_eval_refuses_what_it_cannot_score():
         evaluate(["efficientnet-lite0"], ["gradcam"], n=2, progress=False)
     with pytest.raises(TaskcamError, match="at least one image, got 0"):
         evaluate(["shapes-cnn"], ["gradcam"], n=0, progress=False)
+    with pytest.raises(TaskcamError, match="--baseline: expected mean, blur or zero, got 'noise'"):
+        evaluate(["shapes-cnn"], ["gradcam"], n=2, baseline="noise", progress=False)
+    with pytest.raises(TaskcamError, match="--steps: expected a whole number >= 1, got 0"):
+        evaluate(["shapes-cnn"], ["gradcam"], n=2, steps=0, progress=False)
     with pytest.raises(TaskcamError, match="no zoo model 'shapes-gan'"):
         evaluate(["shapes-gan"], ["gradcam"], n=2, progress=False)
 
