@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Optional, Union
 
 import torch
@@ -278,9 +279,10 @@ class Explainer:
         with Capture(self.model, [], need_grad=False), torch.no_grad():
             output = self.model(x)
             scores = target_scores(output, targets)
-            sal = self.method.saliency(
-                self.model, x, score, progress=self.progress, batch_size=self.batch_size
-            )
+            extra = {}
+            if "batch_size" in inspect.signature(self.method.saliency).parameters:
+                extra["batch_size"] = self.batch_size  # methods written before it was passed
+            sal = self.method.saliency(self.model, x, score, progress=self.progress, **extra)
         maps, empty = normalize_maps(sal)
         return Explanation(
             maps=maps,

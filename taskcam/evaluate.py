@@ -435,9 +435,10 @@ def _detection_rows(name, loaded, methods, n, seed, tol, curve, bar) -> list[Eva
     targets = [adapter.targets(dets) for _, dets, *_ in images]
     scores = [[_match_score(adapter.model, t.perturbed()) for t in row] for row in targets]
     drawn = []
-    for x, dets, *_ in images:
+    for i, (x, dets, *_) in enumerate(images):
         per_det = [
-            baseline_maps(b.float().cpu(), *x.shape[-2:], seed=k) for k, b in enumerate(dets.boxes)
+            baseline_maps(b.float().cpu(), *x.shape[-2:], seed=1000 * i + k)
+            for k, b in enumerate(dets.boxes)
         ]
         drawn.append({kind: torch.stack([d[kind] for d in per_det]) for kind in BASELINE_MAPS})
     base = {

@@ -233,7 +233,7 @@ class ImageExplainer:
             exp = run(method)
             method_maps = to_image(exp.maps[0])
             maps[method.name] = method_maps
-            faith = self._faithfulness(scored, targets, exp.maps[0])
+            faith = self._faithfulness(scored, targets, exp)
             row = []
             for t, target in enumerate(targets):
                 base = f"{folder}/{files[t]}_{method.name}"
@@ -262,23 +262,29 @@ class ImageExplainer:
         self,
         scored: tuple[torch.nn.Module, torch.Tensor],
         targets: list[Target],
-        maps: torch.Tensor,
+        exp: Explanation,
     ) -> list[dict[str, float]]:
         """Per target, its map's ``deletion``, ``insertion`` and ``faithfulness`` (nothing
-        unless the run asks for them)."""
-        if not self.options.faithfulness:
+        unless the run asks for them, and nothing for a map flagged empty: an all-zero map
+        ranks no pixel above another)."""
+        scoring = [self.options.faithfulness and not bool(e) for e in exp.empty[0]]
+        if not any(scoring):
             return [{} for _ in targets]
         model, x = scored
+        picked = [k for k, on in enumerate(scoring) if on]
         rows = target_faithfulness(
             model,
             x,
-            targets,
-            maps,
+            [targets[k] for k in picked],
+            exp.maps[0, picked],
             steps=self.options.faithfulness_steps,
             batch_size=self.options.batch_size or 32,
             progress=self.options.progress,
         )
-        return [{k: round(v, 4) for k, v in row[0].as_dict().items()} for row in rows]
+        out: list[dict[str, float]] = [{} for _ in targets]
+        for k, row in zip(picked, rows):
+            out[k] = {name: round(v, 4) for name, v in row[0].as_dict().items()}
+        return out
 
     @property
     def _style(self) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from taskcam.capture import ModelState
 from taskcam.errors import TaskcamError
 from taskcam.masking import check_batch_size, run_batches
 from taskcam.metrics import Baseline, MetricCurve, ScoreFn, boxes_to_masks, perturbation_start
@@ -326,7 +327,8 @@ def target_faithfulness(
     """Deletion and insertion of each target's own score for its map(s), one image.
 
     Args:
-        model: the explained model, in the mode it was explained in (it is not changed).
+        model: the explained model; it runs in eval mode, and its train/eval flags are
+            restored afterwards.
         image: ``Tensor[1, C, H, W]`` or ``Tensor[C, H, W]``, the model's input.
         targets: the ``T`` explained targets.
         maps: ``Tensor[T, H, W]`` or ``Tensor[T, K, H, W]`` (``K`` maps per target, e.g. several
@@ -353,28 +355,33 @@ def target_faithfulness(
     grid = maps if maps.ndim == 4 else maps[:, None]
     if grid.shape[0] != len(targets):
         raise TaskcamError(f"got {grid.shape[0]} maps for {len(targets)} targets")
-    with torch.no_grad():
-        clean_output = model(x)
-    out = []
-    for t, target in enumerate(targets):
-        score = faithfulness_score(target, clean_output)
+    state = ModelState(model)  # scored in eval mode, as explained; the flags come back after
+    state.eval_and_freeze(False)
+    try:
+        with torch.no_grad():
+            clean_output = model(x)
+        out = []
+        for t, target in enumerate(targets):
+            score = faithfulness_score(target, clean_output)
 
-        def score_fn(batch: torch.Tensor, score: Target = score) -> torch.Tensor:
-            return score(model(batch))
+            def score_fn(batch: torch.Tensor, score: Target = score) -> torch.Tensor:
+                return score(model(batch))
 
-        own = grid[t].to(x.device, torch.float32)
-        if extra_maps is not None:
-            own = torch.cat([own, extra_maps(t).to(own)])
-        out.append(
-            faithfulness(
-                score_fn,
-                x[0],
-                own,
-                steps=steps,
-                baseline=baseline,
-                blur_sigma=blur_sigma,
-                batch_size=batch_size,
-                progress=progress,
+            own = grid[t].to(x.device, torch.float32)
+            if extra_maps is not None:
+                own = torch.cat([own, extra_maps(t).to(own)])
+            out.append(
+                faithfulness(
+                    score_fn,
+                    x[0],
+                    own,
+                    steps=steps,
+                    baseline=baseline,
+                    blur_sigma=blur_sigma,
+                    batch_size=batch_size,
+                    progress=progress,
+                )
             )
-        )
+    finally:
+        state.restore()
     return out

@@ -1,4 +1,4 @@
-"""drise-fast: D-RISE with stratified antithetic masks and a centred estimator (fewer forwards).
+"""drise-fast: D-RISE with scrambled Sobol masks and a centred estimator (fewer forwards).
 
 On the trained zoo:shapes-yolo at 128 px (a few ms a forward): the mode is registered, is
 reproducible, runs exactly the forwards it claims, and with the same number of forwards its

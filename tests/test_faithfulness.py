@@ -125,15 +125,21 @@ def test_a_detection_is_scored_by_its_d_rise_match_and_beats_noise(shapes_yolo):
 
 def test_a_classifier_target_is_scored_by_its_probability_and_the_model_is_unchanged():
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
     )
-    net.train()
+    net.train()  # a user's model left in training mode
     before = {k: v.clone() for k, v in net.state_dict().items()}
     x = torch.rand(1, 3, 12, 12)
     (row,) = target_faithfulness(net, x, [ClassTarget(2)], torch.rand(1, 12, 12), steps=2)
-    net.eval()
-    assert row[0].clean == pytest.approx(float(net(x).softmax(1)[0, 2]), rel=1e-4)
+    # scored in eval mode (batch statistics would make scores depend on the batching), and
+    # the model comes back as it was: in training mode, its running statistics untouched
+    assert net.training and all(m.training for m in net.modules())
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    net.eval()
+    assert row[0].clean == pytest.approx(float(net(x).softmax(1)[0, 2].detach()), rel=1e-4)
     with pytest.raises(TaskcamError, match="got 2 maps for 1 targets"):
         target_faithfulness(net, x, [ClassTarget(0)], torch.rand(2, 12, 12))
 
@@ -165,6 +171,12 @@ def test_explain_with_faithfulness_adds_the_three_fields(tmp_path, capsys):
     records = _records(out)
     assert [r["method"] for r in records] == ["gradcam", "eigencam"]
     assert all("faithfulness" in r for r in records)
+    # a segmenter scores each class region by its mean probability over the clean prediction
+    out = tmp_path / "seg"
+    args = ["explain", str(image), "--model", "zoo:shapes-unet", "--out", str(out)]
+    assert main([*args, "--faithfulness", "--faithfulness-steps", "2", "--no-progress"]) == 0
+    records = _records(out)
+    assert records and all(r["kind"] == "region" and "faithfulness" in r for r in records)
     # off by default
     out = tmp_path / "plain"
     args = ["explain", str(image), "--model", "zoo:shapes-cnn", "--out", str(out)]
