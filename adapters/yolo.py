@@ -68,6 +68,7 @@ __all__ = [
     "YoloAdapter",
     "YoloDetectionTarget",
     "YoloInstanceTarget",
+    "backbone_stages",
     "candidate_layer",
     "default_layers",
     "detect",
@@ -347,6 +348,56 @@ def default_layers(model: nn.Module) -> list[str]:
     """
     head = _head(model)
     return [f"model.{i}" for i in head.f]
+
+
+def backbone_stages(model: nn.Module) -> list[str]:
+    """The backbone's last layer at each stride the head predicts at, finest first.
+
+    The backbone is the yaml's ``backbone`` section (``model.yaml``); each layer's stride is
+    measured on a blank input. For YOLOv8 that is ``["model.4", "model.6", "model.9"]``
+    (strides 8, 16, 32; ``model.9`` is SPPF), for YOLO11 ``["model.4", "model.6", "model.10"]``.
+
+    Example:
+        >>> backbone_stages(load_yolo("yolov8n.yaml"))
+        ['model.4', 'model.6', 'model.9']
+    """
+    head = _head(model)
+    yaml = getattr(model, "yaml", None)
+    if not isinstance(yaml, dict) or not isinstance(yaml.get("backbone"), list):
+        raise TaskcamError(
+            f"{type(model).__name__} has no yaml with a backbone section; name the layers"
+        )
+    count = len(yaml["backbone"])
+    strides = [int(s) for s in head.stride.tolist()]
+    side = 2 * max(strides)
+    heights: dict[int, int] = {}
+
+    def record(i: int, out: Any) -> None:
+        if isinstance(out, torch.Tensor) and out.ndim == 4:
+            heights[i] = out.shape[-2]
+
+    hooks = [
+        model.model[i].register_forward_hook(lambda _m, _i, out, i=i: record(i, out))
+        for i in range(count)
+    ]
+    param = next(iter(model.parameters()), torch.zeros(()))
+    training = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()  # batch norms keep their statistics
+        with torch.no_grad():
+            model(torch.zeros(1, 3, side, side, device=param.device, dtype=param.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, flag in training:
+            m.training = flag
+    out = []
+    for stride in strides:
+        at = [i for i, h in heights.items() if h * stride == side]
+        if not at:
+            raise TaskcamError(f"the backbone of {type(model).__name__} has no stride {stride}")
+        out.append(f"model.{max(at)}")
+    return out
 
 
 def candidate_layer(model: nn.Module, candidate: int, size: Union[int, Sequence[int]]) -> str:
@@ -854,6 +905,8 @@ class YoloAdapter:
         >>> ad = YoloAdapter(load_yolo("yolov8n.yaml", nc=4), size=128, conf=0.0, max_det=2)
         >>> x, placement = ad.prepare(np.zeros((90, 160, 3), np.uint8))
         >>> dets = ad.detect(x)[0]
+        >>> ad.default_layers()
+        ['model.4', 'model.6', 'model.9']
         >>> [t.layer for t in ad.targets(dets)][:1] in (["model.15"], ["model.18"], ["model.21"])
         True
     """
@@ -879,6 +932,7 @@ class YoloAdapter:
         elif class_names is None and isinstance(names, (list, tuple)):
             class_names = [str(n) for n in names]
         self.class_names = list(class_names) if class_names is not None else None
+        self._stages: Optional[list[str]] = None
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, LetterboxInfo]:
         device = next(iter(self.model.parameters()), torch.zeros(())).device
@@ -896,4 +950,15 @@ class YoloAdapter:
         return detection_targets([dets], what, self.model)[0]
 
     def default_layers(self) -> list[str]:
-        return default_layers(self.model)
+        """The backbone's stages at the head's strides (:func:`backbone_stages`), their maps
+        fused: chosen over the neck outputs by deletion and insertion of each detection's
+        score (``benchmarks/detection_faithfulness.py``). Each target still names its neck
+        level, so hooking the neck outputs (``--layer model.15,model.18,model.21`` for
+        YOLOv8) explains it at that level, as ODAM does. Models without a yaml backbone keep
+        the neck outputs."""
+        if self._stages is None:
+            try:
+                self._stages = backbone_stages(self.model)
+            except TaskcamError:
+                self._stages = default_layers(self.model)
+        return list(self._stages)

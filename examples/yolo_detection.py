@@ -3,7 +3,9 @@
 ``zoo:shapes-yolo`` is an ultralytics YOLOv8n trained on the shapes benchmark (its weights ship
 with taskcam). The adapter letterboxes the image as ultralytics does, traces each detection after
 NMS to the anchor that predicted it, and explains that anchor's class score with ODAM (one map per
-detection, on the pyramid level that produced it). The map comes back on the image's own grid.
+detection) on the backbone's stages, the default layers, chosen by how well the maps' top pixels
+carry each detection's score (``benchmarks/detection_faithfulness.py``). The map comes back on the
+image's own grid.
 
 Run: ``python examples/yolo_detection.py [--out DIR]``
 """

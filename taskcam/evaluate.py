@@ -257,12 +257,14 @@ def evaluate(
         progress: progress bar over (model, method, explanation).
 
     Returns:
-        One :class:`EvalRow` per (model, method).
+        One :class:`EvalRow` per (model, method), then the model's three baseline rows.
 
     Example:
         >>> rows = evaluate(["shapes-cnn"], ["gradcam", "eigencam"], n=4, progress=False)
-        >>> [(r.method, r.images, r.pointing_game) for r in rows]
+        >>> [(r.method, r.images, r.pointing_game) for r in rows[:2]]
         [('gradcam', 4, 1.0), ('eigencam', 4, 1.0)]
+        >>> [r.method for r in rows[2:]]
+        ['baseline:random', 'baseline:box', 'baseline:centre']
     """
     if n < 1:
         raise TaskcamError(f"-n: need at least one image, got {n}")

@@ -39,14 +39,20 @@ def _without_paths(record: dict) -> dict:
 
 
 @pytest.mark.parametrize(
-    "spec, methods, size",
+    "spec, methods, size, layers",
     [
-        ("zoo:shapes-fasterrcnn", ["odam", "gradcam"], 256),  # several layers: records name one
-        ("zoo:shapes-unet", ["gradcam"], 256),  # class regions: pixels, mean probability
-        ("zoo:shapes-cnn", ["gradcam", "layercam"], 64),
+        # the FPN levels: several layers, so each record names the one that explains it
+        (
+            "zoo:shapes-fasterrcnn",
+            ["odam", "gradcam"],
+            256,
+            [f"backbone.fpn.layer_blocks.{i}" for i in range(3)],
+        ),
+        ("zoo:shapes-unet", ["gradcam"], 256, None),  # class regions: pixels, mean probability
+        ("zoo:shapes-cnn", ["gradcam", "layercam"], 64, None),
     ],
 )
-def test_video_frame_records_equal_the_image_records(spec, methods, size, tmp_path):
+def test_video_frame_records_equal_the_image_records(spec, methods, size, layers, tmp_path):
     clip = tmp_path / "clip.mp4"
     _clip(clip, size)
     # the decoded frames (mp4 is lossy) saved losslessly: the images a user would extract
@@ -57,9 +63,11 @@ def test_video_frame_records_equal_the_image_records(spec, methods, size, tmp_pa
         save_image(folder / f"f{index}.png", frame)
     loaded = load_model(spec)
     video = explain_video(
-        loaded, clip, tmp_path / "video", methods=methods, stride=2, progress=False
+        loaded, clip, tmp_path / "video", methods=methods, layers=layers, stride=2, progress=False
     )
-    images = explain_files(loaded, [folder], tmp_path / "images", methods=methods, progress=False)
+    images = explain_files(
+        loaded, [folder], tmp_path / "images", methods=methods, layers=layers, progress=False
+    )
     by_name = {item["image"].rsplit("/", 1)[-1]: item for item in images.results["items"]}
     assert len(video.results["items"]) == len(frames) == 2
     for item in video.results["items"]:

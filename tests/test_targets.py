@@ -35,7 +35,8 @@ def test_the_adapters_targets_have_the_capabilities_they_claim():
     assert isinstance(detection, PerturbableTarget) and isinstance(detection, LayerTarget)
     assert isinstance(detection.perturbed(), Target)
     assert not isinstance(detection.perturbed(), PerturbableTarget)
-    assert explained_layer(detection, adapter.default_layers()) == detection.layer
+    assert explained_layer(detection, adapter.model.level_layers()) == detection.layer
+    assert explained_layer(detection, adapter.default_layers()) is None  # body stages, fused
 
 
 class Level:

@@ -101,11 +101,13 @@ def test_parse_detection_targets_all_indices_and_class_names():
 
 # -- engine: per-level maps, perturbation matching, D-RISE ------------------------------------
 def test_each_detection_uses_its_own_level_from_one_call(shapes_yolo):
+    from taskcam.adapters import yolo
+
     sample = make_sample(3, seed=HELDOUT_SEED, size=256)
     x, _ = shapes_yolo.prepare(sample.image)
     dets = shapes_yolo.detect(x)[0]
     targets = shapes_yolo.targets(dets)
-    layers = shapes_yolo.default_layers()
+    layers = yolo.default_layers(shapes_yolo.model)  # the neck outputs (ODAM's per-level maps)
     assert {t.layer for t in targets} <= set(layers)
     exp = taskcam.explain(shapes_yolo.model, x, [targets], layers=layers)
     for k, target in enumerate(targets):
@@ -181,7 +183,7 @@ def test_cli_detect_writes_one_map_per_detection(shapes_files, tmp_path):
     assert main([*args, "--task", "detect", "--method", "gradcam,eigencam", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["task"] == "detect" and results["methods"] == ["gradcam", "eigencam"]
-    assert results["layers"] == ["model.15", "model.18", "model.21"]
+    assert results["layers"] == ["model.4", "model.6", "model.9"]  # backbone stages, fused
     items = {item["image"].rsplit("/", 1)[-1]: item for item in results["items"]}
     assert sorted(items) == ["s0.png", "s1.png", "wide.png"]
     for name, item in items.items():
@@ -289,7 +291,7 @@ def test_cli_torchvision_detector_with_nonstandard_fpn_names(shapes_files, tmp_p
     assert main([*args, "--model", "zoo:shapes-fasterrcnn", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["task"] == "detect" and results["methods"] == ["odam"]
-    assert results["layers"] == [f"backbone.fpn.layer_blocks.{i}" for i in range(3)]
+    assert results["layers"] == [f"backbone.body.layer{i}" for i in (2, 3, 4)]
     items = {item["image"].rsplit("/", 1)[-1]: item for item in results["items"]}
     gt = torch.from_numpy(samples[1].boxes).float()
     for name, scale in (("s1.png", 1.0), ("wide.png", None)):

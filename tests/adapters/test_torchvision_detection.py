@@ -139,7 +139,7 @@ def _state(model: torch.nn.Module):
 
 def _level_grads(adapter, x, targets) -> list[dict[str, float]]:
     """Per target, |d target / d layer output| summed over every default layer (each a leaf)."""
-    layers = adapter.default_layers()
+    layers = adapter.model.level_layers()
     modules = dict(adapter.model.named_modules())
     acts: dict[str, torch.Tensor] = {}
 
@@ -195,9 +195,15 @@ def test_traced_detector_uses_the_detectors_own_modules(detectors):
 
 
 def test_default_layers_name_each_pyramid_level(detectors, shapes, name):
-    assert default_layers(detectors[name]) == LAYERS[name]
+    assert TracedDetector(detectors[name]).level_layers() == LAYERS[name]
+    if FAMILY[name] != "rcnn":  # one-stage models and SSD explain their levels by default
+        assert default_layers(detectors[name]) == LAYERS[name]
+    else:
+        assert all(n.startswith("backbone.body.") for n in default_layers(detectors[name]))
     # non-standard FPN names (p3, p4, p5) and the RPN-only pool level left out
-    assert shapes.default_layers() == FPN[:3]
+    assert shapes.model.level_layers() == FPN[:3]
+    # a two-stage model's default: the body's stages that feed the FPN, fused
+    assert shapes.default_layers() == [f"backbone.body.layer{i}" for i in (2, 3, 4)]
     assert shapes.model.feature_layers() == {
         "p3": FPN[0],
         "p4": FPN[1],
@@ -320,7 +326,7 @@ def test_score_cam_masks_cover_what_the_channels_saw_on_a_padded_canvas(shapes):
         x, place = shapes.prepare(image)
         dets = shapes.detect(x)[0].select([0])
         exp = taskcam.explain(
-            shapes.model, x, [shapes.targets(dets)], shapes.default_layers(), "fast-scorecam"
+            shapes.model, x, [shapes.targets(dets)], shapes.model.level_layers(), "fast-scorecam"
         )
         maps.append(place.map_to_image(exp.maps)[0, 0, :, :100].flatten())
     assert float(torch.corrcoef(torch.stack(maps))[0, 1]) > 0.999
@@ -347,11 +353,11 @@ def test_k_detections_in_one_gradcam_call_reach_their_own_levels(detectors, name
     dets = dets.select(range(min(3, len(dets))))
     targets = adapter.targets(dets)
     assert [t.layer for t in targets] == dets.levels
-    exp = taskcam.explain(adapter.model, x, [targets], layers=adapter.default_layers())
+    exp = taskcam.explain(adapter.model, x, [targets], layers=adapter.model.level_layers())
     assert exp.maps.shape == (1, len(dets), H, W)
     assert torch.isfinite(exp.maps).all()
     assert_close(exp.scores[0], dets.scores)
-    layers = adapter.default_layers()
+    layers = adapter.model.level_layers()
     for t, grads in zip(targets, _level_grads(adapter, x, targets)):
         own = layers.index(t.layer)
         assert grads[t.layer] > 0, (t, grads)
@@ -524,7 +530,7 @@ def test_shapes_maps_point_at_their_own_detections(shapes):
         d = shapes.detect(x)[0]
         d = d.select([j for j in range(len(d)) if d.scores[j] > 0.5])
         targets = shapes.targets(d)
-        layers = shapes.default_layers()
+        layers = shapes.model.level_layers()
         gradcam = taskcam.explain(shapes.model, x, [targets], layers=layers)
         assert gradcam.maps.shape == (1, len(d), 256, 256)
         assert torch.isfinite(gradcam.maps).all() and not gradcam.empty.any()
@@ -561,7 +567,7 @@ def test_the_users_model_comes_back_as_it_was():
         x = _x()
         d = adapter.detect(x)[0].select([0, 1])
         targets = adapter.targets(d)
-        taskcam.explain(adapter.model, x, [targets], layers=adapter.default_layers())
+        taskcam.explain(adapter.model, x, [targets], layers=adapter.model.level_layers())
         taskcam.explain(adapter.model, x, [targets], method="drise", n_masks=4, batch_size=4)
         adapter.model(x)
         assert _state(model) == before

@@ -181,7 +181,7 @@ def test_shapes_vit_gradcam_is_grad_cam_157s(shapes_vit_heldout):
 def test_eval_scores_attention_methods_on_shapes_vit():
     from taskcam.evaluate import evaluate
 
-    (row,) = evaluate(["shapes-vit"], ["grad-rollout"], n=2, sanity_images=1, progress=False)
+    row = evaluate(["shapes-vit"], ["grad-rollout"], n=2, sanity_images=1, progress=False)[0]
     assert row.method == "grad-rollout" and row.images == 2
     assert 0.0 <= row.energy_pg <= 1.0 and row.median_s > 0
     assert -1.0 <= row.sanity <= 1.0
