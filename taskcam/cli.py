@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
         "--faithfulness-steps",
         type=int,
         default=8,
-        help="steps of the --faithfulness curves (default 8; 2 (N + 1) forwards per map)",
+        help="steps of the --faithfulness curves (default 8; 2 N forwards per map)",
     )
     ex.add_argument(
         "--ray",

@@ -44,7 +44,18 @@ from torch import nn
 from taskcam.capture import ModelState
 from taskcam.errors import TaskcamError
 from taskcam.masking import check_batch_size, run_batches
-from taskcam.metrics import Baseline, MetricCurve, ScoreFn, boxes_to_masks, perturbation_start
+from taskcam.metrics import (
+    Baseline,
+    MetricCurve,
+    ScoreFn,
+    boxes_to_masks,
+    call_score,
+    metric_curve,
+    perturbation_start,
+    pixel_ranks,
+    positive_int,
+    step_counts,
+)
 from taskcam.targets import ClassIndexTarget, MaskTarget, PerturbableTarget, Target
 
 __all__ = [
@@ -113,10 +124,6 @@ def _check_maps(image: object, saliency: object) -> tuple[torch.Tensor, torch.Te
     return image, maps.detach().to(image.device, torch.float32)
 
 
-def _auc(fractions: torch.Tensor, scores: torch.Tensor) -> float:
-    return float(torch.trapezoid(scores.double(), fractions.double()))
-
-
 def faithfulness(
     score_fn: ScoreFn,
     image: torch.Tensor,
@@ -132,10 +139,11 @@ def faithfulness(
 
     Pixels are ranked by each map, highest first. Deletion step ``i`` of ``steps`` replaces
     the top ``round(i * H * W / steps)`` pixels by ``baseline``; insertion starts from the
-    baseline and puts them back. All ``2 K (steps + 1)`` perturbed images are scored in
-    batches of ``batch_size``, under ``torch.no_grad()``. Both areas are divided by the clean
-    score; when the clean score is at most :data:`ABSENT` (the target is not in the clean
-    image) every curve is 0, never NaN.
+    baseline and puts them back. The clean image and the baseline, the ends of every curve,
+    are scored once, and each map's ``2 (steps - 1)`` points between them: ``2 + 2 K (steps -
+    1)`` images in batches of ``batch_size``, under ``torch.no_grad()``. Both areas are
+    divided by the clean score; when the clean score is at most :data:`ABSENT` (the target
+    is not in the clean image) every curve is 0, never NaN.
 
     Args:
         score_fn: ``Tensor[N, C, H, W] -> Tensor[N]``, the target's score (see
@@ -157,56 +165,57 @@ def faithfulness(
             NaN, ``steps`` < 1, a bad baseline or batch size.
     """
     image, maps = _check_maps(image, saliency)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise TaskcamError(f"steps must be a positive integer, got {steps!r}")
+    steps = positive_int(steps, "steps")
     check_batch_size(batch_size)
     base = perturbation_start(image, baseline, blur_sigma)
     k_maps, (h, w) = maps.shape[0], maps.shape[-2:]
     n_pixels = h * w
-    # each map's pixel ranks, highest first; equal values keep their row-major order
-    order = torch.sort(maps.reshape(k_maps, -1), dim=1, descending=True, stable=True).indices
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(n_pixels, device=order.device).expand(k_maps, -1))
-    rank = rank.view(k_maps, 1, h, w)
-    k = torch.div(
-        torch.arange(steps + 1) * (2 * n_pixels) + steps, 2 * steps, rounding_mode="floor"
-    )  # pixels changed at each step, 0..HW
-    points = steps + 1
-    # item j: map j // (2 P), deletion for (j // P) even, step j % P
+    rank = torch.stack([pixel_ranks(m, descending=True) for m in maps]).view(k_maps, 1, h, w)
+    k = step_counts(n_pixels, steps)
+    inner = steps - 1  # the points between the clean image and the baseline
+    # item 0: the clean image, item 1: the baseline (the ends of every curve, scored once);
+    # then per map, deletion's inner points and insertion's
+    item_map = torch.cat(
+        [torch.zeros(2, dtype=torch.long), torch.arange(k_maps).repeat_interleave(2 * inner)]
+    )
+    item_insert = torch.cat(
+        [
+            torch.zeros(2, dtype=torch.bool),
+            torch.tensor([False, True]).repeat_interleave(inner).repeat(k_maps),
+        ]
+    )
+    item_step = torch.cat([torch.tensor([0, steps]), torch.arange(1, steps).repeat(2 * k_maps)])
     k_dev = k.to(image.device)
 
     def evaluate(sl: slice) -> torch.Tensor:
-        j = torch.arange(sl.start, sl.stop, device=image.device)
-        which, insert, step = j // (2 * points), (j // points) % 2 == 1, j % points
-        changed = rank[which] < k_dev[step].view(-1, 1, 1, 1)  # [n, 1, H, W]
-        start = torch.where(insert.view(-1, 1, 1, 1), base, image)
-        end = torch.where(insert.view(-1, 1, 1, 1), image, base)
-        scores = score_fn(torch.where(changed, end, start))
-        if not isinstance(scores, torch.Tensor) or scores.shape != (len(j),):
-            raise TaskcamError(
-                f"score_fn must return Tensor[{len(j)}] for {len(j)} images, got "
-                f"{tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)}"
-            )
-        return scores.detach().float().cpu()
+        which = item_map[sl].to(image.device)
+        insert = item_insert[sl].to(image.device).view(-1, 1, 1, 1)
+        changed = rank[which] < k_dev[item_step[sl].to(image.device)].view(-1, 1, 1, 1)
+        start = torch.where(insert, base, image)
+        end = torch.where(insert, image, base)
+        return call_score(score_fn, torch.where(changed, end, start))
 
     with torch.no_grad():
-        scores = run_batches(
-            2 * points * k_maps,
+        scored = run_batches(
+            len(item_map),
             evaluate,
             batch_size=batch_size,
             desc="faithfulness",
             progress=progress,
             unit="image",
-        ).view(k_maps, 2, points)
+        )
+    clean, blurred = scored[0], scored[1]
+    middle = scored[2:].view(k_maps, 2, inner)
+    ends = torch.stack([clean, blurred]).expand(k_maps, 2).reshape(k_maps, 2, 1)
+    scores = torch.cat([ends, middle, ends.flip(1)], dim=2)  # [K, 2, steps + 1]
     fractions = k.double() / n_pixels
-    # deletion's first point and insertion's last are the clean image
-    clean = float(scores[0, 0, 0])
+    clean = float(clean)
     usable = math.isfinite(clean) and clean > ABSENT
     scores = scores / clean if usable else torch.zeros_like(scores)
     scores = torch.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
     out = []
     for m in range(k_maps):
-        curves = [MetricCurve(fractions, s, _auc(fractions, s)) for s in scores[m]]
+        curves = [metric_curve(fractions, s) for s in scores[m]]
         out.append(Faithfulness(curves[0].auc, curves[1].auc, clean, *curves))
     return out if saliency.ndim == 3 else out[0]
 

@@ -114,13 +114,15 @@ def _check_image(image: object, saliency: object) -> tuple[torch.Tensor, torch.T
     return image.detach(), sal
 
 
-def _positive_int(value: object, name: str) -> int:
+def positive_int(value: object, name: str) -> int:
+    """``value`` when it is an ``int`` >= 1, else an error naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise TaskcamError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
-def _call_score(score_fn: ScoreFn, images: torch.Tensor) -> torch.Tensor:
+def call_score(score_fn: ScoreFn, images: torch.Tensor) -> torch.Tensor:
+    """``score_fn(images)`` detached on the CPU, checked to be ``Tensor[N]``."""
     out = score_fn(images)
     n = images.shape[0]
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (n,):
@@ -131,13 +133,22 @@ def _call_score(score_fn: ScoreFn, images: torch.Tensor) -> torch.Tensor:
     return out.detach().float().cpu()
 
 
-def _curve(fractions: torch.Tensor, scores: torch.Tensor) -> MetricCurve:
+def metric_curve(fractions: torch.Tensor, scores: torch.Tensor) -> MetricCurve:
+    """A :class:`MetricCurve` of ``scores`` over ``fractions``, its trapezoid AUC computed."""
     fractions = fractions.double()
     auc = float(torch.trapezoid(scores.double(), fractions)) if len(fractions) > 1 else 0.0
     return MetricCurve(fractions=fractions.float(), scores=scores.float(), auc=auc)
 
 
-def _ranks(saliency: torch.Tensor, descending: bool) -> torch.Tensor:
+def step_counts(n_pixels: int, steps: int) -> torch.Tensor:
+    """``LongTensor[steps + 1]``: ``round(i * n_pixels / steps)`` pixels perturbed at step
+    ``i`` (halves round up), from 0 to ``n_pixels``."""
+    return torch.div(
+        torch.arange(steps + 1) * (2 * n_pixels) + steps, 2 * steps, rounding_mode="floor"
+    )
+
+
+def pixel_ranks(saliency: torch.Tensor, descending: bool) -> torch.Tensor:
     """``LongTensor[H*W]``: each pixel's place in the ranking (0 = perturbed first); ties keep
     the pixels' row-major order."""
     order = torch.sort(saliency.flatten(), descending=descending, stable=True).indices
@@ -213,22 +224,19 @@ def _perturbation_curve(
     insert: bool,
 ) -> MetricCurve:
     image, sal = _check_image(image, saliency)
-    steps = _positive_int(steps, "steps")
+    steps = positive_int(steps, "steps")
     check_batch_size(batch_size)
     base = perturbation_start(image, baseline, blur_sigma)
     h, w = sal.shape
     n_pixels = h * w
-    rank = _ranks(sal, descending=True).view(1, 1, h, w)
-    # k[i] = round(i * HW / steps) pixels perturbed at step i, from 0 to HW
-    k = torch.div(
-        torch.arange(steps + 1) * (2 * n_pixels) + steps, 2 * steps, rounding_mode="floor"
-    )
+    rank = pixel_ranks(sal, descending=True).view(1, 1, h, w)
+    k = step_counts(n_pixels, steps)  # pixels perturbed at each step, 0..HW
     k_dev = k.to(image.device)
     start, end = (base, image) if insert else (image, base)
 
     def evaluate(sl: slice) -> torch.Tensor:
         changed = rank < k_dev[sl].view(-1, 1, 1, 1)  # [n, 1, H, W]
-        return _call_score(score_fn, torch.where(changed, end, start))
+        return call_score(score_fn, torch.where(changed, end, start))
 
     with torch.no_grad():
         scores = run_batches(
@@ -239,7 +247,7 @@ def _perturbation_curve(
             progress=progress,
             unit="image",
         )
-    return _curve(k.double() / n_pixels, scores)
+    return metric_curve(k.double() / n_pixels, scores)
 
 
 def deletion(
@@ -453,7 +461,7 @@ def linear_impute(
             f"removed: expected BoolTensor[{n}, {h}, {w}] or [{h}, {w}] for images of shape "
             f"{tuple(images.shape)}, got {tuple(removed.shape)}"
         )
-    max_iter = _positive_int(max_iter, "max_iter")
+    max_iter = positive_int(max_iter, "max_iter")
     dtype = torch.promote_types(x_in.dtype, torch.float32)
     x = x_in.detach().to(dtype).reshape(n * c, h, w)  # one system per image and channel
     gone = mask.to(x.device)[:, None].expand(n, c, h, w).reshape(n * c, h, w)
@@ -542,7 +550,7 @@ def road(
         fr = [0.0, *fr]
     c, h, w = image.shape
     n_pixels = h * w
-    rank = _ranks(sal, descending=order == "morf").view(1, h, w)
+    rank = pixel_ranks(sal, descending=order == "morf").view(1, h, w)
     k = torch.tensor([round(f * n_pixels) for f in fr], device=image.device)
     std = noise * float(image.double().std()) if n_pixels * c > 1 else 0.0
     generator = torch.Generator().manual_seed(seed)
@@ -556,13 +564,13 @@ def road(
         draws = torch.stack([torch.randn((c, h, w), generator=generator) for _ in k[sl]])
         draws = draws.to(device=image.device, dtype=image.dtype)
         imputed = imputed + (std * draws) * removed[:, None]
-        return _call_score(score_fn, imputed)
+        return call_score(score_fn, imputed)
 
     with torch.no_grad():
         scores = run_batches(
             len(fr), evaluate, batch_size=batch_size, desc="road", progress=progress, unit="image"
         )
-    return _curve(torch.tensor(fr, dtype=torch.float64), scores)
+    return metric_curve(torch.tensor(fr, dtype=torch.float64), scores)
 
 
 # -- localisation -------------------------------------------------------------------------------
@@ -596,8 +604,8 @@ def boxes_to_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor
         raise TaskcamError(
             f"boxes: expected Tensor[B, 4] or Tensor[4] as x1, y1, x2, y2, got {_shape(boxes)}"
         )
-    height = _positive_int(height, "height")
-    width = _positive_int(width, "width")
+    height = positive_int(height, "height")
+    width = positive_int(width, "width")
     b = boxes.reshape(-1, 4).double()
     cx = torch.arange(width, dtype=torch.float64, device=b.device) + 0.5  # [W]
     cy = torch.arange(height, dtype=torch.float64, device=b.device) + 0.5  # [H]
@@ -887,7 +895,7 @@ def randomization_check(
     if order not in _RANDOMIZATION_ORDERS:
         raise TaskcamError(f"order: expected one of {_RANDOMIZATION_ORDERS}, got {order!r}")
     if max_steps is not None:
-        _positive_int(max_steps, "max_steps")
+        positive_int(max_steps, "max_steps")
     try:
         work = copy.deepcopy(model)
     except Exception as e:  # a model holding something deepcopy cannot copy

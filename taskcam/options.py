@@ -65,7 +65,7 @@ class RunOptions:
         stride: videos: explain every ``stride``-th frame.
         faithfulness: score each target's map by deletion and insertion of the target's own
             score (:mod:`taskcam.faithfulness`): records gain ``deletion``, ``insertion`` and
-            ``faithfulness``. Costs ``2 (faithfulness_steps + 1)`` forwards per target and
+            ``faithfulness``. Costs ``2 faithfulness_steps`` forwards per target and
             method.
         faithfulness_steps: steps of those curves.
 

@@ -66,7 +66,8 @@ def test_bad_input_is_refused_naming_it():
         faithfulness(lambda x: x.mean((1, 2, 3)), image, torch.rand(8, 8))
     with pytest.raises(TaskcamError, match="steps must be a positive integer, got 0"):
         faithfulness(lambda x: x.mean((1, 2, 3)), image, torch.rand(16, 16), steps=0)
-    with pytest.raises(TaskcamError, match=r"score_fn must return Tensor\[18\]"):
+    # one batch: the clean image, the baseline, and 7 inner points of each of the 2 curves
+    with pytest.raises(TaskcamError, match=r"score_fn must return Tensor\[16\]"):
         faithfulness(lambda x: x.mean(), image, torch.rand(16, 16))
     with pytest.raises(TaskcamError, match="NaN"):
         faithfulness(lambda x: x.mean((1, 2, 3)), image, torch.full((16, 16), float("nan")))
