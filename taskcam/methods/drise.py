@@ -100,25 +100,10 @@ class FastDRISE(DRISE):
     def __init__(
         self,
         n_masks: int = 250,
-        grid: int = 16,
-        p: float = 0.5,
-        seed: int = 0,
-        batch_size: Optional[int] = None,
-        memory_budget: Optional[int] = None,
-        cancel: Optional[threading.Event] = None,
+        *,
         sampling: str = "sobol",
         centered: bool = True,
         **options: Any,
     ) -> None:
-        super().__init__(
-            n_masks=n_masks,
-            grid=grid,
-            p=p,
-            seed=seed,
-            batch_size=batch_size,
-            memory_budget=memory_budget,
-            cancel=cancel,
-            sampling=sampling,
-            centered=centered,
-            **options,
-        )
+        # grid, p, seed, batch_size, memory_budget, cancel: as D-RISE's
+        super().__init__(n_masks=n_masks, sampling=sampling, centered=centered, **options)
