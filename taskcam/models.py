@@ -1,5 +1,6 @@
-"""Model specs: build a model and its preprocessing from ``timm:``, ``torchvision:``, ``zoo:``
-or ``package.module:factory``, and load ``--weights``."""
+"""Model specs: build a model and its preprocessing from ``timm:``, ``torchvision:``, ``zoo:``,
+``smp:``, ``yolo:``, ``hf:`` (a Hugging Face ``save_pretrained`` folder) or
+``package.module:factory``, and load ``--weights``."""
 
 from __future__ import annotations
 
@@ -288,7 +289,8 @@ def load_model(
 
     Args:
         spec: ``timm:NAME``, ``torchvision:NAME``, ``zoo:NAME``, ``smp:ARCH:ENCODER``,
-            ``yolo:PATH.pt`` / ``yolo:PATH.onnx`` / ``yolo:NAME.yaml`` or
+            ``yolo:PATH.pt`` / ``yolo:PATH.onnx`` / ``yolo:NAME.yaml``, ``hf:DIR`` (a Hugging
+            Face ``save_pretrained`` folder: :func:`taskcam.adapters.huggingface.load_hf`) or
             ``package.module:factory``.
         weights: ``None`` for the library's pretrained weights, ``"none"`` for random weights,
             or a path to a state dict / checkpoint.
@@ -309,7 +311,7 @@ def load_model(
     if not isinstance(spec, str) or ":" not in spec:
         raise TaskcamError(
             f"--model {spec!r}: expected timm:NAME, torchvision:NAME, zoo:NAME, yolo:PATH.pt, "
-            "smp:ARCH:ENCODER or package.module:factory"
+            "smp:ARCH:ENCODER, hf:DIR or package.module:factory"
         )
     prefix, _, rest = spec.partition(":")
     random_init = weights is not None and str(weights).lower() == "none"
@@ -331,6 +333,10 @@ def load_model(
         loaded = _smp(rest, pretrained)
     elif prefix == "yolo":
         loaded = _yolo(rest, weights)
+    elif prefix == "hf":
+        from taskcam.adapters.huggingface import load_hf
+
+        loaded = load_hf(rest, weights)
     else:
         loaded = _factory(spec)
     if weights is not None and not random_init and prefix != "yolo":

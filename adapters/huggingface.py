@@ -1,0 +1,334 @@
+"""Hugging Face ``transformers`` vision models from a ``save_pretrained`` folder (``hf:DIR``).
+
+:func:`load_hf` reads the folder's ``config.json`` (nothing is downloaded: ``local_files_only``),
+builds the architecture it names and says what taskcam explains of it:
+
+- image classifiers (``*ForImageClassification``: ViT, DeiT, Swin, ConvNeXt, ...) as they are;
+  their ``ModelOutput.logits`` are the class scores;
+- semantic segmenters (``*ForSemanticSegmentation``: SegFormer, UperNet, DPT, BEiT, ...) wrapped
+  in :class:`SemanticSegmenter`, whose output is the logits upsampled to the input size as the
+  library's ``post_process_semantic_segmentation`` upsamples them (bilinear, corners not aligned);
+- universal segmenters (Mask2Former, MaskFormer) wrapped in :class:`UniversalSegmenter`, whose
+  output is per-class logits made from the class queries and mask queries as their semantic
+  post-processing makes them (:func:`universal_class_logits`).
+
+The wrappers share the model's own submodules under the model's own names, so a layer is
+named as in the library (``decode_head.activation``, ``model.pixel_level_module.decoder.
+mask_projection``) and a state dict of the library's model loads into them. Preprocessing comes
+from the folder's ``preprocessor_config.json`` when there is one.
+
+Example:
+    >>> import tempfile, torch, transformers
+    >>> config = transformers.SegformerConfig(hidden_sizes=[8, 16, 24, 32],
+    ...     depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1], decoder_hidden_size=16,
+    ...     num_labels=3)
+    >>> folder = tempfile.mkdtemp()
+    >>> transformers.SegformerForSemanticSegmentation(config).save_pretrained(folder)
+    >>> loaded = load_hf(folder, "none")
+    >>> loaded.task, loaded.layers, loaded.model(torch.rand(1, 3, 64, 48)).shape
+    ('segment', ['decode_head.activation'], torch.Size([1, 3, 64, 48]))
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from taskcam.errors import TaskcamError
+from taskcam.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, Preprocess
+
+__all__ = [
+    "SemanticSegmenter",
+    "UniversalSegmenter",
+    "hf_preprocess",
+    "load_hf",
+    "universal_class_logits",
+]
+
+# universal segmenters whose semantic post-processing taskcam follows, by config model_type:
+# the size their mask logits are resized to before the sigmoid (None: kept as they are)
+UNIVERSAL = {"mask2former": (384, 384), "maskformer": None}
+
+# the feature map before each family's 1x1 class head, by config model_type
+DEFAULT_LAYERS = {
+    "segformer": "decode_head.activation",
+    "upernet": "decode_head.fpn_bottleneck",
+    "beit": "decode_head.fpn_bottleneck",
+    "data2vec-vision": "decode_head.fpn_bottleneck",
+    "dpt": "head.head.2",
+    "mask2former": "model.pixel_level_module.decoder.mask_projection",
+    "maskformer": "model.pixel_level_module.decoder.mask_projection",
+}
+
+
+class _SharedModules(nn.Module):
+    """Holds a Hugging Face model's children (and direct parameters) under their own names
+    and calls the model itself: layer names, state dict keys and ``.to()`` are the model's."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        object.__setattr__(self, "hf_model", model)  # not a child: its children are ours
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        for name, param in model.named_parameters(recurse=False):
+            self.register_parameter(name, param)
+        self.config = model.config
+
+    def train(self, mode: bool = True) -> _SharedModules:
+        self.hf_model.training = mode  # the model's own flag, which its forward may read
+        return super().train(mode)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> _SharedModules:
+        super()._apply(fn, recurse)
+        for name, buf in self.hf_model.named_buffers(recurse=False):  # not shared: moved there
+            self.hf_model._buffers[name] = fn(buf)
+        return self
+
+    def extra_repr(self) -> str:
+        return f"wraps {type(self.hf_model).__name__}"
+
+
+class SemanticSegmenter(_SharedModules):
+    """A ``*ForSemanticSegmentation`` model whose output is ``Tensor[B, K, H, W]``: its logits
+    upsampled (bilinear, ``align_corners=False``) to the input's size, as the library's
+    ``post_process_semantic_segmentation`` does for a target size.
+
+    Args:
+        model: the Hugging Face model (SegFormer's logits are at 1/4 of the input, DPT's at
+            twice its fused features, UperNet's at the input already).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, 3, H, W]
+        out = self.hf_model(pixel_values=x)
+        logits = out.logits if hasattr(out, "logits") else out[0]  # [B, K, h, w]
+        if tuple(logits.shape[-2:]) != tuple(x.shape[-2:]):
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits
+
+
+def universal_class_logits(
+    class_logits: torch.Tensor,
+    mask_logits: torch.Tensor,
+    size: tuple[int, int],
+    mask_size: Optional[tuple[int, int]] = None,
+) -> torch.Tensor:
+    """Per-class logits of a universal segmenter, as its semantic post-processing makes them.
+
+    MaskFormer (Cheng et al., "Per-Pixel Classification is Not All You Need for Semantic
+    Segmentation", NeurIPS 2021) and Mask2Former (Cheng et al., "Masked-attention Mask
+    Transformer for Universal Image Segmentation", CVPR 2022) predict ``Q`` queries, each a
+    class distribution (``K`` classes and "no object") and a mask; a pixel's score for class
+    ``c`` is ``sum_q softmax(class_q)[c] * sigmoid(mask_q)``.
+
+    Args:
+        class_logits: ``Tensor[B, Q, K + 1]``, the last column "no object".
+        mask_logits: ``Tensor[B, Q, h, w]``.
+        size: ``(H, W)`` of the result (bilinear, ``align_corners=False``).
+        mask_size: where the mask logits are resized before the sigmoid (Mask2Former's
+            post-processing resizes them to 384×384); ``None`` keeps them.
+
+    Returns:
+        ``Tensor[B, K, H, W]``.
+
+    Example:
+        >>> cls = torch.tensor([[[20.0, -20.0, -20.0]]])  # one query, sure of class 0
+        >>> mask = torch.zeros(1, 1, 2, 2)  # its mask undecided: sigmoid 0.5 everywhere
+        >>> scores = universal_class_logits(cls, mask, (4, 4))
+        >>> scores.shape, scores[0, :, 0, 0].round(decimals=3)
+        (torch.Size([1, 2, 4, 4]), tensor([0.5000, 0.0000]))
+    """
+    if class_logits.ndim != 3 or mask_logits.ndim != 4:
+        raise TaskcamError(
+            f"universal segmenter outputs: expected class logits [B, Q, K+1] and mask logits "
+            f"[B, Q, h, w], got {tuple(class_logits.shape)} and {tuple(mask_logits.shape)}"
+        )
+    if mask_size is not None:
+        mask_logits = F.interpolate(
+            mask_logits, size=mask_size, mode="bilinear", align_corners=False
+        )
+    classes = class_logits.softmax(dim=-1)[..., :-1]  # [B, Q, K]
+    scores = torch.einsum("bqc,bqhw->bchw", classes, mask_logits.sigmoid())
+    return F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+
+
+class UniversalSegmenter(_SharedModules):
+    """Mask2Former or MaskFormer whose output is ``Tensor[B, K, H, W]`` per-class logits at
+    the input's size (:func:`universal_class_logits`), so that region targets, regions and
+    class ids are those of its semantic segmentation.
+
+    Args:
+        model: a ``Mask2FormerForUniversalSegmentation`` or ``MaskFormerForInstanceSegmentation``.
+        mask_size: see :func:`universal_class_logits`.
+    """
+
+    def __init__(self, model: nn.Module, mask_size: Optional[tuple[int, int]] = None) -> None:
+        super().__init__(model)
+        self.mask_size = mask_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, 3, H, W]
+        out = self.hf_model(pixel_values=x)
+        return universal_class_logits(
+            out.class_queries_logits, out.masks_queries_logits, tuple(x.shape[-2:]), self.mask_size
+        )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise TaskcamError(f"hf:{path.parent}: cannot read {path.name}: {e}") from e
+
+
+def _side(value: Any) -> Optional[tuple[int, int]]:
+    """``(h, w)`` from a processor's or config's size: an int, ``[h, w]``, or a dict with
+    ``height``/``width`` or ``shortest_edge`` (a square of that side)."""
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return (int(value[0]), int(value[1]))
+    if isinstance(value, dict):
+        if "height" in value and "width" in value:
+            return (int(value["height"]), int(value["width"]))
+        if "shortest_edge" in value:
+            return (int(value["shortest_edge"]),) * 2
+    return None
+
+
+def hf_preprocess(folder: str | Path, config: Any, default_size: int = 224) -> Preprocess:
+    """The input size and normalisation of a ``save_pretrained`` folder.
+
+    Read from ``preprocessor_config.json`` when the folder has one (``crop_size`` when it
+    crops, else ``size``; ``image_mean``/``image_std``, none with ``do_normalize: false``),
+    else the config's ``image_size`` and ImageNet's mean and std. ``--size/--mean/--std``
+    override them.
+
+    Example:
+        >>> import tempfile, transformers
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "preprocessor_config.json").write_text(
+        ...     '{"size": {"height": 96, "width": 128}, "image_mean": [0.5, 0.5, 0.5],'
+        ...     ' "image_std": [0.5, 0.5, 0.5]}')
+        >>> hf_preprocess(folder, transformers.ViTConfig())
+        Preprocess(size=(96, 128), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    """
+    path = Path(folder) / "preprocessor_config.json"
+    proc = _read_json(path) if path.is_file() else {}
+    size = None
+    if proc.get("do_center_crop"):
+        size = _side(proc.get("crop_size"))
+    size = size or _side(proc.get("size")) or _side(getattr(config, "image_size", None))
+    mean = tuple(float(v) for v in proc.get("image_mean", IMAGENET_MEAN))
+    std = tuple(float(v) for v in proc.get("image_std", IMAGENET_STD))
+    if proc.get("do_normalize") is False:
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    if len(mean) != 3 or len(std) != 3:  # a grey-scale processor: one value per channel
+        mean, std = (mean[0],) * 3, (std[0],) * 3
+    return Preprocess(size or (default_size, default_size), mean, std)
+
+
+def _class_names(config: Any) -> Optional[list[str]]:
+    """``config.id2label`` in id order; ``None`` for the library's placeholder names
+    (``LABEL_0``, ...) that a config without labels gets."""
+    id2label = getattr(config, "id2label", None) or {}
+    names = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    if not names or all(re.fullmatch(r"LABEL_\d+", n) for n in names):
+        return None
+    return names
+
+
+def _architecture(folder: Path) -> tuple[Any, str, Any]:
+    """The folder's config, its first architecture's name and class."""
+    if not folder.is_dir():
+        raise TaskcamError(f"--model hf:{folder}: no such folder (a save_pretrained folder)")
+    if not (folder / "config.json").is_file():
+        raise TaskcamError(
+            f"--model hf:{folder}: no config.json there; a Hugging Face save_pretrained folder "
+            "holds the model's config.json (and its weights)"
+        )
+    try:
+        import transformers
+    except ImportError as e:
+        raise TaskcamError(
+            "hf: models need Hugging Face transformers (pip install transformers)"
+        ) from e
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise TaskcamError(f"--model hf:{folder}: cannot read its config.json: {e}") from e
+    names = list(getattr(config, "architectures", None) or [])
+    if not names:
+        raise TaskcamError(
+            f"--model hf:{folder}: its config.json names no architecture ('architectures'); "
+            "save the model itself (model.save_pretrained), not only its config"
+        )
+    cls = getattr(transformers, names[0], None)
+    if cls is None:
+        raise TaskcamError(
+            f"--model hf:{folder}: architecture {names[0]} is not in transformers "
+            f"{transformers.__version__} (remote code is never run)"
+        )
+    return config, names[0], cls
+
+
+def _task(name: str, model_type: str, folder: Path) -> str:
+    if name.endswith("ForImageClassification") or name.endswith(
+        "ForImageClassificationWithTeacher"
+    ):
+        return "classify"
+    if name.endswith("ForSemanticSegmentation") or model_type in UNIVERSAL:
+        return "segment"
+    raise TaskcamError(
+        f"--model hf:{folder}: taskcam cannot explain a {name} ({model_type}); hf: folders "
+        "hold image classifiers (*ForImageClassification), semantic segmenters "
+        "(*ForSemanticSegmentation) or Mask2Former/MaskFormer"
+    )
+
+
+def load_hf(folder: str | Path, weights: Optional[str] = None) -> LoadedModel:
+    """A Hugging Face vision model from a local ``save_pretrained`` folder (``hf:DIR``).
+
+    Args:
+        folder: the folder (``config.json``, the weights, optionally
+            ``preprocessor_config.json``).
+        weights: ``None``: the folder's weights; ``"none"`` or a path: the architecture built
+            from the config with random weights (a path is then loaded by
+            :func:`taskcam.models.load_model`).
+
+    Raises:
+        TaskcamError: no such folder, no ``config.json``, an architecture transformers does
+            not have or taskcam cannot explain (the message names it), missing weights.
+    """
+    folder = Path(folder)
+    config, name, cls = _architecture(folder)
+    model_type = str(getattr(config, "model_type", ""))
+    task = _task(name, model_type, folder)
+    try:
+        if weights is None:
+            model = cls.from_pretrained(str(folder), local_files_only=True)
+        else:
+            model = cls(config)
+    except (OSError, ValueError, RuntimeError) as e:
+        hint = "; pass --weights none for random weights" if weights is None else ""
+        raise TaskcamError(f"--model hf:{folder}: cannot build {name}: {e}{hint}") from e
+    layers = None
+    if task == "segment":
+        if model_type in UNIVERSAL:
+            model = UniversalSegmenter(model, UNIVERSAL[model_type])
+        else:
+            model = SemanticSegmenter(model)
+        layers = [DEFAULT_LAYERS[model_type]] if model_type in DEFAULT_LAYERS else None
+    pre = hf_preprocess(folder, config, 512 if task == "segment" else 224)
+    return LoadedModel(
+        model.eval(),
+        f"hf:{folder}",
+        task=task,
+        preprocess=pre,
+        class_names=_class_names(config),
+        layers=layers,
+    )
