@@ -429,6 +429,8 @@ def reshape_for_output(
             return None if nchw and not nhwc else ChannelsLast()
         if nchw:
             return None
+        if not nhwc and shape[2:4] in _any_grids(size):
+            return None  # a decoder's map at a stride finer than the patches (DPT's head)
         if nhwc and declared_nhwc:
             return ChannelsLast()
         raise _fail(
