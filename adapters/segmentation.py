@@ -43,14 +43,27 @@ __all__ = [
 def seg_logits(output: Any) -> torch.Tensor:
     """``Tensor[B, K, H, W]``: the per-pixel class scores in a segmentation model's output.
 
-    Accepts a tensor (smp), a dict with ``"out"`` (torchvision; the ``"aux"`` head is ignored)
-    or a list/tuple whose first item is one of those.
+    Accepts a tensor (smp), a dict with ``"out"`` (torchvision; the ``"aux"`` head is ignored),
+    a Hugging Face output (``logits`` of a semantic segmenter, at the model's own resolution;
+    a universal segmenter's class and mask queries combined at the masks' resolution by
+    :func:`taskcam.adapters.huggingface.universal_class_logits`) or a list/tuple whose first
+    item is one of those.
 
     Example:
         >>> seg_logits({"out": torch.zeros(1, 3, 4, 4), "aux": torch.ones(1, 3, 4, 4)}).sum()
         tensor(0.)
     """
-    if isinstance(output, dict):
+    queries = (
+        getattr(output, "class_queries_logits", None),
+        getattr(output, "masks_queries_logits", None),
+    )
+    if all(isinstance(q, torch.Tensor) for q in queries):
+        from taskcam.adapters.huggingface import universal_class_logits
+
+        return universal_class_logits(*queries, tuple(queries[1].shape[-2:]))
+    if isinstance(getattr(output, "logits", None), torch.Tensor):
+        output = output.logits
+    elif isinstance(output, dict):
         if "out" not in output:
             raise TaskcamError(
                 f"segmentation output is a dict without 'out' (keys: {sorted(output)})"

@@ -15,7 +15,7 @@ import torch
 
 import taskcam
 from taskcam.adapters.huggingface import SemanticSegmenter, UniversalSegmenter
-from taskcam.adapters.segmentation import region_targets
+from taskcam.adapters.segmentation import region_targets, seg_logits
 from taskcam.cli import main
 from taskcam.errors import TaskcamError
 from taskcam.models import load_model
@@ -330,3 +330,21 @@ def test_a_class_index_beyond_num_labels_is_refused_naming_the_count(
     args = ["explain", str(photo), "--model", spec, "--targets", "0,3", "--size", "64"]
     assert main([*args, "--out", str(tmp_path / "out")]) != 0
     assert "class id(s) [3] do not exist: the model has 3 classes (0..2)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["segformer", "mask2former"])
+def test_the_library_model_itself_is_explained_from_its_model_output(saved, name):
+    folder, model = saved[name]
+    layer = load_model(f"hf:{folder}").layers[0]
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        output = model(pixel_values=x)  # a ModelOutput, not a tensor
+    targets = region_targets(output, [0, 1])
+    exp = taskcam.explain(model, x, targets, layers=layer)
+    assert exp.maps.shape == (1, 2, 64, 64) and torch.isfinite(exp.maps).all()
+    # the scores are the region sums of the per-class logits at the model's own resolution
+    logits = seg_logits(output)  # [1, 3, 16, 16]
+    assert logits.shape == (1, 3, 16, 16)
+    for t, target in enumerate(targets[0]):
+        expected = logits[0, target.class_id][logits[0].argmax(0) == target.class_id].sum()
+        torch.testing.assert_close(exp.scores[0, t], expected, rtol=1e-4, atol=1e-5)
