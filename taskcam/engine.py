@@ -13,6 +13,7 @@ from torch import nn
 from taskcam.capture import Capture
 from taskcam.errors import TaskcamError
 from taskcam.explanation import Explanation, normalize_maps, upsample_maps
+from taskcam.inputs import InputBuilder, bind_inputs
 from taskcam.layers import LayerSpec, default_layer, resolve_layers
 from taskcam.masking import check_batch_size
 from taskcam.methods import CamTerms, LayerContext, Method, get_method
@@ -168,6 +169,12 @@ class Explainer:
             (ablationcam) need a reshape with an ``inverse(grid, like)``, as taskcam's have.
         batch_size: perturbed inputs per forward for perturbation methods.
         progress: show progress bars for perturbation methods.
+        forward_kwargs: constant keyword arguments of every forward (a tensor with a first
+            dimension of 1 is expanded to each forward's batch); see :mod:`taskcam.inputs`.
+        input_builder: ``input_builder(x) -> args`` for a model whose inputs the image
+            ``x: Tensor[B, 3, H, W]`` is one of: a tuple (positional), a dict (by name) or a
+            tensor; called with every batch the engine forwards (perturbed copies, flips:
+            only the image is perturbed). Layer names stay the model's own.
         **method_options: settings passed to the method (``fc=`` for ``cam``).
 
     Example:
@@ -191,6 +198,8 @@ class Explainer:
         reshape: Optional[Reshape] = None,
         batch_size: Optional[int] = None,
         progress: bool = False,
+        forward_kwargs: Optional[dict[str, Any]] = None,
+        input_builder: Optional[InputBuilder] = None,
         **method_options: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -199,7 +208,15 @@ class Explainer:
             raise TaskcamError(f"fuse: expected one of {_FUSE}, got {fuse!r}")
         check_batch_size(batch_size)
         self.model = model
+        # what every forward calls: the model itself, or the model with its other inputs
+        self.forward_model = bind_inputs(model, forward_kwargs, input_builder)
         self.method = get_method(method, **method_options)
+        if self.method.attention and self.forward_model is not model:
+            raise TaskcamError(
+                f"{self.method.name} reads a vision transformer's attention in its own forward "
+                "of the image alone; forward_kwargs and input_builder work with the CAM and "
+                "perturbation methods"
+            )
         if eigen_smooth and not self.method.uses_layers:
             raise TaskcamError(
                 f"eigen_smooth: {self.method.name} reads no layer activations, so there is "
@@ -248,7 +265,11 @@ class Explainer:
     # -- internals --------------------------------------------------------------------------
     def _layers(self, x: torch.Tensor) -> list[tuple[str, nn.Module]]:
         if self.layers is None:
-            self.layers = resolve_layers(self.model, default_layer(self.model, x[:1]))
+            bound = self.forward_model is not self.model
+            name = default_layer(self.forward_model, x[:1], from_example=bound)
+            if bound:  # BoundInputs holds the model as ``model``
+                name = name.removeprefix("model.")
+            self.layers = resolve_layers(self.model, name)
         return self.layers
 
     def _explain(self, x: torch.Tensor, targets: list[list[Target]]) -> Explanation:
@@ -277,12 +298,14 @@ class Explainer:
             return torch.stack([t(output) for t in targets[b]], dim=1).float()
 
         with Capture(self.model, [], need_grad=False), torch.no_grad():
-            output = self.model(x)
+            output = self.forward_model(x)
             scores = target_scores(output, targets)
             extra = {}
             if "batch_size" in inspect.signature(self.method.saliency).parameters:
                 extra["batch_size"] = self.batch_size  # methods written before it was passed
-            sal = self.method.saliency(self.model, x, score, progress=self.progress, **extra)
+            sal = self.method.saliency(
+                self.forward_model, x, score, progress=self.progress, **extra
+            )
         maps, empty = normalize_maps(sal)
         return Explanation(
             maps=maps,
@@ -301,7 +324,7 @@ class Explainer:
         names = [name for name, _ in layers]
         grad_ctx = torch.enable_grad() if method.needs_grad else torch.no_grad()
         with Capture(self.model, layers, need_grad=method.needs_grad) as cap, grad_ctx:
-            output = self.model(x)
+            output = self.forward_model(x)
             missing = [n for n in names if n not in cap.activations]
             if missing:
                 raise TaskcamError(f"layers {missing} were not called during the forward pass")
@@ -326,7 +349,7 @@ class Explainer:
                     targets=targets,
                     scores=scores,
                     inputs=x.detach(),
-                    model=self.model,
+                    model=self.forward_model,
                     capture=cap,
                     batch_size=self.batch_size,
                     progress=self.progress,
@@ -403,7 +426,7 @@ class Explainer:
         with Capture(self.model, [], need_grad=True), torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             with GuidedReLU():
-                output = self.model(xg)
+                output = self.forward_model(xg)
                 scores = target_scores(output, targets)
             (pixels,) = _gradients(scores, [xg])  # [B, T, 3, H, W]
         pixels = pixels.detach()

@@ -116,7 +116,7 @@ def has_transformer_blocks(model: nn.Module) -> bool:
     return bool(_transformer_blocks(model))
 
 
-def default_layer(model: nn.Module, example: torch.Tensor) -> str:
+def default_layer(model: nn.Module, example: torch.Tensor, *, from_example: bool = False) -> str:
     """Name a sensible target layer: the last feature map of a CNN, the last attention's
     input for a transformer.
 
@@ -143,6 +143,9 @@ def default_layer(model: nn.Module, example: torch.Tensor) -> str:
     Args:
         model: the network.
         example: an input batch ``Tensor[B, 3, H, W]`` of the size the model will see.
+        from_example: consider only outputs computed from ``example`` (a model with other
+            inputs too, :mod:`taskcam.inputs`: a depth stream's feature map does not explain
+            the image); found by running the forward with gradients to ``example`` alone.
 
     Returns:
         A dotted module name.
@@ -185,6 +188,7 @@ def default_layer(model: nn.Module, example: torch.Tensor) -> str:
                 isinstance(output, torch.Tensor)
                 and output.ndim == 4
                 and output.shape[-2:].numel() > 1
+                and (output.requires_grad or not from_example)
             ):
                 # keeping the tensor alive stops its storage being reused by a later tensor
                 seen.append((len(seen), name, output))
@@ -192,19 +196,28 @@ def default_layer(model: nn.Module, example: torch.Tensor) -> str:
         return hook
 
     training = {m: m.training for m in model.modules()}
+    flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
         for name, module in model.named_modules():
             if name:
                 handles.append(module.register_forward_pre_hook(make_pre_hook(name, module)))
                 handles.append(module.register_forward_hook(make_hook(name)))
         model.eval()
-        with torch.no_grad():
-            model(example)
+        if from_example:  # only what is computed from the example will require a gradient
+            for p, _ in flags:
+                p.requires_grad_(False)
+            with torch.enable_grad():
+                model(example.detach().requires_grad_(True) * 1)
+        else:
+            with torch.no_grad():
+                model(example)
     finally:
         for h in handles:
             h.remove()
         for m, flag in training.items():
             m.train(flag)
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
     blocks = [b for b in _transformer_blocks(model) if b[0] in ends]
     if blocks:

@@ -1,0 +1,201 @@
+"""Models with more than one input: ``forward_kwargs`` and ``input_builder`` reach every forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import taskcam
+from taskcam.adapters.classification import ClassTarget
+from taskcam.faithfulness import target_faithfulness
+from taskcam.inputs import BoundInputs, bind_inputs
+
+
+class RgbDepth(nn.Module):
+    """A two-stream RGB-D classifier: a ResNet-18 on the image, a small CNN on the depth map,
+    their logits summed (late fusion), divided by a temperature."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.rgb = torchvision.models.resnet18(weights=None, num_classes=classes)
+        self.depth = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8, classes),
+        )
+
+    def forward(self, rgb: torch.Tensor, depth: torch.Tensor, temperature: float = 1.0):
+        return (self.rgb(rgb) + self.depth(depth)) / temperature
+
+
+class ImageOnly(nn.Module):
+    """The same model with the depth map and temperature written in by hand."""
+
+    def __init__(self, model: RgbDepth, depth: torch.Tensor, temperature: float) -> None:
+        super().__init__()
+        self.model, self.depth, self.temperature = model, depth, temperature
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        depth = self.depth.expand(len(x), -1, -1, -1)
+        return self.model(x, depth, temperature=self.temperature)
+
+
+@pytest.fixture()
+def model():
+    torch.manual_seed(0)
+    return RgbDepth().eval()
+
+
+@pytest.fixture()
+def depth():
+    return torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+def _builder(depth):
+    return lambda x: (x, depth.expand(len(x), -1, -1, -1))
+
+
+@pytest.mark.parametrize(
+    ("method", "options"), [("gradcam", {}), ("scorecam", {}), ("rise", {"n_masks": 64})]
+)
+def test_maps_equal_those_of_a_hand_written_single_input_model(model, depth, method, options):
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    targets = [ClassTarget(1), ClassTarget(3)]
+    by_hand = ImageOnly(model, depth, 2.0)
+    layers = None if method == "rise" else "model.rgb.layer4"
+    expected = taskcam.explain(by_hand, x, targets, layers, method, **options)
+    bound = taskcam.explain(
+        model,
+        x,
+        targets,
+        None if method == "rise" else "rgb.layer4",
+        method,
+        input_builder=_builder(depth),
+        forward_kwargs={"temperature": 2.0},
+        **options,
+    )
+    torch.testing.assert_close(bound.scores, expected.scores)
+    torch.testing.assert_close(bound.maps, expected.maps, atol=1e-5, rtol=1e-4)
+    assert bound.layers == ([] if method == "rise" else ["rgb.layer4"])
+
+
+def test_the_default_layer_is_on_the_explained_image_path(model, depth):
+    x = torch.rand(1, 3, 64, 64)
+    exp = taskcam.explain(model, x, [ClassTarget(0)], input_builder=_builder(depth))
+    # the depth stream's convolution runs last, but does not see the image
+    assert exp.layers == ["rgb.layer4"]
+
+
+def test_batch_one_keyword_tensors_follow_each_forward_batch(depth):
+    class Conditioned(nn.Module):  # FiLM-style: the image's features scaled by a vector
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x, gamma):
+            assert gamma.shape[0] == x.shape[0], "the condition has one row per image"
+            feats = self.conv(x) * gamma[:, :, None, None]
+            return self.head(feats.mean((2, 3)))
+
+    torch.manual_seed(0)
+    net = Conditioned().eval()
+    gamma = torch.rand(1, 4)
+    x = torch.rand(1, 3, 32, 32)
+    exp = taskcam.explain(
+        net, x, [ClassTarget(1)], "conv", "scorecam", batch_size=8, forward_kwargs={"gamma": gamma}
+    )
+    assert exp.maps.shape == (1, 1, 32, 32) and not bool(exp.empty[0, 0])
+    with pytest.raises(TypeError):  # what taskcam saves the user from: no gamma, no forward
+        net(x)
+
+
+def test_keyword_arguments_reach_the_model(model, depth):
+    x = torch.rand(1, 3, 64, 64)
+    hot = taskcam.explain(
+        model, x, [ClassTarget(1)], input_builder=_builder(depth), forward_kwargs={"temperature": 4}
+    )
+    cold = taskcam.explain(model, x, [ClassTarget(1)], input_builder=_builder(depth))
+    torch.testing.assert_close(hot.scores * 4, cold.scores)
+
+
+def test_a_builder_may_name_the_arguments(model, depth):
+    x = torch.rand(1, 3, 64, 64)
+
+    def named(x):
+        return {"rgb": x, "depth": depth.expand(len(x), -1, -1, -1), "temperature": 2.0}
+
+    by_name = taskcam.explain(model, x, [ClassTarget(2)], "rgb.layer3", input_builder=named)
+    by_hand = taskcam.explain(ImageOnly(model, depth, 2.0), x, [ClassTarget(2)], "model.rgb.layer3")
+    torch.testing.assert_close(by_name.maps, by_hand.maps)
+
+
+def test_the_model_comes_back_as_it_was(model, depth):
+    model.train()
+    model.rgb.fc.weight.requires_grad_(False)
+    hooks = len(model.rgb.layer4._forward_hooks)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    taskcam.explain(
+        model, torch.rand(1, 3, 64, 64), [ClassTarget(0)], input_builder=_builder(depth)
+    )
+    assert all(m.training for m in model.modules())
+    assert not model.rgb.fc.weight.requires_grad and model.rgb.conv1.weight.requires_grad
+    assert len(model.rgb.layer4._forward_hooks) == hooks
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_faithfulness_of_a_bound_model(model, depth):
+    x = torch.rand(1, 3, 64, 64)
+    bound = bind_inputs(model, {"temperature": 2.0}, _builder(depth))
+    assert isinstance(bound, BoundInputs) and bind_inputs(model) is model
+    exp = taskcam.explain(
+        model,
+        x,
+        [ClassTarget(1)],
+        forward_kwargs={"temperature": 2.0},
+        input_builder=_builder(depth),
+    )
+    (row,) = target_faithfulness(bound, x, [ClassTarget(1)], exp.maps[0], steps=4)
+    assert 0 <= row[0].deletion <= 1.5 and 0 <= row[0].insertion <= 1.5
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"input_builder": "x, depth"}, r"input_builder: expected a callable .* got str"),
+        ({"forward_kwargs": [("temperature", 2)]}, r"forward_kwargs: expected a dict .* got list"),
+        ({"forward_kwargs": {1: 2}}, r"forward_kwargs: .* with keys \[1\]"),
+        ({"input_builder": lambda x: 3}, r"input_builder .*<lambda> returned a int"),
+        (
+            {"input_builder": lambda x: (x,)},
+            r"RgbDepth.forward\(rgb.* does not take .*<lambda> gave: missing .* 'depth'",
+        ),
+        ({"input_builder": lambda x: 1 / 0}, r"input_builder .* failed .*ZeroDivisionError"),
+    ],
+)
+def test_bad_extras_are_named(model, depth, options, message):
+    with pytest.raises(taskcam.TaskcamError, match=message):
+        taskcam.explain(model, torch.rand(1, 3, 64, 64), [ClassTarget(0)], "rgb.layer4", **options)
+
+
+def test_a_builder_that_drops_the_batch_is_named(model, depth):
+    def first_only(x):  # keeps one row of a batch of two
+        return x[:1], depth
+
+    with pytest.raises(taskcam.TaskcamError, match=r"first_only was given 2 images .* 2 rows"):
+        taskcam.explain(
+            model,
+            torch.rand(2, 3, 64, 64),
+            [ClassTarget(0)],
+            "rgb.layer4",
+            input_builder=first_only,
+        )
+
+
+def test_attention_methods_say_they_take_the_image_alone(model, depth):
+    with pytest.raises(taskcam.TaskcamError, match="rollout .* forward_kwargs and input_builder"):
+        taskcam.Explainer(model, method="rollout", input_builder=_builder(depth))
