@@ -42,8 +42,9 @@ __all__ = [
     "parse_detection_targets",
 ]
 
-WHAT = ("score", "x1", "y1", "x2", "y2", "objectness")
-"""What a detection target can explain: its class score, one side of its box, or objectness."""
+WHAT = ("score", "x1", "y1", "x2", "y2", "objectness", "mask")
+"""What a detection target can explain: its class score, one side of its box, objectness, or
+(instance segmenters) its mask: the mask logits summed over the mask's own pixels."""
 
 
 @dataclass
@@ -186,7 +187,8 @@ class DetectionTarget:
         candidate: index of the pre-NMS candidate.
         class_id: the detection's class, in the model's numbering.
         box: ``Tensor[4]`` the detection's box in input pixels (for matching).
-        what: ``"score"``, a box side ``"x1" | "y1" | "x2" | "y2"`` or ``"objectness"``.
+        what: ``"score"``, a box side ``"x1" | "y1" | "x2" | "y2"``, ``"objectness"`` or
+            ``"mask"``.
         layer: the layer whose map explains it (its pyramid level), or None for all layers.
     """
 

@@ -55,7 +55,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
@@ -144,6 +144,52 @@ def detector_family(model: Any) -> str:
 
 
 # -- output --------------------------------------------------------------------------------------
+class MaskLogits:
+    """Mask R-CNN's mask logits of one forward's detections, computed when first asked for.
+
+    The mask branch (RoI pooling of the forward's features at the detections' boxes, the mask
+    head and predictor) runs only when a target reads a mask, on the features of the forward
+    that made the detections, so its logits carry that forward's gradients.
+
+    Args:
+        heads: the detector's ``RoIHeads`` (with a mask branch).
+        features: the backbone's feature maps of the forward.
+        image_sizes: the transformed images' sizes.
+        boxes: per image, the detections' boxes in transformed pixels ``Tensor[n, 4]``.
+        detections: per image, the detections (candidates and classes).
+    """
+
+    def __init__(
+        self,
+        heads: nn.Module,
+        features: dict[str, torch.Tensor],
+        image_sizes: list[tuple[int, int]],
+        boxes: list[torch.Tensor],
+        detections: list[Detections],
+    ) -> None:
+        self.heads, self.features, self.image_sizes = heads, features, image_sizes
+        self.boxes, self.detections = boxes, detections
+        self._logits: Optional[list[dict[tuple[int, int], torch.Tensor]]] = None
+
+    def get(self, image: int, candidate: int, class_id: int) -> Optional[torch.Tensor]:
+        """``Tensor[M, M]`` (28×28 for torchvision's heads): the mask logits of the detection
+        of ``class_id`` from proposal ``candidate`` in ``image``, over its box; None when this
+        forward has no such detection."""
+        if self._logits is None:
+            heads = self.heads
+            pooled = heads.mask_roi_pool(self.features, self.boxes, self.image_sizes)
+            logits = heads.mask_predictor(heads.mask_head(pooled))  # [sum n, K, M, M]
+            counts = [len(d) for d in self.detections]
+            self._logits = [
+                {
+                    (int(c), int(k)): part[i, int(k)]
+                    for i, (c, k) in enumerate(zip(det.candidates.tolist(), det.classes.tolist()))
+                }
+                for det, part in zip(self.detections, logits.split(counts))
+            ]
+        return self._logits[image].get((candidate, class_id))
+
+
 @dataclass
 class TracedOutput:
     """What :class:`TracedDetector` returns: every candidate of every image, and the detections.
@@ -171,6 +217,8 @@ class TracedOutput:
             to their ``probs`` row ``Tensor[K]`` and ``boxes`` row ``Tensor[K, 4]``, which
             carry the gradients (the box head reran on those proposals only) while the full
             tensors above are constants. None otherwise. :meth:`row` reads either.
+        mask_logits: Mask R-CNN: the detections' mask logits, computed on first use
+            (:class:`MaskLogits`); None for other models. Not kept by a detached copy.
     """
 
     family: str
@@ -182,6 +230,7 @@ class TracedOutput:
     feature_names: list[str]
     detections: list[Detections]
     tracked: Optional[list[dict[int, tuple[torch.Tensor, torch.Tensor]]]] = None
+    mask_logits: Optional[MaskLogits] = field(default=None, init=False, repr=False)
 
     def row(
         self, image: int, candidate: int
@@ -500,6 +549,10 @@ class TracedDetector(nn.Module):
             out.levels.append(levels)
         if tracking:
             out.tracked = self._tracked(features, proposals, images, out.detections, size)
+        if heads.has_mask():
+            out.mask_logits = MaskLogits(
+                heads, features, images.image_sizes, kept_boxes_t, out.detections
+            )
         if with_masks and heads.has_mask():
             self._masks(features, images.image_sizes, kept_boxes_t, out.detections, size)
         return out
@@ -877,8 +930,11 @@ class TorchvisionDetectionTarget(DetectionTarget):
         class_id: the class, in the model's numbering (two-stage and SSD: 1..K-1).
         what: ``"score"`` (what torchvision ranks by: the softmax probability, RetinaNet's
             sigmoid, FCOS's ``sqrt(sigmoid * centerness)``), a box side ``"x1" | "y1" | "x2"
-            | "y2"`` in input pixels, or ``"objectness"``: ``1 - P(background)`` (two-stage,
-            SSD) or the centerness (FCOS); RetinaNet has none.
+            | "y2"`` in input pixels, ``"objectness"``: ``1 - P(background)`` (two-stage,
+            SSD) or the centerness (FCOS), RetinaNet has none; or (Mask R-CNN) ``"mask"``: the
+            detection's mask logits (its class's ``M×M`` logits over its box) summed over the
+            pixels its mask covers (logit > 0, i.e. probability > 0.5), the mask score of
+            Mask R-CNN (He et al., "Mask R-CNN", ICCV 2017) as Seg-Grad-CAM sums a region.
         box: the detection's box (input pixels), for perturbation methods.
         layer: the layer of its pyramid level, or None.
 
@@ -920,6 +976,11 @@ class TorchvisionDetectionTarget(DetectionTarget):
                 f"what='objectness': a {output.family} model has no objectness; explain one "
                 f"of {_supported(output.family)}"
             )
+        if self.what == "mask" and output.mask_logits is None:
+            raise TaskcamError(
+                f"what='mask': this {output.family} model has no mask branch (Mask R-CNN has "
+                "one); explain its detections' score, box sides or objectness"
+            )
         return output
 
     def __call__(self, output: Any) -> torch.Tensor:
@@ -929,6 +990,9 @@ class TorchvisionDetectionTarget(DetectionTarget):
             scores = out.scores[b]
             if self.candidate >= scores.shape[0]:
                 values.append(scores.new_zeros(()))
+                continue
+            if self.what == "mask":
+                values.append(self._mask_score(out, b, scores))
                 continue
             row, objectness, box = out.row(b, self.candidate)
             if self.what == "score":
@@ -941,6 +1005,14 @@ class TorchvisionDetectionTarget(DetectionTarget):
                     box = box[self.class_id]
                 values.append(box[_SIDES.index(self.what)])
         return torch.stack(values)
+
+    def _mask_score(self, out: TracedOutput, image: int, like: torch.Tensor) -> torch.Tensor:
+        """The detection's mask logits summed over its mask; 0 when the output lacks it."""
+        assert out.mask_logits is not None
+        logits = out.mask_logits.get(image, self.candidate, self.class_id)  # [M, M]
+        if logits is None:
+            return like.new_zeros(())
+        return (logits * (logits.detach() > 0)).sum()
 
     def candidates(self, output: Any, class_id: int) -> Candidates:
         """The output's candidates for D-RISE matching of a detection of class ``class_id``.
@@ -976,8 +1048,8 @@ class TorchvisionDetectionTarget(DetectionTarget):
         )
 
 
-def _supported(family: str) -> tuple[str, ...]:
-    return WHAT if family != "retinanet" else WHAT[:5]
+def _supported(family: str, masks: bool = False) -> tuple[str, ...]:
+    return (WHAT[:6] if family != "retinanet" else WHAT[:5]) + (("mask",) if masks else ())
 
 
 def detection_targets(
@@ -1074,11 +1146,19 @@ class TorchvisionDetectionAdapter:
     def detect(self, x: torch.Tensor) -> list[Detections]:
         return detect(self.model, x)
 
+    @property
+    def has_masks(self) -> bool:
+        """Whether detections have masks (Mask R-CNN), so ``what="mask"`` can explain them."""
+        heads = getattr(self.detector, "roi_heads", None)
+        return heads is not None and heads.has_mask()
+
     def targets(self, dets: Detections, what: str = "score") -> list[TorchvisionDetectionTarget]:
-        if what == "objectness" and self.family == "retinanet":
+        supported = _supported(self.family, self.has_masks)
+        if what in WHAT and what not in supported:
+            lacks = "no objectness" if what == "objectness" else "no masks (Mask R-CNN has)"
             raise TaskcamError(
-                f"what='objectness': a retinanet model has no objectness; explain one of "
-                f"{_supported(self.family)}"
+                f"what={what!r}: a {type(self.detector).__name__} ({self.family}) has {lacks}; "
+                f"explain one of {supported}"
             )
         return detection_targets([dets], what)[0]
 

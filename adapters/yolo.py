@@ -837,15 +837,46 @@ class YoloDetectionTarget(DetectionTarget):
 
 
 class YoloInstanceTarget(YoloDetectionTarget):
-    """One instance of a YOLO segmentation model: its candidate's class score.
+    """One instance of a YOLO segmentation model: its candidate's class score, or its mask.
 
-    The class score is what ranks the instance and decides that it exists; its mask is a
-    linear mix of prototypes shared by all instances, so explaining the score is what tells
-    which pixels made the model find *this* object. Box sides work as in the parent class.
+    The class score is what ranks the instance and decides that it exists. Its mask is a
+    linear mix of prototypes shared by all instances (YOLACT: Bolya et al., "YOLACT: Real-time
+    Instance Segmentation", ICCV 2019): ``what="mask"`` explains the mask's logits
+    ``coefficients · prototypes``, upsampled to the input as the mask is drawn, summed over
+    the instance's own pixels (``region``: its mask at detection time, inside its box), as
+    Seg-Grad-CAM sums a class region. Box sides work as in the parent class.
+
+    Args:
+        candidate, class_id, what, box, layer, model: as :class:`YoloDetectionTarget`; ``what``
+            may also be ``"mask"``.
+        region: ``BoolTensor[H, W]``, the instance's mask on the input grid (needed for
+            ``"mask"``: :func:`detect` gives it as ``Detections.masks``).
 
     Raises:
-        TaskcamError: when called on a detection model's output (no mask prototypes).
+        TaskcamError: when called on a detection model's output (no mask prototypes); a
+            ``"mask"`` target without a region.
     """
+
+    supports = (*YoloDetectionTarget.supports, "mask")
+
+    def __init__(
+        self,
+        candidate: int,
+        class_id: int,
+        what: str = "score",
+        *,
+        box: Optional[torch.Tensor] = None,
+        layer: Optional[str] = None,
+        model: Optional[nn.Module] = None,
+        region: Optional[torch.Tensor] = None,
+    ) -> None:
+        super().__init__(candidate, class_id, what, box=box, layer=layer, model=model)
+        if what == "mask" and (region is None or region.ndim != 2):
+            got = None if region is None else tuple(region.shape)
+            raise TaskcamError(
+                f"what='mask': the instance's mask BoolTensor[H, W] is needed as region, got {got}"
+            )
+        self.region = None if region is None else region.detach().bool()
 
     def __call__(self, output: Any) -> torch.Tensor:
         preds, protos = self._preds(output)
@@ -854,7 +885,17 @@ class YoloInstanceTarget(YoloDetectionTarget):
                 "YoloInstanceTarget needs a segmentation model's output (mask prototypes); "
                 "use YoloDetectionTarget for detection models"
             )
-        return self._score(preds)
+        if self.what != "mask":
+            return self._score(preds)
+        if self.candidate >= preds.shape[2]:
+            return preds.new_zeros(preds.shape[0])
+        assert self.region is not None
+        nc = _num_classes(preds, protos)
+        coeffs = preds[:, 4 + nc :, self.candidate]  # [B, nm]
+        logits = torch.einsum("bm,bmhw->bhw", coeffs, protos)[:, None]  # [B, 1, h, w]
+        region = self.region.to(logits.device)
+        logits = F.interpolate(logits, size=region.shape, mode="bilinear", align_corners=False)
+        return (logits[:, 0] * region).sum(dim=(1, 2))  # [B]
 
 
 def detection_targets(
@@ -878,16 +919,19 @@ def detection_targets(
     """
     out = []
     for det in dets:
-        cls = YoloInstanceTarget if det.masks is not None else YoloDetectionTarget
         levels = det.levels or [None] * len(det)
-        out.append(
-            [
-                cls(int(c), int(k), what, box=box, layer=level, model=model)
-                for c, k, box, level in zip(
-                    det.candidates.tolist(), det.classes.tolist(), det.boxes, levels
-                )
-            ]
-        )
+        row: list[YoloDetectionTarget] = []
+        for i, (c, k, box, level) in enumerate(
+            zip(det.candidates.tolist(), det.classes.tolist(), det.boxes, levels)
+        ):
+            if det.masks is None:
+                row.append(YoloDetectionTarget(c, k, what, box=box, layer=level, model=model))
+                continue
+            region = det.masks[i] if what == "mask" else None
+            row.append(
+                YoloInstanceTarget(c, k, what, box=box, layer=level, model=model, region=region)
+            )
+        out.append(row)
     return out
 
 
@@ -946,7 +990,17 @@ class YoloAdapter:
             d.levels = [candidate_layer(self.model, int(c), size) for c in d.candidates]
         return dets
 
+    @property
+    def has_masks(self) -> bool:
+        """Whether detections have masks (a segmentation model), so ``what="mask"`` works."""
+        return self.task == "segment"
+
     def targets(self, dets: Detections, what: str = "score") -> list[YoloDetectionTarget]:
+        if what == "mask" and not self.has_masks:
+            raise TaskcamError(
+                f"what='mask': this YOLO {type(self.model).__name__} detects boxes without "
+                "masks; a -seg model's instances have masks"
+            )
         return detection_targets([dets], what, self.model)[0]
 
     def default_layers(self) -> list[str]:

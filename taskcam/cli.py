@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--model",
         required=True,
-        help="timm:NAME, torchvision:NAME, zoo:NAME, smp:ARCH:ENCODER, yolo:PATH.pt, "
+        help="timm:NAME, torchvision:NAME, zoo:NAME, smp:ARCH:ENCODER, yolo:PATH.pt, hf:DIR, "
         "yolo:PATH.onnx (an ultralytics export) or package.module:factory",
     )
     ex.add_argument("--weights", help="state dict / checkpoint path, or 'none' for random weights")
@@ -62,8 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--what",
         default="score",
-        choices=("score", "x1", "y1", "x2", "y2", "objectness"),
-        help="detect: explain each detection's class score (default), a box side or objectness",
+        choices=("score", "x1", "y1", "x2", "y2", "objectness", "mask"),
+        help="detect: explain each detection's class score (default), a box side, objectness, "
+        "or (Mask R-CNN, YOLO -seg) its mask's logits over its pixels",
     )
     ex.add_argument("--conf", type=float, help="detect: score threshold (default: the model's)")
     ex.add_argument("--out", default="taskcam-out", help="output folder (default taskcam-out)")

@@ -480,6 +480,11 @@ class DetectionExplainer(ImageExplainer):
 
         super().__init__(loaded, options, out)
         self.adapter = adapter_for(loaded, options.conf)
+        if options.what == "mask" and not getattr(self.adapter, "has_masks", False):
+            raise TaskcamError(
+                f"--what mask: {loaded.spec} detects boxes without masks; instance segmenters "
+                "(Mask R-CNN, YOLO -seg models) have them"
+            )
         self.instances = loaded.task == "segment"
         self.existing_only = existing_only
         self.layer_names = list(options.layers or self.adapter.default_layers())

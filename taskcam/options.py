@@ -48,7 +48,8 @@ class RunOptions:
             detection ``all`` (default), ``0,2`` (the model's ranking) or ``class=NAME``;
             segmentation ``all`` (default: every predicted class) or class ids.
         what: detectors: what each detection's map explains: ``score``, a box side
-            ``x1``/``y1``/``x2``/``y2``, or ``objectness``.
+            ``x1``/``y1``/``x2``/``y2``, ``objectness``, or ``mask`` (instance segmenters:
+            the mask's logits summed over its pixels).
         conf: detectors: the score threshold (default: the model's own), in [0, 1].
         colormap: OpenCV colormap of the overlays (:data:`taskcam.render.COLORMAPS`).
         alpha: weight of the heatmap colour in the overlays, in [0, 1].
@@ -174,8 +175,8 @@ class RunOptions:
         if self.what != "score" and perturbing:
             raise TaskcamError(
                 f"--what {self.what}: {', '.join(perturbing)} explain a detection's score "
-                "(matched in each perturbed output by D-RISE similarity); explain a box side "
-                "or objectness with a gradient method (odam, gradcam, layercam, ...)"
+                "(matched in each perturbed output by D-RISE similarity); explain a box side, "
+                "objectness or a mask with a gradient method (odam, gradcam, layercam, ...)"
             )
 
     def settings(self, loaded: LoadedModel, *, video: bool = False) -> dict[str, Any]:
