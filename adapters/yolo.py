@@ -859,19 +859,9 @@ class YoloInstanceTarget(YoloDetectionTarget):
 
     supports = (*YoloDetectionTarget.supports, "mask")
 
-    def __init__(
-        self,
-        candidate: int,
-        class_id: int,
-        what: str = "score",
-        *,
-        box: Optional[torch.Tensor] = None,
-        layer: Optional[str] = None,
-        model: Optional[nn.Module] = None,
-        region: Optional[torch.Tensor] = None,
-    ) -> None:
-        super().__init__(candidate, class_id, what, box=box, layer=layer, model=model)
-        if what == "mask" and (region is None or region.ndim != 2):
+    def __init__(self, *args: Any, region: Optional[torch.Tensor] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.what == "mask" and (region is None or region.ndim != 2):
             got = None if region is None else tuple(region.shape)
             raise TaskcamError(
                 f"what='mask': the instance's mask BoolTensor[H, W] is needed as region, got {got}"
