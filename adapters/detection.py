@@ -21,6 +21,7 @@ uses that layer's map for it when several layers are hooked in one forward.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
@@ -44,7 +45,31 @@ __all__ = [
 
 WHAT = ("score", "x1", "y1", "x2", "y2", "objectness", "mask")
 """What a detection target can explain: its class score, one side of its box, objectness, or
-(instance segmenters) its mask: the mask logits summed over the mask's own pixels."""
+(instance segmenters) its mask: the mask logits summed over the mask's own pixels. Pose models
+also explain one keypoint's coordinate or visibility: ``kpt3.x``, ``kpt3.y``, ``kpt3.v``
+(:func:`keypoint_what`)."""
+
+_KEYPOINT = re.compile(r"kpt(\d+)\.([xyv])")
+
+
+def keypoint_what(what: str) -> Optional[tuple[int, int]]:
+    """``(keypoint, 0 | 1 | 2)`` for ``"kpt3.x" | "kpt3.y" | "kpt3.v"``, None for other values.
+
+    Example:
+        >>> keypoint_what("kpt3.y"), keypoint_what("score")
+        ((3, 1), None)
+    """
+    match = _KEYPOINT.fullmatch(what) if isinstance(what, str) else None
+    return None if match is None else (int(match.group(1)), "xyv".index(match.group(2)))
+
+
+def check_what(what: str) -> None:
+    """Refuse a ``what`` no detector explains (:data:`WHAT` or a keypoint's ``kptK.x|y|v``)."""
+    if what not in WHAT and keypoint_what(what) is None:
+        raise TaskcamError(
+            f"--what: expected one of {', '.join(WHAT)} or a keypoint's kptK.x, kptK.y, kptK.v "
+            f"(pose models), got {what!r}"
+        )
 
 
 @dataclass
@@ -58,6 +83,8 @@ class Detections:
         candidates: ``LongTensor[N]`` index of the anchor / proposal that produced each one.
         masks: ``BoolTensor[N, H, W]`` instance masks at input size (instance models), else None.
         levels: per detection, the name of the layer (pyramid level) that produced it, or None.
+        keypoints: ``Tensor[N, K, D]`` pose models' keypoints in model-input pixels (``x, y``
+            and, with ``D = 3``, the visibility in [0, 1]), else None.
     """
 
     boxes: torch.Tensor
@@ -66,6 +93,7 @@ class Detections:
     candidates: torch.Tensor
     masks: Optional[torch.Tensor] = None
     levels: Optional[list[Optional[str]]] = None
+    keypoints: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -80,6 +108,7 @@ class Detections:
             candidates=self.candidates[idx],
             masks=None if self.masks is None else self.masks[idx],
             levels=None if self.levels is None else [self.levels[i] for i in keep],
+            keypoints=None if self.keypoints is None else self.keypoints[idx],
         )
 
 
@@ -207,7 +236,7 @@ class DetectionTarget:
         for name, v in (("candidate", candidate), ("class_id", class_id)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise TaskcamError(f"{name} must be a non-negative int, got {v!r}")
-        if what not in self.supports:
+        if not self.accepts(what):
             raise TaskcamError(
                 f"what: {type(self).__name__} explains one of {self.supports}, got {what!r}"
             )
@@ -216,6 +245,10 @@ class DetectionTarget:
         self.box = None if box is None else torch.as_tensor(box).detach().float().cpu()
         self.what = what
         self.layer = layer
+
+    def accepts(self, what: str) -> bool:
+        """Whether this family of targets explains ``what`` (:attr:`supports`)."""
+        return what in self.supports
 
     def __call__(self, output: Any) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

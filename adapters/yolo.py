@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from taskcam.adapters.detection import Candidates, Detections, DetectionTarget
+from taskcam.adapters.detection import Candidates, Detections, DetectionTarget, keypoint_what
 from taskcam.errors import TaskcamError
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "YoloAdapter",
     "YoloDetectionTarget",
     "YoloInstanceTarget",
+    "YoloPoseTarget",
     "backbone_stages",
     "candidate_layer",
     "default_layers",
@@ -81,7 +82,7 @@ __all__ = [
 
 PAD_VALUE = 114
 """Gray level of ultralytics' letterbox padding."""
-_TASKS = ("detect", "segment")
+_TASKS = ("detect", "segment", "pose")
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -94,7 +95,8 @@ def _ultralytics() -> None:
 
 
 def yolo_task(model: Any) -> str:
-    """The task of a loaded ultralytics model, checked to be ``"detect"`` or ``"segment"``.
+    """The task of a loaded ultralytics model, checked to be ``"detect"``, ``"segment"`` or
+    ``"pose"``.
 
     Args:
         model: an ultralytics ``BaseModel`` (``DetectionModel``, ``ClassificationModel``...).
@@ -112,7 +114,7 @@ def yolo_task(model: Any) -> str:
     if task not in _TASKS:
         raise TaskcamError(
             f"{type(model).__name__} is a {task!r} model; the YOLO adapter explains "
-            f"detect and segment models only"
+            f"detect, segment and pose models"
         )
     return task
 
@@ -143,6 +145,7 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
     _ultralytics()
     from ultralytics.nn.tasks import (
         DetectionModel,
+        PoseModel,
         SegmentationModel,
         guess_model_task,
         load_checkpoint,
@@ -163,9 +166,9 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
         if task not in _TASKS:
             raise TaskcamError(
                 f"{path_or_yaml}: the yaml builds a {task!r} model; the YOLO adapter explains "
-                "detect and segment models only"
+                "detect, segment and pose models"
             )
-        cls = SegmentationModel if task == "segment" else DetectionModel
+        cls = {"segment": SegmentationModel, "pose": PoseModel}.get(task, DetectionModel)
         if nc is not None:
             cfg["nc"] = nc  # set here rather than overridden (and logged) by ultralytics
         model = cls(cfg, nc=nc, verbose=False)
@@ -646,7 +649,11 @@ def raw_predictions(output: Any, model: Optional[nn.Module] = None) -> torch.Ten
     return _split(output, None if model is None else _head(model))[0]
 
 
-def _num_classes(preds: torch.Tensor, protos: Optional[torch.Tensor]) -> int:
+def _num_classes(
+    preds: torch.Tensor, protos: Optional[torch.Tensor], head: Optional[nn.Module] = None
+) -> int:
+    if head is not None and isinstance(getattr(head, "nc", None), int):
+        return int(head.nc)  # a pose head's keypoints follow the classes too
     return preds.shape[1] - 4 - (0 if protos is None else protos.shape[1])
 
 
@@ -719,7 +726,14 @@ def detect(
     finally:
         for m, flag in flags:
             m.training = flag
-    nc = _num_classes(preds, protos)
+    head = _head(model)
+    nc = _num_classes(preds, protos, head)
+    kpt_shape = _kpt_shape(head)
+    if kpt_shape is not None and end2end:
+        raise TaskcamError(
+            f"{type(model).__name__}: an end-to-end pose head (YOLO26-pose) is not supported "
+            "yet; YOLOv8 and YOLO11 pose models are"
+        )
     select = _top_pairs if end2end else _nms
     out: list[Detections] = []
     for b in range(preds.shape[0]):
@@ -734,8 +748,18 @@ def detect(
         )
         if protos is not None:
             det.masks = _masks(p[cand, 4 + nc :], protos[b], boxes, tuple(x.shape[-2:]))
+        if kpt_shape is not None:  # [n, K, D]: x, y (, visibility) in input pixels
+            det.keypoints = p[cand, 4 + nc : 4 + nc + kpt_shape[0] * kpt_shape[1]].reshape(
+                len(cand), *kpt_shape
+            )
         out.append(det)
     return out
+
+
+def _kpt_shape(head: nn.Module) -> Optional[tuple[int, int]]:
+    """``(K, D)`` of a pose head (17 keypoints of x, y, visibility for COCO), else None."""
+    shape = getattr(head, "kpt_shape", None)
+    return None if shape is None else (int(shape[0]), int(shape[1]))
 
 
 def _nms(
@@ -811,7 +835,7 @@ class YoloDetectionTarget(DetectionTarget):
 
     def _preds(self, output: Any) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         preds, protos = _split(output, self.head)
-        nc = _num_classes(preds, protos)
+        nc = _num_classes(preds, protos, self.head)
         if self.class_id >= nc:
             raise TaskcamError(f"class_id {self.class_id} does not exist: the model has {nc}")
         return preds, protos
@@ -830,7 +854,7 @@ class YoloDetectionTarget(DetectionTarget):
 
     def candidates(self, output: Any, class_id: int) -> Candidates:
         preds, protos = self._preds(output)
-        nc = _num_classes(preds, protos)
+        nc = _num_classes(preds, protos, self.head)
         probs = preds[:, 4 : 4 + nc].transpose(1, 2)  # [B, A, nc]
         boxes = _xywh2xyxy(preds[:, :4].transpose(1, 2))  # [B, A, 4]
         return Candidates(boxes, probs, objectness=probs.amax(dim=-1))
@@ -888,6 +912,59 @@ class YoloInstanceTarget(YoloDetectionTarget):
         return (logits[:, 0] * region).sum(dim=(1, 2))  # [B]
 
 
+class YoloPoseTarget(YoloDetectionTarget):
+    """One person (or object) of a YOLO pose model: its class score, a box side, or one
+    keypoint's ``x``/``y`` (input pixels) or visibility: ``what="kpt3.x"``.
+
+    The pose head (Jocher et al.'s YOLOv8-pose, after YOLO-Pose: Maji et al., CVPRW 2022)
+    predicts each anchor's keypoints beside its box, so a keypoint's coordinate is one
+    differentiable output of the detection's own anchor.
+
+    Args:
+        candidate, class_id, what, box, layer: as :class:`YoloDetectionTarget`; ``what`` may
+            also be ``kptK.x | kptK.y | kptK.v``.
+        model: the pose model (needed: its head says how many classes and keypoints there are).
+
+    Raises:
+        TaskcamError: no model, a keypoint index the model lacks (the message names how many
+            it has) or a visibility the model does not predict.
+    """
+
+    def __init__(self, *args: Any, model: Optional[nn.Module] = None, **kwargs: Any) -> None:
+        if model is None:
+            raise TaskcamError("YoloPoseTarget needs the pose model (model=)")
+        self.kpt_shape = _kpt_shape(_head(model))
+        if self.kpt_shape is None:
+            raise TaskcamError(f"YoloPoseTarget: {type(model).__name__} has no pose head")
+        super().__init__(*args, model=model, **kwargs)
+
+    def accepts(self, what: str) -> bool:
+        kpt = keypoint_what(what)
+        if kpt is None:
+            return super().accepts(what)
+        assert self.kpt_shape is not None
+        count, dims = self.kpt_shape
+        if kpt[0] >= count:
+            raise TaskcamError(
+                f"what={what!r}: keypoint {kpt[0]} does not exist: the model has {count} "
+                f"keypoints (kpt0..kpt{count - 1})"
+            )
+        if kpt[1] >= dims:
+            raise TaskcamError(f"what={what!r}: the model predicts no keypoint visibility")
+        return True
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        preds, _ = self._preds(output)
+        kpt = keypoint_what(self.what)
+        if kpt is None:
+            return self._score(preds)
+        if self.candidate >= preds.shape[2]:
+            return preds.new_zeros(preds.shape[0])
+        assert self.kpt_shape is not None and self.head is not None
+        row = 4 + int(self.head.nc) + kpt[0] * self.kpt_shape[1] + kpt[1]
+        return preds[:, row, self.candidate]  # [B]
+
+
 def detection_targets(
     dets: Sequence[Detections], what: str = "score", model: Optional[nn.Module] = None
 ) -> list[list[YoloDetectionTarget]]:
@@ -914,6 +991,9 @@ def detection_targets(
         for i, (c, k, box, level) in enumerate(
             zip(det.candidates.tolist(), det.classes.tolist(), det.boxes, levels)
         ):
+            if det.keypoints is not None:
+                row.append(YoloPoseTarget(c, k, what, box=box, layer=level, model=model))
+                continue
             if det.masks is None:
                 row.append(YoloDetectionTarget(c, k, what, box=box, layer=level, model=model))
                 continue
@@ -985,7 +1065,17 @@ class YoloAdapter:
         """Whether detections have masks (a segmentation model), so ``what="mask"`` works."""
         return self.task == "segment"
 
+    @property
+    def kpt_shape(self) -> Optional[tuple[int, int]]:
+        """``(K, D)`` keypoints of a pose model, else None."""
+        return _kpt_shape(_head(self.model))
+
     def targets(self, dets: Detections, what: str = "score") -> list[YoloDetectionTarget]:
+        if keypoint_what(what) is not None and self.kpt_shape is None:
+            raise TaskcamError(
+                f"what={what!r}: this YOLO {type(self.model).__name__} has no keypoints; a "
+                "-pose model's detections have them"
+            )
         if what == "mask" and not self.has_masks:
             raise TaskcamError(
                 f"what='mask': this YOLO {type(self.model).__name__} detects boxes without "

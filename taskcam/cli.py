@@ -62,9 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--what",
         default="score",
-        choices=("score", "x1", "y1", "x2", "y2", "objectness", "mask"),
-        help="detect: explain each detection's class score (default), a box side, objectness, "
-        "or (Mask R-CNN, YOLO -seg) its mask's logits over its pixels",
+        help="detect: explain each detection's class score (default), a box side x1|y1|x2|y2, "
+        "objectness, (Mask R-CNN, YOLO -seg) mask: its mask's logits over its pixels, or "
+        "(YOLO pose) kptK.x|y|v: keypoint K's coordinate or visibility",
     )
     ex.add_argument("--conf", type=float, help="detect: score threshold (default: the model's)")
     ex.add_argument("--out", default="taskcam-out", help="output folder (default taskcam-out)")

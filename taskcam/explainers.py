@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from taskcam.adapters.detection import keypoint_what
 from taskcam.capture import predict
 from taskcam.engine import Explainer, Explanation
 from taskcam.errors import ImageError, TaskcamError
@@ -51,6 +52,7 @@ from taskcam.render import (
     box_normalized,
     detections_picture,
     draw_box,
+    draw_keypoints,
     grid,
     outline,
     overlay,
@@ -485,6 +487,14 @@ class DetectionExplainer(ImageExplainer):
                 f"--what mask: {loaded.spec} detects boxes without masks; instance segmenters "
                 "(Mask R-CNN, YOLO -seg models) have them"
             )
+        kpt = keypoint_what(options.what)
+        shape = getattr(self.adapter, "kpt_shape", None)
+        if kpt is not None and (shape is None or kpt[0] >= shape[0]):
+            has = "none" if shape is None else f"{shape[0]} (kpt0..kpt{shape[0] - 1})"
+            raise TaskcamError(
+                f"--what {options.what}: keypoint {kpt[0]} does not exist: {loaded.spec} has "
+                f"{has} keypoints" + ("; YOLO -pose models have them" if shape is None else "")
+            )
         self.instances = loaded.task == "segment"
         self.existing_only = existing_only
         self.layer_names = list(options.layers or self.adapter.default_layers())
@@ -528,6 +538,8 @@ class DetectionExplainer(ImageExplainer):
         masks = None
         if dets.masks is not None:
             masks = placement.map_to_image(dets.masks.float()).cpu().numpy() > 0.5
+        keypoints = _keypoints_to_image(dets.keypoints, placement)  # [n, K, D] or None
+        highlight = keypoint_what(self.options.what)
 
         def fields(t: int, exp: Explanation) -> dict[str, Any]:
             k = int(dets.classes[t])
@@ -543,11 +555,16 @@ class DetectionExplainer(ImageExplainer):
                 record["explains"] = targets[t].what
             if masks is not None:
                 record["pixels"] = int(masks[t].sum())
+            if keypoints is not None:
+                record["keypoints"] = [[round(float(v), 2) for v in k] for k in keypoints[t]]
             return record
 
         def decorate(t: int, record: dict[str, Any], picture: np.ndarray) -> np.ndarray:
             if masks is not None:
                 picture = outline(picture, masks[t])
+            if keypoints is not None:
+                index = None if highlight is None else highlight[0]
+                picture = draw_keypoints(picture, keypoints[t].tolist(), highlight=index)
             return draw_box(picture, record["box"], self._label(record))
 
         def run(method: Method) -> Explanation:
@@ -596,6 +613,16 @@ class DetectionExplainer(ImageExplainer):
             save_image(self.out / path, picture)
             paths[name] = path
         return paths
+
+
+def _keypoints_to_image(keypoints: Optional[torch.Tensor], placement: Any) -> Any:
+    """Pose keypoints ``Tensor[n, K, D]`` from input pixels to the image's, or None."""
+    if keypoints is None:
+        return None
+    n, k, _ = keypoints.shape
+    xy = keypoints[..., :2].float().reshape(-1, 2).repeat(1, 2)  # as boxes [x, y, x, y]
+    xy = placement.boxes_to_image(xy)[:, :2].reshape(n, k, 2)
+    return torch.cat([xy, keypoints[..., 2:].float()], dim=-1).cpu()
 
 
 def image_explainer(

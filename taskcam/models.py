@@ -230,7 +230,7 @@ def _yolo_loaded(model: nn.Module, spec: str) -> LoadedModel:
     return LoadedModel(
         model,
         spec,
-        task=adapter.task,
+        task="detect" if adapter.task == "pose" else adapter.task,  # people are detections
         preprocess=Preprocess((adapter.size, adapter.size), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
         class_names=adapter.class_names,
         adapter=adapter,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from taskcam.adapters.detection import WHAT
+from taskcam.adapters.detection import check_what
 from taskcam.errors import TaskcamError
 from taskcam.loaded import LoadedModel
 from taskcam.results import RESULTS_VERSION
@@ -48,8 +48,9 @@ class RunOptions:
             detection ``all`` (default), ``0,2`` (the model's ranking) or ``class=NAME``;
             segmentation ``all`` (default: every predicted class) or class ids.
         what: detectors: what each detection's map explains: ``score``, a box side
-            ``x1``/``y1``/``x2``/``y2``, ``objectness``, or ``mask`` (instance segmenters:
-            the mask's logits summed over its pixels).
+            ``x1``/``y1``/``x2``/``y2``, ``objectness``, ``mask`` (instance segmenters:
+            the mask's logits summed over its pixels) or ``kptK.x|y|v`` (pose models: one
+            keypoint's coordinate or visibility).
         conf: detectors: the score threshold (default: the model's own), in [0, 1].
         colormap: OpenCV colormap of the overlays (:data:`taskcam.render.COLORMAPS`).
         alpha: weight of the heatmap colour in the overlays, in [0, 1].
@@ -113,8 +114,7 @@ class RunOptions:
             get_method(name)  # an unknown name: the error lists the registered ones
         if self.targets is not None and not isinstance(self.targets, str):
             raise TaskcamError(f"--targets: expected a string such as top3, got {self.targets!r}")
-        if self.what not in WHAT:
-            raise TaskcamError(f"--what: expected one of {', '.join(WHAT)}, got {self.what!r}")
+        check_what(self.what)
         if self.conf is not None and (
             isinstance(self.conf, bool)
             or not isinstance(self.conf, (int, float))

@@ -10,6 +10,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -23,6 +24,7 @@ __all__ = [
     "COLORMAPS",
     "attention_grid",
     "box_normalized",
+    "draw_keypoints",
     "colorize",
     "detections_picture",
     "draw_box",
@@ -215,6 +217,53 @@ def draw_box(
         ty = y1 - th - 6 if y1 - th - 6 >= 0 else min(y1 + 4, max(0, h - th - 4))
         tx = max(0, min(x1 + 2, w - tw - 4))  # keep the label inside the picture
         out = draw_label(out, label, origin=(tx, ty), font_scale=scale, color=color)
+    return out
+
+
+# COCO's 17-keypoint skeleton (nose, eyes, ears, shoulders, elbows, wrists, hips, knees,
+# ankles), as pairs of keypoint indices
+COCO_SKELETON = (
+    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
+    (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
+)  # fmt: skip
+
+
+def draw_keypoints(
+    image: ImageLike,
+    keypoints: Sequence[Sequence[float]],
+    *,
+    skeleton: Optional[Sequence[tuple[int, int]]] = None,
+    highlight: Optional[int] = None,
+    min_visibility: float = 0.5,
+    color: Color = _WHITE,
+) -> np.ndarray:
+    """Draw keypoints ``[[x, y(, visibility)], ...]`` (image pixels) and the skeleton between
+    them on a copy; keypoints less visible than ``min_visibility`` are left out, ``highlight``
+    (an index) is drawn larger. ``skeleton=None`` joins COCO's 17 keypoints when there are 17.
+
+    Example:
+        >>> out = draw_keypoints(np.zeros((40, 40, 3), np.uint8), [[10, 10, 0.9], [30, 30, 0.1]])
+        >>> out[10, 10].tolist(), out[30, 30].tolist()
+        ([255, 255, 255], [0, 0, 0])
+    """
+    out = to_rgb_uint8(image).copy()
+    points = [
+        (int(round(float(k[0]))), int(round(float(k[1]))))
+        if len(k) < 3 or float(k[2]) >= min_visibility
+        else None
+        for k in keypoints
+    ]
+    if skeleton is None and len(points) == 17:
+        skeleton = COCO_SKELETON
+    for a, b in skeleton or ():
+        if a < len(points) and b < len(points) and points[a] and points[b]:
+            cv2.line(out, points[a], points[b], _BLACK, 3)
+            cv2.line(out, points[a], points[b], color, 1)
+    for i, point in enumerate(points):
+        if point is not None:
+            radius = 5 if i == highlight else 3
+            cv2.circle(out, point, radius + 1, _BLACK, -1)
+            cv2.circle(out, point, radius, color, -1)
     return out
 
 
