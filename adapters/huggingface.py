@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from taskcam.errors import TaskcamError
-from taskcam.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, Preprocess
+from taskcam.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, Preprocess, SharedModules
 
 __all__ = [
     "SemanticSegmenter",
@@ -67,34 +67,7 @@ DEFAULT_LAYERS = {
 }
 
 
-class _SharedModules(nn.Module):
-    """Holds a Hugging Face model's children (and direct parameters) under their own names
-    and calls the model itself: layer names, state dict keys and ``.to()`` are the model's."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        object.__setattr__(self, "hf_model", model)  # not a child: its children are ours
-        for name, child in model.named_children():
-            self.add_module(name, child)
-        for name, param in model.named_parameters(recurse=False):
-            self.register_parameter(name, param)
-        self.config = model.config
-
-    def train(self, mode: bool = True) -> _SharedModules:
-        self.hf_model.training = mode  # the model's own flag, which its forward may read
-        return super().train(mode)
-
-    def _apply(self, fn: Any, recurse: bool = True) -> _SharedModules:
-        super()._apply(fn, recurse)
-        for name, buf in self.hf_model.named_buffers(recurse=False):  # not shared: moved there
-            self.hf_model._buffers[name] = fn(buf)
-        return self
-
-    def extra_repr(self) -> str:
-        return f"wraps {type(self.hf_model).__name__}"
-
-
-class SemanticSegmenter(_SharedModules):
+class SemanticSegmenter(SharedModules):
     """A ``*ForSemanticSegmentation`` model whose output is ``Tensor[B, K, H, W]``: its logits
     upsampled (bilinear, ``align_corners=False``) to the input's size, as the library's
     ``post_process_semantic_segmentation`` does for a target size.
@@ -105,7 +78,7 @@ class SemanticSegmenter(_SharedModules):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, 3, H, W]
-        out = self.hf_model(pixel_values=x)
+        out = self.wrapped(pixel_values=x)
         logits = out.logits if hasattr(out, "logits") else out[0]  # [B, K, h, w]
         if tuple(logits.shape[-2:]) != tuple(x.shape[-2:]):
             logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
@@ -157,7 +130,7 @@ def universal_class_logits(
     return F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
 
 
-class UniversalSegmenter(_SharedModules):
+class UniversalSegmenter(SharedModules):
     """Mask2Former or MaskFormer whose output is ``Tensor[B, K, H, W]`` per-class logits at
     the input's size (:func:`universal_class_logits`), so that region targets, regions and
     class ids are those of its semantic segmentation.
@@ -172,7 +145,7 @@ class UniversalSegmenter(_SharedModules):
         self.mask_size = mask_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, 3, H, W]
-        out = self.hf_model(pixel_values=x)
+        out = self.wrapped(pixel_values=x)
         return universal_class_logits(
             out.class_queries_logits, out.masks_queries_logits, tuple(x.shape[-2:]), self.mask_size
         )

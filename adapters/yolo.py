@@ -61,12 +61,14 @@ from torch import nn
 
 from taskcam.adapters.detection import Candidates, Detections, DetectionTarget, keypoint_what
 from taskcam.errors import TaskcamError
+from taskcam.loaded import SharedModules
 
 __all__ = [
     "Detections",
     "LetterboxInfo",
     "YoloAdapter",
     "YoloDetectionTarget",
+    "YoloClassifier",
     "YoloInstanceTarget",
     "YoloPoseTarget",
     "backbone_stages",
@@ -82,7 +84,8 @@ __all__ = [
 
 PAD_VALUE = 114
 """Gray level of ultralytics' letterbox padding."""
-_TASKS = ("detect", "segment", "pose")
+_TASKS = ("detect", "segment", "pose")  # what YoloAdapter explains detection by detection
+_LOADABLE = (*_TASKS, "classify")  # what load_yolo builds (classifiers: YoloClassifier)
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -94,15 +97,17 @@ def _ultralytics() -> None:
         raise TaskcamError("YOLO models need ultralytics (pip install 'taskcam[yolo]')") from e
 
 
-def yolo_task(model: Any) -> str:
-    """The task of a loaded ultralytics model, checked to be ``"detect"``, ``"segment"`` or
-    ``"pose"``.
+def yolo_task(model: Any, tasks: Sequence[str] = _TASKS) -> str:
+    """The task of a loaded ultralytics model, checked to be one of ``tasks`` (by default
+    ``"detect"``, ``"segment"`` or ``"pose"``: those the detection adapter explains).
 
     Args:
         model: an ultralytics ``BaseModel`` (``DetectionModel``, ``ClassificationModel``...).
+        tasks: the tasks accepted.
 
     Raises:
-        TaskcamError: the model is a classify, pose, obb or other model (the message names it).
+        TaskcamError: another task (obb, a classifier where detections are wanted); the
+            message names it.
     """
     _ultralytics()
     from ultralytics.nn.tasks import guess_model_task
@@ -111,10 +116,10 @@ def yolo_task(model: Any) -> str:
     # and ``model.args`` may hold ultralytics' default train args ("detect").
     cfg = getattr(model, "yaml", None)
     task = guess_model_task(cfg if isinstance(cfg, dict) else model)
-    if task not in _TASKS:
+    if task not in tasks:
         raise TaskcamError(
-            f"{type(model).__name__} is a {task!r} model; the YOLO adapter explains "
-            f"detect, segment and pose models"
+            f"{type(model).__name__} is a {task!r} model; taskcam explains ultralytics "
+            f"{', '.join(tasks)} models here"
         )
     return task
 
@@ -144,6 +149,7 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
     """
     _ultralytics()
     from ultralytics.nn.tasks import (
+        ClassificationModel,
         DetectionModel,
         PoseModel,
         SegmentationModel,
@@ -163,17 +169,21 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
                 "one bundled with ultralytics)"
             ) from e
         task = guess_model_task(cfg)
-        if task not in _TASKS:
+        if task not in _LOADABLE:
             raise TaskcamError(
-                f"{path_or_yaml}: the yaml builds a {task!r} model; the YOLO adapter explains "
-                "detect, segment and pose models"
+                f"{path_or_yaml}: the yaml builds a {task!r} model; taskcam explains "
+                f"ultralytics {', '.join(_LOADABLE)} models"
             )
-        cls = {"segment": SegmentationModel, "pose": PoseModel}.get(task, DetectionModel)
+        cls = {
+            "segment": SegmentationModel,
+            "pose": PoseModel,
+            "classify": ClassificationModel,
+        }.get(task, DetectionModel)
         if nc is not None:
             cfg["nc"] = nc  # set here rather than overridden (and logged) by ultralytics
         model = cls(cfg, nc=nc, verbose=False)
         model.task = task
-        model.names = {i: str(i) for i in range(model.model[-1].nc)}
+        model.names = {i: str(i) for i in range(_head_classes(model))}
     elif suffix == ".pt":
         if not path.is_file():
             raise TaskcamError(f"YOLO weights {str(path_or_yaml)!r} not found")
@@ -185,10 +195,10 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
                 f"{str(e).strip().splitlines()[0][:300]})"
             ) from e
         try:
-            yolo_task(model)
+            yolo_task(model, _LOADABLE)
         except TaskcamError as e:
             raise TaskcamError(f"{path_or_yaml}: {e}") from None
-        head_nc = model.model[-1].nc
+        head_nc = _head_classes(model)
         if nc is not None and nc != head_nc:
             raise TaskcamError(f"nc={nc} but the checkpoint {path_or_yaml} has {head_nc} classes")
     elif suffix == ".onnx":
@@ -252,7 +262,7 @@ def _export_metadata(path: Path, proto: Any) -> tuple[str, dict, Any]:
             f"found {sorted(meta) or 'none'})"
         )
     task = meta["task"]
-    if task not in _TASKS:
+    if task not in ("detect", "segment"):
         raise TaskcamError(
             f"{path}: the export is a {task!r} model; the YOLO adapter explains detect and "
             "segment models only"
@@ -425,6 +435,31 @@ def candidate_layer(model: nn.Module, candidate: int, size: Union[int, Sequence[
             return f"model.{i}"
         start += count
     raise TaskcamError(f"candidate {candidate} is out of range: {start} anchors at {h}x{w}")
+
+
+def _head_classes(model: nn.Module) -> int:
+    """How many classes the model's head predicts (a ``Classify`` head: its linear layer's)."""
+    head = model.model[-1]
+    if isinstance(getattr(head, "nc", None), int):
+        return int(head.nc)
+    return int(head.linear.out_features)
+
+
+class YoloClassifier(SharedModules):
+    """An ultralytics ``ClassificationModel`` (``yolov8n-cls``, ``yolo11n-cls``) whose output
+    is its class logits ``Tensor[B, K]``: in eval mode the model itself returns
+    ``(softmax, logits)``, and CAMs explain the logits. Layer names are the model's own
+    (``model.8``: the last stage before the ``Classify`` head, ``model.9``).
+
+    Example:
+        >>> net = YoloClassifier(load_yolo("yolov8n-cls.yaml", nc=3))
+        >>> net(torch.rand(2, 3, 64, 64)).shape
+        torch.Size([2, 3])
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, 3, H, W] in [0, 1]
+        out = self.wrapped(x)
+        return out[1] if isinstance(out, (tuple, list)) else out
 
 
 def _head(model: nn.Module) -> nn.Module:

@@ -17,6 +17,7 @@ __all__ = [
     "IMAGENET_STD",
     "LoadedModel",
     "Preprocess",
+    "SharedModules",
     "imagenet_class_names",
 ]
 
@@ -85,3 +86,42 @@ def imagenet_class_names() -> list[str]:
     from torchvision.models import ResNet50_Weights
 
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+class SharedModules(nn.Module):
+    """A view of another model: it holds that model's children (and direct parameters) under
+    their own names, so layer names, state dict keys and ``.to()`` are the model's, while a
+    subclass's ``forward`` calls the model itself (``self.wrapped``) and turns its output
+    into what taskcam reads (Hugging Face segmenters' logits, a YOLO classifier's logits).
+
+    Example:
+        >>> class Doubled(SharedModules):
+        ...     def forward(self, x):
+        ...         return 2 * self.wrapped(x)
+        >>> net = nn.Sequential(nn.Linear(2, 2))
+        >>> [name for name, _ in Doubled(net).named_modules()]
+        ['', '0']
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        object.__setattr__(self, "wrapped", model)  # not a child: its children are ours
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        for name, param in model.named_parameters(recurse=False):
+            self.register_parameter(name, param)
+        if hasattr(model, "config"):  # Hugging Face models: read for their token layout
+            self.config = model.config
+
+    def train(self, mode: bool = True) -> SharedModules:
+        self.wrapped.training = mode  # the model's own flag, which its forward may read
+        return super().train(mode)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> SharedModules:
+        super()._apply(fn, recurse)
+        for name, buf in self.wrapped.named_buffers(recurse=False):  # not shared: moved there
+            self.wrapped._buffers[name] = fn(buf)
+        return self
+
+    def extra_repr(self) -> str:
+        return f"wraps {type(self.wrapped).__name__}"

@@ -220,12 +220,23 @@ def _yolo(rest: str, weights: Optional[str]) -> LoadedModel:
 
 
 def _yolo_loaded(model: nn.Module, spec: str) -> LoadedModel:
-    """An ultralytics detection or segmentation model, at the size it was trained at."""
-    from taskcam.adapters.yolo import YoloAdapter
+    """An ultralytics model at the size it was trained at: a detection, segmentation or pose
+    model with its adapter, or a classifier (``-cls``) giving its logits."""
+    from taskcam.adapters.yolo import YoloAdapter, YoloClassifier, yolo_task
 
+    classify = yolo_task(model, ("detect", "segment", "pose", "classify")) == "classify"
     args = getattr(model, "args", None)
-    imgsz = args.get("imgsz", 640) if isinstance(args, dict) else 640
+    default = 224 if classify else 640  # ultralytics' own defaults
+    imgsz = args.get("imgsz", default) if isinstance(args, dict) else default
     size = max(imgsz) if isinstance(imgsz, (list, tuple)) else int(imgsz)
+    if classify:
+        names = getattr(model, "names", None) or {}
+        return LoadedModel(
+            YoloClassifier(model),
+            spec,
+            preprocess=Preprocess((size, size), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+            class_names=[str(names[i]) for i in sorted(names)] or None,
+        )
     adapter = YoloAdapter(model, size=size)
     return LoadedModel(
         model,
@@ -267,7 +278,12 @@ def _factory(spec: str) -> LoadedModel:
         inner = getattr(model, "model", None)  # the YOLO wrapper holds the DetectionModel
         if isinstance(inner, nn.Module) and type(model).__name__ in ("YOLO", "Model"):
             model = inner
-        if type(model).__name__ in ("DetectionModel", "SegmentationModel"):
+        if type(model).__name__ in (
+            "DetectionModel",
+            "SegmentationModel",
+            "PoseModel",
+            "ClassificationModel",
+        ):
             return _yolo_loaded(model, spec)
     from taskcam.adapters.torchvision_detection import is_torchvision_detector
 

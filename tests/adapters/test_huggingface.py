@@ -208,7 +208,7 @@ def test_every_class_is_explained_in_one_call_at_the_default_layer(saved, name):
 def test_the_wrapper_shares_the_library_model_and_its_names(saved):
     folder, model = saved["segformer"]
     loaded = load_model(f"hf:{folder}")
-    inner = loaded.model.hf_model
+    inner = loaded.model.wrapped
     assert set(loaded.model.state_dict()) == set(inner.state_dict())
     assert dict(loaded.model.named_modules())["decode_head.activation"] is (
         inner.decode_head.activation
