@@ -6,8 +6,10 @@ Installed as ``taskcam.adapters``; each adapter imports its task's library only 
 - :mod:`~taskcam.adapters.segmentation`: class regions (Seg-Grad-CAM), default layers;
 - :mod:`~taskcam.adapters.detection`: what every detector adapter shares (detections traced to
   their candidates, D-RISE matching, ``--targets`` for detections);
-- :mod:`~taskcam.adapters.yolo` and :mod:`~taskcam.adapters.torchvision_detection`: the two
-  detector families, chosen for a loaded model by :func:`adapter_for`;
+- :mod:`~taskcam.adapters.yolo`, :mod:`~taskcam.adapters.rtdetr` and
+  :mod:`~taskcam.adapters.torchvision_detection`: the detector families, chosen for a loaded
+  model by :func:`adapter_for`;
+- :mod:`~taskcam.adapters.huggingface`: ``hf:DIR`` folders (classifiers, segmenters);
 - :mod:`~taskcam.adapters.transformers`: a transformer classifier's default layer and the
   reshape its token output needs.
 """
@@ -43,9 +45,11 @@ def adapter_for(loaded: LoadedModel, conf: Optional[float] = None) -> Any:
     if adapter is None:
         model = loaded.model
         if type(model).__module__.startswith("ultralytics."):
+            from taskcam.adapters.rtdetr import RTDETRAdapter, is_rtdetr
             from taskcam.adapters.yolo import YoloAdapter
 
-            adapter = YoloAdapter(
+            family = RTDETRAdapter if is_rtdetr(model) else YoloAdapter
+            adapter = family(
                 model, size=max(loaded.preprocess.size), class_names=loaded.class_names
             )
         else:

@@ -115,7 +115,7 @@ def yolo_task(model: Any, tasks: Sequence[str] = _TASKS) -> str:
     # The architecture decides, from the yaml's head module when there is one: ``model.task``
     # and ``model.args`` may hold ultralytics' default train args ("detect").
     cfg = getattr(model, "yaml", None)
-    task = guess_model_task(cfg if isinstance(cfg, dict) else model)
+    task = _rtdetr_task(cfg) or guess_model_task(cfg if isinstance(cfg, dict) else model)
     if task not in tasks:
         raise TaskcamError(
             f"{type(model).__name__} is a {task!r} model; taskcam explains ultralytics "
@@ -152,6 +152,7 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
         ClassificationModel,
         DetectionModel,
         PoseModel,
+        RTDETRDetectionModel,
         SegmentationModel,
         guess_model_task,
         load_checkpoint,
@@ -168,7 +169,7 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
                 f"YOLO model yaml {str(path_or_yaml)!r} not found (neither a local file nor "
                 "one bundled with ultralytics)"
             ) from e
-        task = guess_model_task(cfg)
+        task = _rtdetr_task(cfg) or guess_model_task(cfg)
         if task not in _LOADABLE:
             raise TaskcamError(
                 f"{path_or_yaml}: the yaml builds a {task!r} model; taskcam explains "
@@ -178,7 +179,12 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
             "segment": SegmentationModel,
             "pose": PoseModel,
             "classify": ClassificationModel,
-        }.get(task, DetectionModel)
+        }.get(task, RTDETRDetectionModel if _rtdetr_task(cfg) else DetectionModel)
+        scales = cfg.get("scales")
+        if isinstance(scales, dict) and scales and not cfg.get("scale"):
+            # rtdetr-l.yaml: a scale ultralytics' guess (yolov8n...) does not read, so it logs
+            suffix = path.stem.rsplit("-", 1)[-1]
+            cfg["scale"] = suffix if suffix in scales else next(iter(scales))
         if nc is not None:
             cfg["nc"] = nc  # set here rather than overridden (and logged) by ultralytics
         model = cls(cfg, nc=nc, verbose=False)
@@ -435,6 +441,14 @@ def candidate_layer(model: nn.Module, candidate: int, size: Union[int, Sequence[
             return f"model.{i}"
         start += count
     raise TaskcamError(f"candidate {candidate} is out of range: {start} anchors at {h}x{w}")
+
+
+def _rtdetr_task(cfg: Any) -> Optional[str]:
+    """``"detect"`` for an RT-DETR yaml (its ``RTDETRDecoder`` head), which ultralytics'
+    task guess does not name; else None."""
+    head = cfg.get("head") if isinstance(cfg, dict) else None
+    last = head[-1] if isinstance(head, list) and head else None
+    return "detect" if isinstance(last, list) and "RTDETRDecoder" in map(str, last) else None
 
 
 def _head_classes(model: nn.Module) -> int:

@@ -222,6 +222,7 @@ def _yolo(rest: str, weights: Optional[str]) -> LoadedModel:
 def _yolo_loaded(model: nn.Module, spec: str) -> LoadedModel:
     """An ultralytics model at the size it was trained at: a detection, segmentation or pose
     model with its adapter, or a classifier (``-cls``) giving its logits."""
+    from taskcam.adapters.rtdetr import RTDETRAdapter, is_rtdetr
     from taskcam.adapters.yolo import YoloAdapter, YoloClassifier, yolo_task
 
     classify = yolo_task(model, ("detect", "segment", "pose", "classify")) == "classify"
@@ -237,7 +238,10 @@ def _yolo_loaded(model: nn.Module, spec: str) -> LoadedModel:
             preprocess=Preprocess((size, size), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
             class_names=[str(names[i]) for i in sorted(names)] or None,
         )
-    adapter = YoloAdapter(model, size=size)
+    if is_rtdetr(model):
+        adapter: Any = RTDETRAdapter(model, size=size)
+    else:
+        adapter = YoloAdapter(model, size=size)
     return LoadedModel(
         model,
         spec,
@@ -280,6 +284,7 @@ def _factory(spec: str) -> LoadedModel:
             model = inner
         if type(model).__name__ in (
             "DetectionModel",
+            "RTDETRDetectionModel",
             "SegmentationModel",
             "PoseModel",
             "ClassificationModel",

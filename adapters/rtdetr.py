@@ -1,0 +1,227 @@
+"""RT-DETR (ultralytics ``rtdetr-*.yaml`` / ``.pt``) explained query by query.
+
+RT-DETR (Zhao et al., "DETRs Beat YOLOs on Real-time Object Detection", CVPR 2024) predicts a
+fixed set of ``Q`` object queries, each a box and one sigmoid score per class; there is no NMS.
+ultralytics' predictor stretches the image to a square (no letterbox), keeps the (query,
+class) pairs whose score passes ``conf``, best first, and scales the normalised ``cx, cy, w,
+h`` boxes back to the image. :func:`detect` does the same and remembers each detection's query,
+so a :class:`RTDETRTarget` reads that query's class score (or one side of its box) from any
+later forward: every query of an image is explained in one forward and one batched backward.
+
+Example:
+    >>> from taskcam.adapters.yolo import load_yolo
+    >>> net = load_yolo("rtdetr-l.yaml", nc=3)
+    >>> adapter = RTDETRAdapter(net, size=96)
+    >>> x, placement = adapter.prepare(np.zeros((60, 80, 3), np.uint8))
+    >>> dets = adapter.detect(x)[0]
+    >>> x.shape, len(adapter.targets(dets)) == len(dets)
+    (torch.Size([1, 3, 96, 96]), True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from taskcam.adapters.detection import Candidates, Detections, DetectionTarget
+from taskcam.errors import TaskcamError
+
+__all__ = ["RTDETRAdapter", "RTDETRTarget", "StretchPlacement", "detect", "is_rtdetr"]
+
+_SIDES = ("x1", "y1", "x2", "y2")
+
+
+def is_rtdetr(model: Any) -> bool:
+    """Whether ``model`` is an ultralytics model whose head is an ``RTDETRDecoder``."""
+    layers = getattr(model, "model", None)
+    return isinstance(layers, nn.Sequential) and type(layers[-1]).__name__ == "RTDETRDecoder"
+
+
+def _queries(output: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(boxes Tensor[B, Q, 4] cx, cy, w, h in [0, 1], scores Tensor[B, Q, nc] sigmoid)``
+    from an RT-DETR output in eval mode: ``(top-k predictions, raw decoder outputs)`` in
+    recent ultralytics releases (the raw last-layer boxes and logits are read), or the
+    per-query ``Tensor[B, Q, 4 + nc]`` of older ones."""
+    if isinstance(output, (tuple, list)) and len(output) == 2:
+        raw = output[1]
+        if isinstance(raw, (tuple, list)) and len(raw) >= 2:
+            boxes, logits = raw[0], raw[1]
+            if isinstance(boxes, torch.Tensor) and boxes.ndim == 4:  # [layers, B, Q, 4]
+                boxes, logits = boxes[-1], logits[-1]
+            if isinstance(boxes, torch.Tensor) and boxes.ndim == 3:
+                return boxes, logits.sigmoid()
+        output = output[0]
+    if isinstance(output, torch.Tensor) and output.ndim == 3 and output.shape[-1] > 6:
+        return output[..., :4], output[..., 4:]
+    if isinstance(output, dict):
+        raise TaskcamError("the RT-DETR output is a training-mode tuple; call model.eval()")
+    got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+    raise TaskcamError(f"cannot find RT-DETR query boxes and scores in a {got} output")
+
+
+def _xyxy(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Normalised ``cx, cy, w, h`` -> ``x1, y1, x2, y2`` in pixels of a ``size`` (h, w) input."""
+    h, w = size
+    xy, wh = boxes[..., :2], boxes[..., 2:4] / 2
+    scale = boxes.new_tensor([w, h, w, h])
+    return torch.cat([xy - wh, xy + wh], dim=-1) * scale
+
+
+def detect(
+    model: nn.Module, x: torch.Tensor, *, conf: float = 0.25, max_det: int = 300
+) -> list[Detections]:
+    """RT-DETR's detections of every image of ``x``, as ultralytics' predictor keeps them:
+    the (query, class) pairs scoring above ``conf``, best first, at most ``max_det``; boxes in
+    ``x``'s pixels; ``candidates`` are the queries. The model's flags are restored.
+    """
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            boxes, scores = _queries(model(x))
+    finally:
+        for m, flag in flags:
+            m.training = flag
+    nc = scores.shape[-1]
+    out = []
+    for b in range(scores.shape[0]):
+        flat = scores[b].flatten()  # [Q * nc], query-major as the decoder ranks them
+        order = flat.argsort(descending=True)
+        order = order[flat[order] > conf][:max_det]
+        query, cls = order // nc, order % nc
+        out.append(
+            Detections(
+                boxes=_xyxy(boxes[b, query], tuple(x.shape[-2:])),
+                scores=flat[order],
+                classes=cls.long(),
+                candidates=query.long(),
+            )
+        )
+    return out
+
+
+class RTDETRTarget(DetectionTarget):
+    """One RT-DETR query's sigmoid score for its class, or one side of its box (input pixels).
+
+    Args:
+        candidate: the query (``Detections.candidates``).
+        class_id: the class.
+        what: ``"score"`` or ``"x1" | "y1" | "x2" | "y2"``.
+        box: the detection's box (input pixels), for D-RISE matching by perturbation methods.
+        size: ``(h, w)`` of the model input, to put boxes in pixels.
+
+    Example:
+        >>> t = RTDETRTarget(1, 2, size=(10, 10))
+        >>> t(torch.cat([torch.rand(1, 3, 4), torch.tensor([[[.1, .2, .3], [.4, .5, .6],
+        ...                                                  [.7, .8, .9]]])], -1))
+        tensor([0.6000])
+    """
+
+    def __init__(self, *args: Any, size: tuple[int, int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.size = (int(size[0]), int(size[1]))
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        boxes, scores = _queries(output)
+        if self.class_id >= scores.shape[-1]:
+            raise TaskcamError(
+                f"class_id {self.class_id} does not exist: the model has {scores.shape[-1]}"
+            )
+        if self.candidate >= scores.shape[1]:
+            return scores.new_zeros(scores.shape[0])
+        if self.what == "score":
+            return scores[:, self.candidate, self.class_id]
+        box = _xyxy(boxes[:, self.candidate], self.size)  # [B, 4]
+        return box[:, _SIDES.index(self.what)]
+
+    def candidates(self, output: Any, class_id: int) -> Candidates:
+        boxes, scores = _queries(output)
+        return Candidates(_xyxy(boxes, self.size), scores, objectness=scores.amax(dim=-1))
+
+
+@dataclass(frozen=True)
+class StretchPlacement:
+    """An image stretched to the square model input (RT-DETR's preprocessing), undone."""
+
+    height: int
+    width: int
+    size: int
+
+    def boxes_to_image(self, boxes: torch.Tensor) -> torch.Tensor:
+        """``Tensor[N, 4]`` xyxy in input pixels -> image pixels, clipped."""
+        scale = boxes.new_tensor([self.width, self.height] * 2) / self.size
+        out = boxes * scale
+        limit = boxes.new_tensor([self.width, self.height] * 2)
+        return torch.minimum(out.clamp(min=0), limit)
+
+    def map_to_image(self, maps: torch.Tensor) -> torch.Tensor:
+        """``Tensor[..., S, S]`` -> ``Tensor[..., H, W]`` (bilinear)."""
+        lead = maps.shape[:-2]
+        flat = maps.reshape(-1, 1, *maps.shape[-2:]).float()
+        out = F.interpolate(flat, size=(self.height, self.width), mode="bilinear")
+        return out.reshape(*lead, self.height, self.width)
+
+
+class RTDETRAdapter:
+    """RT-DETR as the pipeline drives it (a ``DetectorAdapter``).
+
+    Args:
+        model: an ultralytics ``RTDETRDetectionModel``.
+        size: the square input side (640 for ultralytics' checkpoints).
+        conf: score threshold (ultralytics' default 0.25).
+        max_det: detections kept per image.
+        class_names: names by class id (default: ``model.names``).
+    """
+
+    task = "detect"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        size: int = 640,
+        conf: Optional[float] = None,
+        max_det: int = 300,
+        class_names: Optional[list[str]] = None,
+    ) -> None:
+        if not is_rtdetr(model):
+            raise TaskcamError(f"RTDETRAdapter: {type(model).__name__} has no RTDETRDecoder head")
+        self.model, self.size, self.max_det = model, int(size), int(max_det)
+        self.conf = 0.25 if conf is None else float(conf)
+        names = getattr(model, "names", None)
+        if class_names is None and isinstance(names, dict):
+            class_names = [str(names[i]) for i in sorted(names)]
+        self.class_names = class_names
+
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, StretchPlacement]:
+        """``uint8[H, W, 3]`` RGB -> (``Tensor[1, 3, S, S]`` in [0, 1], placement)."""
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+            got = getattr(image, "shape", type(image).__name__)
+            raise TaskcamError(f"image: expected a uint8[H, W, 3] array, got {got}")
+        height, width = image.shape[:2]
+        resized = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+        x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)[None].float() / 255
+        param = next(iter(self.model.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+        return x.to(device), StretchPlacement(height, width, self.size)
+
+    def detect(self, x: torch.Tensor) -> list[Detections]:
+        return detect(self.model, x, conf=self.conf, max_det=self.max_det)
+
+    def targets(self, dets: Detections, what: str = "score") -> list[RTDETRTarget]:
+        size = (self.size, self.size)
+        return [
+            RTDETRTarget(int(q), int(k), what, box=box, size=size)
+            for q, k, box in zip(dets.candidates.tolist(), dets.classes.tolist(), dets.boxes)
+        ]
+
+    def default_layers(self) -> list[str]:
+        """The feature maps the decoder reads (the neck's three outputs), their maps fused."""
+        head = self.model.model[-1]
+        return [f"model.{i}" for i in head.f]
