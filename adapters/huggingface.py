@@ -10,7 +10,9 @@ builds the architecture it names and says what taskcam explains of it:
   library's ``post_process_semantic_segmentation`` upsamples them (bilinear, corners not aligned);
 - universal segmenters (Mask2Former, MaskFormer) wrapped in :class:`UniversalSegmenter`, whose
   output is per-class logits made from the class queries and mask queries as their semantic
-  post-processing makes them (:func:`universal_class_logits`).
+  post-processing makes them (:func:`universal_class_logits`);
+- DETR, Conditional DETR and Deformable DETR detectors (``*ForObjectDetection``) as they are,
+  with a :class:`taskcam.adapters.detr.DetrAdapter` (one target per kept query).
 
 The wrappers share the model's own submodules under the model's own names, so a layer is
 named as in the library (``decode_head.activation``, ``model.pixel_level_module.decoder.
@@ -40,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from taskcam.adapters.detr import DETR_TYPES, DetrAdapter
 from taskcam.errors import TaskcamError
 from taskcam.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, Preprocess, SharedModules
 
@@ -256,10 +259,13 @@ def _task(name: str, model_type: str, folder: Path) -> str:
         return "classify"
     if name.endswith("ForSemanticSegmentation") or model_type in UNIVERSAL:
         return "segment"
+    if name.endswith("ForObjectDetection") and model_type in DETR_TYPES:
+        return "detect"
     raise TaskcamError(
         f"--model hf:{folder}: taskcam cannot explain a {name} ({model_type}); hf: folders "
         "hold image classifiers (*ForImageClassification), semantic segmenters "
-        "(*ForSemanticSegmentation) or Mask2Former/MaskFormer"
+        "(*ForSemanticSegmentation), Mask2Former/MaskFormer or DETR, Conditional DETR and "
+        "Deformable DETR detectors"
     )
 
 
@@ -297,11 +303,27 @@ def load_hf(folder: str | Path, weights: Optional[str] = None) -> LoadedModel:
             model = SemanticSegmenter(model)
         layers = [DEFAULT_LAYERS[model_type]] if model_type in DEFAULT_LAYERS else None
     pre = hf_preprocess(folder, config, 512 if task == "segment" else 224)
+    names = _class_names(config)
+    adapter = None
+    if task == "detect":
+        pre.size = _detection_sides(folder)
+        adapter = DetrAdapter(model.eval(), pre, class_names=names)
     return LoadedModel(
         model.eval(),
         f"hf:{folder}",
         task=task,
         preprocess=pre,
-        class_names=_class_names(config),
+        class_names=names,
         layers=layers,
+        adapter=adapter,
     )
+
+
+def _detection_sides(folder: Path) -> tuple[int, int]:
+    """``(short side, longest side)`` a DETR-family processor resizes to (800, 1333 if the
+    folder has no processor config)."""
+    path = folder / "preprocessor_config.json"
+    size = _read_json(path).get("size", {}) if path.is_file() else {}
+    if isinstance(size, dict) and "shortest_edge" in size:
+        return int(size["shortest_edge"]), int(size.get("longest_edge", 1333))
+    return _side(size) or (800, 1333)

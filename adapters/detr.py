@@ -1,0 +1,236 @@
+"""Hugging Face DETR-family detectors (``hf:DIR``) explained query by query.
+
+DETR (Carion et al., "End-to-End Object Detection with Transformers", ECCV 2020) predicts
+``Q`` object queries, each a box (normalised ``cx, cy, w, h``) and class logits; there is no
+NMS. Its ``post_process_object_detection`` keeps, per query, the best class of the softmax
+(the last column, "no object", left out) above a threshold. Conditional DETR (Meng et al.,
+ICCV 2021) and Deformable DETR (Zhu et al., ICLR 2021) score with sigmoids instead, and their
+post-processing keeps the 100 best (query, class) pairs above the threshold. :func:`detect`
+does what the model's own post-processing does and remembers each detection's query, so a
+:class:`DetrTarget` reads that query's probability for its class (or a side of its box) from
+any later forward: all queries of an image in one forward and one batched backward.
+
+Example:
+    >>> import transformers
+    >>> config = transformers.DetrConfig(use_timm_backbone=False, use_pretrained_backbone=False,
+    ...     backbone_config=transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 8, 8, 8],
+    ...     depths=[1, 1, 1, 1], out_features=["stage4"]), d_model=16, encoder_layers=1,
+    ...     decoder_layers=1, encoder_attention_heads=1, decoder_attention_heads=1,
+    ...     encoder_ffn_dim=16, decoder_ffn_dim=16, num_queries=5, num_labels=2)
+    >>> adapter = DetrAdapter(transformers.DetrForObjectDetection(config).eval(), conf=0.0)
+    >>> adapter.preprocess.size
+    (800, 1333)
+    >>> x, placement = adapter.prepare(np.zeros((60, 80, 3), np.uint8))
+    >>> len(adapter.detect(x)[0]), adapter.default_layers()
+    (5, ['model.input_projection'])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from taskcam.adapters.detection import Candidates, Detections, DetectionTarget
+from taskcam.errors import TaskcamError
+from taskcam.loaded import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+
+__all__ = ["DETR_TYPES", "DetrAdapter", "DetrTarget", "ResizedPlacement", "detect"]
+
+# config model_type -> how queries are scored: a softmax over classes + "no object", or sigmoids
+DETR_TYPES = {"detr": "softmax", "conditional_detr": "sigmoid", "deformable_detr": "sigmoid"}
+_SIDES = ("x1", "y1", "x2", "y2")
+_TOP_K = 100  # the (query, class) pairs sigmoid-scored models' post-processing ranks
+
+
+def _outputs(output: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = getattr(output, "logits", None)
+    boxes = getattr(output, "pred_boxes", None)
+    if not isinstance(logits, torch.Tensor) or not isinstance(boxes, torch.Tensor):
+        raise TaskcamError(
+            f"a DETR-family output has logits and pred_boxes, got a {type(output).__name__}"
+        )
+    return logits, boxes  # [B, Q, K(+1)], [B, Q, 4]
+
+
+def _probs(logits: torch.Tensor, scoring: str) -> torch.Tensor:
+    """``Tensor[B, Q, K]``: each query's class probabilities ("no object" left out)."""
+    if scoring == "softmax":
+        return logits.softmax(-1)[..., :-1]
+    return logits.sigmoid()
+
+
+def _xyxy(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    h, w = size
+    xy, wh = boxes[..., :2], boxes[..., 2:4] / 2
+    return torch.cat([xy - wh, xy + wh], dim=-1) * boxes.new_tensor([w, h, w, h])
+
+
+def detect(
+    model: nn.Module, x: torch.Tensor, scoring: str, *, conf: float = 0.5
+) -> list[Detections]:
+    """The detections of the model's own post-processing on every image of ``x``, best
+    first, boxes in ``x``'s pixels, ``candidates`` the queries. Flags are restored."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            logits, boxes = _outputs(model(pixel_values=x))
+    finally:
+        for m, flag in flags:
+            m.training = flag
+    probs = _probs(logits, scoring)
+    nc = probs.shape[-1]
+    out = []
+    for b in range(probs.shape[0]):
+        if scoring == "softmax":
+            scores, classes = probs[b].max(-1)
+            queries = torch.arange(len(scores), device=scores.device)
+        else:
+            scores, flat = probs[b].flatten().topk(min(_TOP_K, probs[b].numel()))
+            queries, classes = flat // nc, flat % nc
+        keep = scores > conf
+        order = scores[keep].argsort(descending=True)
+        queries, classes, scores = queries[keep][order], classes[keep][order], scores[keep][order]
+        out.append(
+            Detections(
+                boxes=_xyxy(boxes[b, queries], tuple(x.shape[-2:])),
+                scores=scores,
+                classes=classes.long(),
+                candidates=queries.long(),
+            )
+        )
+    return out
+
+
+class DetrTarget(DetectionTarget):
+    """One query's probability for its class (softmax or sigmoid, as the model scores), or a
+    side of its box in input pixels.
+
+    Args:
+        candidate: the query; class_id, what, box: as :class:`DetectionTarget`.
+        scoring: ``"softmax"`` (DETR) or ``"sigmoid"`` (Conditional, Deformable DETR).
+        size: ``(h, w)`` of the model input.
+    """
+
+    def __init__(self, *args: Any, scoring: str, size: tuple[int, int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.scoring, self.size = scoring, (int(size[0]), int(size[1]))
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        logits, boxes = _outputs(output)
+        probs = _probs(logits, self.scoring)
+        if self.class_id >= probs.shape[-1]:
+            raise TaskcamError(
+                f"class_id {self.class_id} does not exist: the model has {probs.shape[-1]}"
+            )
+        if self.candidate >= probs.shape[1]:
+            return probs.new_zeros(probs.shape[0])
+        if self.what == "score":
+            return probs[:, self.candidate, self.class_id]
+        return _xyxy(boxes[:, self.candidate], self.size)[:, _SIDES.index(self.what)]
+
+    def candidates(self, output: Any, class_id: int) -> Candidates:
+        logits, boxes = _outputs(output)
+        probs = _probs(logits, self.scoring)
+        return Candidates(_xyxy(boxes, self.size), probs, objectness=probs.amax(dim=-1))
+
+
+@dataclass(frozen=True)
+class ResizedPlacement:
+    """An image resized (as a whole) to the model input ``size`` (h, w), undone."""
+
+    height: int
+    width: int
+    size: tuple[int, int]
+
+    def boxes_to_image(self, boxes: torch.Tensor) -> torch.Tensor:
+        h, w = self.size
+        scale = boxes.new_tensor([self.width / w, self.height / h] * 2)
+        limit = boxes.new_tensor([self.width, self.height] * 2)
+        return torch.minimum((boxes * scale).clamp(min=0), limit)
+
+    def map_to_image(self, maps: torch.Tensor) -> torch.Tensor:
+        lead = maps.shape[:-2]
+        flat = maps.reshape(-1, 1, *maps.shape[-2:]).float()
+        out = F.interpolate(flat, size=(self.height, self.width), mode="bilinear")
+        return out.reshape(*lead, self.height, self.width)
+
+
+class DetrAdapter:
+    """A Hugging Face DETR-family detector as the pipeline drives it (a ``DetectorAdapter``).
+
+    Args:
+        model: ``DetrForObjectDetection``, ``ConditionalDetrForObjectDetection`` or
+            ``DeformableDetrForObjectDetection``.
+        preprocess: ``size`` is (short side, longest side): the image is resized keeping its
+            aspect ratio as the library's image processor resizes it (800 and 1333 by
+            default), then normalised with ``mean`` and ``std``. Read at each image, so
+            ``--size/--mean/--std`` apply.
+        conf: score threshold (the post-processing's default 0.5).
+        class_names: names by class id.
+    """
+
+    task = "detect"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        preprocess: Optional[Preprocess] = None,
+        *,
+        conf: Optional[float] = None,
+        class_names: Optional[list[str]] = None,
+    ) -> None:
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        if model_type not in DETR_TYPES:
+            raise TaskcamError(
+                f"DetrAdapter: {type(model).__name__} ({model_type}) is not one of the DETR "
+                f"family taskcam knows ({', '.join(DETR_TYPES)})"
+            )
+        self.model, self.model_type, self.scoring = model, model_type, DETR_TYPES[model_type]
+        self.preprocess = preprocess or Preprocess((800, 1333), IMAGENET_MEAN, IMAGENET_STD)
+        self.conf = 0.5 if conf is None else float(conf)
+        self.class_names = class_names
+        self.input_size = self.preprocess.size  # (h, w) of the last prepared input
+
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, ResizedPlacement]:
+        """``uint8[H, W, 3]`` RGB -> (``Tensor[1, 3, h, w]`` normalised, placement)."""
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+            got = getattr(image, "shape", type(image).__name__)
+            raise TaskcamError(f"image: expected a uint8[H, W, 3] array, got {got}")
+        height, width = image.shape[:2]
+        short, longest = self.preprocess.size
+        scale = min(short / min(height, width), longest / max(height, width))
+        new = (max(1, round(height * scale)), max(1, round(width * scale)))
+        resized = cv2.resize(image, new[::-1], interpolation=cv2.INTER_LINEAR)
+        x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)[None].float() / 255
+        mean, std = (
+            torch.tensor(v).view(1, 3, 1, 1) for v in (self.preprocess.mean, self.preprocess.std)
+        )
+        x = (x - mean) / std
+        param = next(iter(self.model.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+        self.input_size = new
+        return x.to(device), ResizedPlacement(height, width, new)
+
+    def detect(self, x: torch.Tensor) -> list[Detections]:
+        return detect(self.model, x, self.scoring, conf=self.conf)
+
+    def targets(self, dets: Detections, what: str = "score") -> list[DetrTarget]:
+        return [
+            DetrTarget(q, k, what, box=box, scoring=self.scoring, size=self.input_size)
+            for q, k, box in zip(dets.candidates.tolist(), dets.classes.tolist(), dets.boxes)
+        ]
+
+    def default_layers(self) -> list[str]:
+        """The backbone's feature maps projected for the transformer encoder: DETR's and
+        Conditional DETR's one ``model.input_projection``, Deformable DETR's levels fused."""
+        if self.model_type == "deformable_detr":
+            levels = len(self.model.model.input_proj)
+            return [f"model.input_proj.{i}" for i in range(levels)]
+        return ["model.input_projection"]
