@@ -148,7 +148,7 @@ class RunOptions:
         from taskcam.methods import get_method
 
         methods = [get_method(m) for m in self.method_names(loaded)]
-        attention = [m.name for m in methods if m.attention]
+        attention = [m.name for m in methods if m.attention and not m.needs_detections]
         if attention and loaded.is_detector:
             raise TaskcamError(
                 f"--method {', '.join(attention)}: explains a ViT classifier's attention; "

@@ -5,6 +5,7 @@ The attention methods (``rollout``, ``grad-rollout``, ``legrad``) live with the 
 attention code, in :mod:`taskcam.attention.methods`, and come last.
 """
 
+from taskcam.attention.detr import DetrAttention
 from taskcam.attention.methods import GradRollout, LeGrad, Rollout
 from taskcam.methods.base import (
     CamTerms,
@@ -55,6 +56,7 @@ BUILTIN: tuple[type[Method], ...] = (
     Rollout,
     GradRollout,
     LeGrad,
+    DetrAttention,
 )
 
 for _method in BUILTIN:
@@ -74,6 +76,7 @@ __all__ = [
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
+    "DetrAttention",
     "GradRollout",
     "GuidedBackprop",
     "GuidedGradCAM",

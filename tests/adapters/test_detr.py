@@ -163,3 +163,40 @@ def test_a_detector_taskcam_does_not_know_is_refused_naming_it(tmp_path):
     transformers.YolosForObjectDetection(config).save_pretrained(tmp_path)
     with pytest.raises(TaskcamError, match=r"cannot explain a YolosForObjectDetection \(yolos\)"):
         load_model(f"hf:{tmp_path}", weights="none")
+
+
+def test_detr_attention_is_the_query_cross_attention_and_changes_nothing(saved):
+    folder, model = saved["detr"]
+    loaded = load_model(f"hf:{folder}", size=[96, 160])
+    adapter = loaded.adapter
+    adapter.conf = 0.0
+    x = torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(3))
+    dets = adapter.detect(x)[0].select([0, 1])
+    targets = adapter.targets(dets)
+    before = loaded.model.config._attn_implementation
+    with torch.no_grad():
+        plain = loaded.model(pixel_values=x).logits
+    exp = taskcam.explain(loaded.model, x, [targets], method="detr-attention")
+    assert loaded.model.config._attn_implementation == before
+    with torch.no_grad():
+        assert torch.equal(loaded.model(pixel_values=x).logits, plain)
+    # the library's own weights, asked for the documented way
+    eager = _build("detr")
+    eager.load_state_dict(model.state_dict())
+    eager.config._attn_implementation = "eager"
+    with torch.no_grad():
+        weights = eager(pixel_values=x, output_attentions=True).cross_attentions[-1]
+    grid = weights.mean(1)[0, dets.candidates].reshape(2, 3, 4)  # 96 x 128 / 32
+    torch.testing.assert_close(exp.raw["cross-attention"][0], grid)
+    torch.testing.assert_close(exp.scores[0], dets.scores)
+    assert exp.maps.shape == (1, 2, 96, 128)
+
+
+def test_detr_attention_refuses_deformable_detr(saved):
+    loaded = load_model(f"hf:{saved['deformable_detr'][0]}", size=[96, 128])
+    adapter = loaded.adapter
+    adapter.conf = 0.0
+    x = torch.rand(1, 3, 96, 128)
+    targets = adapter.targets(adapter.detect(x)[0].select([0]))
+    with pytest.raises(TaskcamError, match=r"detr-attention: .* \(deformable_detr\) has none"):
+        taskcam.explain(loaded.model, x, [targets], method="detr-attention")

@@ -191,14 +191,15 @@ def test_eval_scores_attention_methods_on_shapes_vit():
 
 
 def test_the_registry_lists_the_attention_methods_last(capsys):
-    assert taskcam.available_methods()[-4:] == ["drise", "rollout", "grad-rollout", "legrad"]
+    last = ["drise", "rollout", "grad-rollout", "legrad", "detr-attention"]
+    assert taskcam.available_methods()[-5:] == last
     for name in ("rollout", "grad-rollout", "legrad"):
         method = taskcam.get_method(name)
         assert method.attention and not method.uses_layers and not method.perturbation
     assert not taskcam.get_method("rollout").needs_grad
     assert main(["methods"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert listed[-4:] == ["drise", "rollout", "grad-rollout", "legrad"]
+    assert listed[-5:] == last
 
 
 @pytest.mark.parametrize(
