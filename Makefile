@@ -15,8 +15,13 @@ $(VENV)/.demo-installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[demo]'
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml | $(PY)
+# The original YOLOv5's classes, for the tests of yolo: on its checkpoints: its PyPI package pins
+# huggingface-hub<0.25, which transformers cannot share, so it comes without its requirements;
+# importing its model classes needs seaborn and pkg_resources (setuptools<81) besides ours.
+$(VENV)/.dev-installed: pyproject.toml Makefile | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps 'yolov5==7.0.14'
+	$(PY) -m pip install --quiet 'seaborn>=0.11' 'setuptools<81'
 	touch $@
 
 demo: $(VENV)/.demo-installed

@@ -6,7 +6,8 @@ Installed as ``taskcam.adapters``; each adapter imports its task's library only 
 - :mod:`~taskcam.adapters.segmentation`: class regions (Seg-Grad-CAM), default layers;
 - :mod:`~taskcam.adapters.detection`: what every detector adapter shares (detections traced to
   their candidates, D-RISE matching, ``--targets`` for detections);
-- :mod:`~taskcam.adapters.yolo`, :mod:`~taskcam.adapters.rtdetr` and
+- :mod:`~taskcam.adapters.yolo`, :mod:`~taskcam.adapters.yolov5` (the original, anchor-based
+  YOLOv5), :mod:`~taskcam.adapters.rtdetr`, :mod:`~taskcam.adapters.detr` and
   :mod:`~taskcam.adapters.torchvision_detection`: the detector families, chosen for a loaded
   model by :func:`adapter_for`;
 - :mod:`~taskcam.adapters.huggingface`: ``hf:DIR`` folders (classifiers, segmenters);
@@ -50,6 +51,12 @@ def adapter_for(loaded: LoadedModel, conf: Optional[float] = None) -> Any:
 
             family = RTDETRAdapter if is_rtdetr(model) else YoloAdapter
             adapter = family(
+                model, size=max(loaded.preprocess.size), class_names=loaded.class_names
+            )
+        elif type(model).__module__.startswith(("yolov5.", "models.")):
+            from taskcam.adapters.yolov5 import Yolov5Adapter
+
+            adapter = Yolov5Adapter(
                 model, size=max(loaded.preprocess.size), class_names=loaded.class_names
             )
         else:

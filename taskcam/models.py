@@ -198,8 +198,9 @@ def _smp(rest: str, pretrained: bool) -> LoadedModel:
 
 
 def _yolo(rest: str, weights: Optional[str]) -> LoadedModel:
-    """``yolo:PATH.pt`` (a local ultralytics checkpoint), ``yolo:PATH.onnx`` (an ultralytics
-    ONNX export, rebuilt in PyTorch) or ``yolo:NAME.yaml`` (random weights).
+    """``yolo:PATH.pt`` (a local ultralytics checkpoint, or one of the original anchor-based
+    YOLOv5: :mod:`taskcam.adapters.yolov5`), ``yolo:PATH.onnx`` (an ultralytics ONNX export,
+    rebuilt in PyTorch) or ``yolo:NAME.yaml`` (random weights).
 
     A ``.pt`` or ``.onnx`` holds its weights already, so ``--weights`` has no meaning for it;
     for a yaml, ``--weights PATH.pt`` loads an ultralytics checkpoint of that architecture.
@@ -207,7 +208,20 @@ def _yolo(rest: str, weights: Optional[str]) -> LoadedModel:
     ``predict`` uses it), else 640.
     """
     from taskcam.adapters.yolo import load_yolo
+    from taskcam.adapters.yolov5 import Yolov5Adapter, is_yolov5_checkpoint, load_yolov5
 
+    if rest.lower().endswith(".pt") and is_yolov5_checkpoint(rest):  # the original YOLOv5
+        if weights and weights.lower() != "none":
+            raise TaskcamError(f"--model yolo:{rest} holds its weights already; drop --weights")
+        adapter = Yolov5Adapter(load_yolov5(rest))
+        return LoadedModel(
+            adapter.model,
+            f"yolo:{rest}",
+            task="detect",
+            preprocess=Preprocess((adapter.size, adapter.size), (0.0,) * 3, (1.0,) * 3),
+            class_names=adapter.class_names,
+            adapter=adapter,
+        )
     path = rest
     if rest.lower().endswith((".yaml", ".yml")) and weights and weights.lower() != "none":
         path = weights
