@@ -85,6 +85,8 @@ class Detections:
         levels: per detection, the name of the layer (pyramid level) that produced it, or None.
         keypoints: ``Tensor[N, K, D]`` pose models' keypoints in model-input pixels (``x, y``
             and, with ``D = 3``, the visibility in [0, 1]), else None.
+        rboxes: ``Tensor[N, 5]`` oriented boxes (``cx, cy, w, h, angle`` in radians, input
+            pixels) of OBB models, whose ``boxes`` are then their axis-aligned bounds; else None.
     """
 
     boxes: torch.Tensor
@@ -94,6 +96,7 @@ class Detections:
     masks: Optional[torch.Tensor] = None
     levels: Optional[list[Optional[str]]] = None
     keypoints: Optional[torch.Tensor] = None
+    rboxes: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -109,6 +112,7 @@ class Detections:
             masks=None if self.masks is None else self.masks[idx],
             levels=None if self.levels is None else [self.levels[i] for i in keep],
             keypoints=None if self.keypoints is None else self.keypoints[idx],
+            rboxes=None if self.rboxes is None else self.rboxes[idx],
         )
 
 
@@ -272,8 +276,8 @@ class DetectionTarget:
             raise TaskcamError(
                 f"what={self.what!r}: perturbation methods (Score-CAM, Ablation-CAM, RISE, "
                 "D-RISE) explain a detection's score, matched in each perturbed output by "
-                "D-RISE similarity; explain a box side or objectness with a gradient method "
-                "(odam, gradcam, layercam, ...)"
+                "D-RISE similarity; explain a box side, objectness or a mask with a gradient "
+                "method (odam, gradcam, layercam, ...)"
             )
         return MatchTarget(self.candidates, self.box, self.match_class(), self.layer)
 
@@ -305,6 +309,8 @@ class DetectorAdapter(Protocol):
     Attributes:
         model: the module the engine runs on ``prepare``'s tensor.
         class_names: names by class id, or None.
+        has_masks: optional; True when detections carry masks (``Detections.masks``) and
+            targets explain ``what="mask"`` (Mask R-CNN, YOLO-seg). Absent means False.
     """
 
     model: nn.Module

@@ -70,6 +70,7 @@ __all__ = [
     "YoloDetectionTarget",
     "YoloClassifier",
     "YoloInstanceTarget",
+    "YoloObbTarget",
     "YoloPoseTarget",
     "backbone_stages",
     "candidate_layer",
@@ -79,12 +80,13 @@ __all__ = [
     "letterbox",
     "load_yolo",
     "raw_predictions",
+    "rotated_corners",
     "yolo_task",
 ]
 
 PAD_VALUE = 114
 """Gray level of ultralytics' letterbox padding."""
-_TASKS = ("detect", "segment", "pose")  # what YoloAdapter explains detection by detection
+_TASKS = ("detect", "segment", "pose", "obb")  # what YoloAdapter explains box by box
 _LOADABLE = (*_TASKS, "classify")  # what load_yolo builds (classifiers: YoloClassifier)
 
 
@@ -151,6 +153,7 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
     from ultralytics.nn.tasks import (
         ClassificationModel,
         DetectionModel,
+        OBBModel,
         PoseModel,
         RTDETRDetectionModel,
         SegmentationModel,
@@ -178,6 +181,7 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
         cls = {
             "segment": SegmentationModel,
             "pose": PoseModel,
+            "obb": OBBModel,
             "classify": ClassificationModel,
         }.get(task, RTDETRDetectionModel if _rtdetr_task(cfg) else DetectionModel)
         scales = cfg.get("scales")
@@ -783,6 +787,13 @@ def detect(
             f"{type(model).__name__}: an end-to-end pose head (YOLO26-pose) is not supported "
             "yet; YOLOv8 and YOLO11 pose models are"
         )
+    if type(head).__name__ == "OBB" or getattr(head, "ne", 0):
+        if end2end:
+            raise TaskcamError(
+                f"{type(model).__name__}: an end-to-end OBB head (YOLO26-obb) is not "
+                "supported yet; YOLOv8 and YOLO11 OBB models are"
+            )
+        return [_obb_detections(p, nc, conf, iou, max_det) for p in preds]
     select = _top_pairs if end2end else _nms
     out: list[Detections] = []
     for b in range(preds.shape[0]):
@@ -803,6 +814,50 @@ def detect(
             )
         out.append(det)
     return out
+
+
+def rotated_corners(rboxes: torch.Tensor) -> torch.Tensor:
+    """``Tensor[..., 4, 2]``: the corners of rotated boxes ``Tensor[..., 5]`` (cx, cy, w, h,
+    angle in radians), in order around the box.
+
+    Example:
+        >>> rotated_corners(torch.tensor([5.0, 5.0, 4.0, 2.0, 0.0])).tolist()
+        [[7.0, 6.0], [3.0, 6.0], [3.0, 4.0], [7.0, 4.0]]
+    """
+    centre, w, h, angle = rboxes[..., :2], rboxes[..., 2], rboxes[..., 3], rboxes[..., 4]
+    cos, sin = angle.cos(), angle.sin()
+    along = torch.stack([w / 2 * cos, w / 2 * sin], dim=-1)  # half the width's vector
+    across = torch.stack([-h / 2 * sin, h / 2 * cos], dim=-1)
+    return torch.stack(
+        [centre + along + across, centre - along + across, centre - along - across,
+         centre + along - across],
+        dim=-2,
+    )  # fmt: skip
+
+
+def _rotated_bounds(rboxes: torch.Tensor) -> torch.Tensor:
+    """``Tensor[..., 4]`` xyxy: the axis-aligned box around each rotated box."""
+    corners = rotated_corners(rboxes)
+    return torch.cat([corners.amin(dim=-2), corners.amax(dim=-2)], dim=-1)
+
+
+def _obb_detections(p: torch.Tensor, nc: int, conf: float, iou: float, max_det: int) -> Detections:
+    """One image's oriented boxes as ultralytics' rotated NMS keeps them (its own function,
+    asked for the kept candidates), ``p: Tensor[4 + nc + 1, A]`` (x, y, w, h, classes,
+    angle); ``boxes`` are the rotated boxes' axis-aligned bounds, ``rboxes`` the boxes."""
+    from ultralytics.utils.nms import non_max_suppression
+
+    (rows,), (kept,) = non_max_suppression(
+        p[None], conf, iou, nc=nc, max_det=max_det, rotated=True, return_idxs=True
+    )  # rows: [n, 7] x, y, w, h, score, class, angle
+    rboxes = torch.cat([rows[:, :4], rows[:, -1:]], dim=1)
+    return Detections(
+        boxes=_rotated_bounds(rboxes),
+        scores=rows[:, 4],
+        classes=rows[:, 5].long(),
+        candidates=kept.long(),
+        rboxes=rboxes,
+    )
 
 
 def _kpt_shape(head: nn.Module) -> Optional[tuple[int, int]]:
@@ -1014,6 +1069,23 @@ class YoloPoseTarget(YoloDetectionTarget):
         return preds[:, row, self.candidate]  # [B]
 
 
+class YoloObbTarget(YoloDetectionTarget):
+    """One oriented box of a YOLO OBB model: its candidate's class score (what ultralytics'
+    rotated NMS ranks by). Its D-RISE candidates are the axis-aligned bounds of the rotated
+    boxes. The model is needed (its head says how many classes there are).
+    """
+
+    supports = ("score",)
+
+    def candidates(self, output: Any, class_id: int) -> Candidates:
+        preds, _ = self._preds(output)
+        assert self.head is not None
+        nc = int(self.head.nc)
+        rboxes = torch.cat([preds[:, :4], preds[:, 4 + nc : 5 + nc]], dim=1).transpose(1, 2)
+        probs = preds[:, 4 : 4 + nc].transpose(1, 2)  # [B, A, nc]
+        return Candidates(_rotated_bounds(rboxes), probs, objectness=probs.amax(dim=-1))
+
+
 def detection_targets(
     dets: Sequence[Detections], what: str = "score", model: Optional[nn.Module] = None
 ) -> list[list[YoloDetectionTarget]]:
@@ -1042,6 +1114,9 @@ def detection_targets(
         ):
             if det.keypoints is not None:
                 row.append(YoloPoseTarget(c, k, what, box=box, layer=level, model=model))
+                continue
+            if det.rboxes is not None:
+                row.append(YoloObbTarget(c, k, what, box=box, layer=level, model=model))
                 continue
             if det.masks is None:
                 row.append(YoloDetectionTarget(c, k, what, box=box, layer=level, model=model))

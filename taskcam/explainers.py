@@ -53,6 +53,7 @@ from taskcam.render import (
     detections_picture,
     draw_box,
     draw_keypoints,
+    draw_polygon,
     grid,
     outline,
     overlay,
@@ -459,8 +460,11 @@ class DetectionExplainer(ImageExplainer):
     """A detector: ``--targets`` picks detections (``all`` by default); one ``detection``
     record per detection and method (its ``score``, ``box`` in image pixels, and the
     ``layer`` whose map explains it when several are hooked), drawn with its box and label.
-    Instance segmenters (YOLO-seg) give ``region`` records with the mask's ``pixels``, their
-    overlays outlined with the mask.
+    Detections with masks carry the mask's ``pixels`` (in image pixels) and their overlays are
+    outlined with the mask: YOLO-seg's instances as ``region`` records, Mask R-CNN's as
+    ``detection`` records (a torchvision detector's task is ``detect``). ``--what mask``
+    explains the mask instead of the class score; a model without masks is refused by
+    :meth:`RunOptions.check` (:func:`taskcam.options.check_masks`) before this is built.
 
     Args:
         existing_only: drop ``--targets`` indices an image does not have instead of failing
@@ -482,11 +486,6 @@ class DetectionExplainer(ImageExplainer):
 
         super().__init__(loaded, options, out)
         self.adapter = adapter_for(loaded, options.conf)
-        if options.what == "mask" and not getattr(self.adapter, "has_masks", False):
-            raise TaskcamError(
-                f"--what mask: {loaded.spec} detects boxes without masks; instance segmenters "
-                "(Mask R-CNN, YOLO -seg models) have them"
-            )
         kpt = keypoint_what(options.what)
         shape = getattr(self.adapter, "kpt_shape", None)
         if kpt is not None and (shape is None or kpt[0] >= shape[0]):
@@ -539,6 +538,7 @@ class DetectionExplainer(ImageExplainer):
         if dets.masks is not None:
             masks = placement.map_to_image(dets.masks.float()).cpu().numpy() > 0.5
         keypoints = _keypoints_to_image(dets.keypoints, placement)  # [n, K, D] or None
+        polygons = _polygons_to_image(dets.rboxes, placement)  # [n, 4, 2] or None
         highlight = keypoint_what(self.options.what)
 
         def fields(t: int, exp: Explanation) -> dict[str, Any]:
@@ -557,6 +557,8 @@ class DetectionExplainer(ImageExplainer):
                 record["pixels"] = int(masks[t].sum())
             if keypoints is not None:
                 record["keypoints"] = [[round(float(v), 2) for v in k] for k in keypoints[t]]
+            if polygons is not None:
+                record["polygon"] = [[round(float(v), 2) for v in c] for c in polygons[t]]
             return record
 
         def decorate(t: int, record: dict[str, Any], picture: np.ndarray) -> np.ndarray:
@@ -565,6 +567,8 @@ class DetectionExplainer(ImageExplainer):
             if keypoints is not None:
                 index = None if highlight is None else highlight[0]
                 picture = draw_keypoints(picture, keypoints[t].tolist(), highlight=index)
+            if polygons is not None:
+                return draw_polygon(picture, polygons[t].tolist(), self._label(record))
             return draw_box(picture, record["box"], self._label(record))
 
         def run(method: Method) -> Explanation:
@@ -613,6 +617,17 @@ class DetectionExplainer(ImageExplainer):
             save_image(self.out / path, picture)
             paths[name] = path
         return paths
+
+
+def _polygons_to_image(rboxes: Optional[torch.Tensor], placement: Any) -> Any:
+    """Oriented boxes ``Tensor[n, 5]`` -> their corners in the image's pixels ``[n, 4, 2]``."""
+    if rboxes is None:
+        return None
+    from taskcam.adapters.yolo import rotated_corners
+
+    corners = rotated_corners(rboxes.float())  # [n, 4, 2] input pixels
+    flat = placement.boxes_to_image(corners.reshape(-1, 2).repeat(1, 2))[:, :2]
+    return flat.reshape(len(rboxes), 4, 2).cpu()
 
 
 def _keypoints_to_image(keypoints: Optional[torch.Tensor], placement: Any) -> Any:

@@ -239,7 +239,7 @@ def _yolo_loaded(model: nn.Module, spec: str) -> LoadedModel:
     from taskcam.adapters.rtdetr import RTDETRAdapter, is_rtdetr
     from taskcam.adapters.yolo import YoloAdapter, YoloClassifier, yolo_task
 
-    classify = yolo_task(model, ("detect", "segment", "pose", "classify")) == "classify"
+    classify = yolo_task(model, ("detect", "segment", "pose", "obb", "classify")) == "classify"
     args = getattr(model, "args", None)
     default = 224 if classify else 640  # ultralytics' own defaults
     imgsz = args.get("imgsz", default) if isinstance(args, dict) else default
@@ -259,7 +259,7 @@ def _yolo_loaded(model: nn.Module, spec: str) -> LoadedModel:
     return LoadedModel(
         model,
         spec,
-        task="detect" if adapter.task == "pose" else adapter.task,  # people are detections
+        task="segment" if adapter.task == "segment" else "detect",  # people, oriented boxes
         preprocess=Preprocess((adapter.size, adapter.size), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
         class_names=adapter.class_names,
         adapter=adapter,

@@ -25,6 +25,7 @@ __all__ = [
     "attention_grid",
     "box_normalized",
     "draw_keypoints",
+    "draw_polygon",
     "colorize",
     "detections_picture",
     "draw_box",
@@ -217,6 +218,32 @@ def draw_box(
         ty = y1 - th - 6 if y1 - th - 6 >= 0 else min(y1 + 4, max(0, h - th - 4))
         tx = max(0, min(x1 + 2, w - tw - 4))  # keep the label inside the picture
         out = draw_label(out, label, origin=(tx, ty), font_scale=scale, color=color)
+    return out
+
+
+def draw_polygon(
+    image: ImageLike, corners: Sequence[Sequence[float]], label: str = "", *, color: Color = _WHITE
+) -> np.ndarray:
+    """Draw a closed polygon (an oriented box's corners, image pixels) with a dark edge and
+    its label at its top corner, on a copy.
+
+    Example:
+        >>> corners = [[5, 5], [30, 5], [30, 20], [5, 20]]
+        >>> out = draw_polygon(np.zeros((40, 40, 3), np.uint8), corners)
+        >>> out[5, 15].tolist()
+        [255, 255, 255]
+    """
+    out = to_rgb_uint8(image).copy()
+    points = np.round(np.asarray(corners, dtype=np.float64)).astype(np.int32).reshape(-1, 1, 2)
+    cv2.polylines(out, [points], True, _BLACK, 4)
+    cv2.polylines(out, [points], True, color, 2)
+    if label:
+        h, w = out.shape[:2]
+        top = points[:, 0, :][points[:, 0, 1].argmin()]
+        scale = _auto_font_scale(h, w)
+        tw, th = _text_size(label, scale, 1)
+        origin = (max(0, min(int(top[0]), w - tw - 4)), max(0, int(top[1]) - th - 6))
+        out = draw_label(out, label, origin=origin, font_scale=scale, color=color)
     return out
 
 

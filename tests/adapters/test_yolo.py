@@ -93,18 +93,13 @@ def test_missing_paths_are_named(tmp_path):
         load_yolo(tmp_path / "model.onnx")
 
 
-def test_obb_models_are_refused_naming_the_task(tmp_path):
-    from ultralytics.nn.tasks import OBBModel
+def test_a_task_outside_those_asked_for_is_refused_naming_it():
+    from ultralytics.nn.tasks import ClassificationModel
 
-    obb = OBBModel("yolov8n-obb.yaml", nc=4, verbose=False)
-    path = tmp_path / "obb.pt"
-    torch.save({"model": obb, "train_args": {}}, path)  # ultralytics' checkpoint layout
-    with pytest.raises(TaskcamError, match=r"obb\.pt.*'obb'"):
-        load_yolo(path)
-    with pytest.raises(TaskcamError, match="'obb'"):
-        load_yolo("yolov8n-obb.yaml")
-    with pytest.raises(TaskcamError, match="'obb'"):
-        yolo_task(obb)
+    cls = ClassificationModel("yolov8n-cls.yaml", nc=4, verbose=False)
+    with pytest.raises(TaskcamError, match="is a 'classify' model; taskcam explains .* detect"):
+        yolo_task(cls)  # the detection adapter's tasks
+    assert yolo_task(cls, ("classify",)) == "classify"
 
 
 def test_files_that_are_not_ultralytics_checkpoints_are_refused_naming_them(tmp_path):
