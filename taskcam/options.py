@@ -19,7 +19,7 @@ from taskcam.errors import TaskcamError
 from taskcam.loaded import LoadedModel
 from taskcam.results import RESULTS_VERSION
 
-__all__ = ["RunOptions", "check_stride", "run_options"]
+__all__ = ["RunOptions", "check_masks", "check_stride", "run_options"]
 
 
 def _names(value: Any, flag: str) -> Optional[tuple[str, ...]]:
@@ -143,7 +143,9 @@ class RunOptions:
             TaskcamError: attention methods (rollout, ...) on a model that is not a ViT-style
                 classifier; ``eigen_smooth`` with a method that reads no layer (rise, drise,
                 the attention methods); ``aug_smooth`` on a detector, or a box side / objectness
-                (``what``) with perturbation methods, which explain the score only.
+                / mask (``what``) with perturbation methods, which explain the score only;
+                ``what="mask"`` on a model whose detections have no masks (see
+                :func:`check_masks`).
         """
         from taskcam.methods import get_method
 
@@ -164,6 +166,8 @@ class RunOptions:
             from taskcam.attention import vit_layout
 
             vit_layout(loaded.model)  # not a ViT-style model: the error says what was searched
+        if self.what == "mask":
+            check_masks(loaded)
         if not loaded.is_detector:
             return
         if self.aug_smooth:
@@ -239,6 +243,38 @@ def check_stride(stride: Any) -> int:
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise TaskcamError(f"--stride: expected a whole number >= 1, got {stride!r}")
     return stride
+
+
+def check_masks(loaded: LoadedModel) -> None:
+    """Refuse ``--what mask`` for ``loaded`` unless its detections have masks.
+
+    Instance segmenters (Mask R-CNN, YOLO ``-seg`` models) explain an instance's mask; a
+    box-only detector has none, and a classifier or semantic segmenter has no instances.
+    Checked with the other options (:meth:`RunOptions.check`), so a run is refused before it
+    writes anything, on the driver of a Ray run too.
+
+    Raises:
+        TaskcamError: naming the model and why it has no instance masks.
+
+    Example:
+        >>> from torch import nn
+        >>> check_masks(LoadedModel(nn.Linear(2, 2), "pkg.mod:net"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        taskcam.errors.TaskcamError: --what mask: pkg.mod:net is a classify model without ...
+    """
+    if loaded.is_detector:
+        from taskcam.adapters import adapter_for
+
+        if getattr(adapter_for(loaded), "has_masks", False):
+            return
+        why = "detects boxes without masks"
+    else:
+        why = f"is a {loaded.task} model without instances"
+    raise TaskcamError(
+        f"--what mask: {loaded.spec} {why}; instance segmenters (Mask R-CNN, YOLO -seg models) "
+        "have masks"
+    )
 
 
 def run_options(options: Optional[RunOptions] = None, **overrides: Any) -> RunOptions:

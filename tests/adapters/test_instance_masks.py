@@ -88,6 +88,35 @@ def test_mask_rcnn_mask_maps_differ_from_score_maps(maskrcnn):
     assert maskrcnn.training is False and all(p.requires_grad for p in maskrcnn.parameters())
 
 
+def test_mask_rcnn_explains_all_masks_with_one_forward_and_one_mask_branch_run(maskrcnn):
+    adapter = TorchvisionDetectionAdapter(maskrcnn)
+    x = _x()
+    dets = adapter.detect(x)[0]
+    calls = {"backbone": 0, "mask_predictor": 0}
+
+    def count(name):
+        def hook(_module, _inputs, _output):
+            calls[name] += 1
+
+        return hook
+
+    handles = [
+        maskrcnn.backbone.register_forward_hook(count("backbone")),
+        maskrcnn.roi_heads.mask_predictor.register_forward_hook(count("mask_predictor")),
+    ]
+    try:
+        exp = taskcam.explain(
+            adapter.model, x, [adapter.targets(dets, "mask")], "backbone.body.layer3", "gradcam"
+        )
+    finally:
+        for handle in handles:
+            handle.remove()
+    # the three masks' logits come from the forward's one run of the mask branch
+    assert calls == {"backbone": 1, "mask_predictor": 1}
+    assert exp.maps.shape == (1, 3, 128, 128) and not bool(exp.empty.any())
+    assert all(not m._forward_hooks for m in maskrcnn.modules())  # taskcam's hooks are gone
+
+
 def test_a_detector_without_masks_refuses_mask_targets():
     det = tvd.fasterrcnn_mobilenet_v3_large_fpn(
         weights=None, weights_backbone=None, num_classes=3, min_size=128, max_size=128
@@ -101,7 +130,7 @@ def test_a_detector_without_masks_refuses_mask_targets():
         yolo.targets(detect(yolo.model, _x(), conf=0.0, max_det=1)[0], "mask")
 
 
-def test_yolo_seg_mask_scores_are_prototype_mixes_over_the_mask(yolo_seg):
+def test_yolo_seg_mask_scores_are_prototype_mixes_over_ultralytics_own_mask(yolo_seg):
     from ultralytics.utils import ops
 
     x = _x()
@@ -112,21 +141,20 @@ def test_yolo_seg_mask_scores_are_prototype_mixes_over_the_mask(yolo_seg):
         out = yolo_seg(x)
     preds, protos = out[0]  # ultralytics 8.3+: ((preds, protos), raw head outputs)
     nc = 3
-    for t, target in enumerate(targets):
-        coeffs = preds[0, 4 + nc :, target.candidate]  # [32]
-        # ultralytics' own mask of this instance covers the pixels summed over
-        theirs = ops.process_mask(protos[0], coeffs[None], dets.boxes[t : t + 1], (128, 128), True)
-        theirs = theirs[0] > 0.5
-        ours = target.region
-        iou = (theirs & ours).sum() / (theirs | ours).sum().clamp(min=1)
-        assert iou > 0.9
-        up = torch.nn.functional.interpolate(
-            (coeffs @ protos[0].flatten(1)).view(1, 1, *protos.shape[-2:]),
-            size=(128, 128),
-            mode="bilinear",
-            align_corners=False,
-        )[0, 0]
-        torch.testing.assert_close(target(out), up[ours].sum()[None], rtol=1e-4, atol=1e-3)
+    coeffs = preds[0, 4 + nc :, dets.candidates].T  # [n, 32]
+    # the mask ultralytics' predict draws: upsampled, > 0, cropped to the box
+    theirs = ops.process_mask(protos[0], coeffs, dets.boxes, (128, 128), upsample=True).bool()
+    assert torch.equal(torch.stack([t.region for t in targets]), theirs)
+    assert bool(theirs.any(dim=(1, 2)).all())  # no instance sums over nothing
+    logits = torch.nn.functional.interpolate(
+        (coeffs @ protos[0].flatten(1)).view(1, -1, *protos.shape[-2:]),
+        size=(128, 128),
+        mode="bilinear",
+        align_corners=False,
+    )[0]  # [n, 128, 128]
+    expected = (logits * theirs).sum(dim=(1, 2))
+    got = torch.cat([t(out) for t in targets])
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-3)
 
 
 def test_yolo_seg_mask_targets_explain_every_instance_in_one_call(yolo_seg):
@@ -160,3 +188,78 @@ def test_the_command_line_refuses_mask_on_a_box_detector(tmp_path, capsys):
     args = ["explain", str(image), "--model", "yolo:yolov8n.yaml", "--weights", "none"]
     assert main([*args, "--what", "mask", "--out", str(tmp_path / "out")]) != 0
     assert "--what mask: yolo:yolov8n.yaml detects boxes without masks" in capsys.readouterr().err
+
+
+_FACTORIES = """
+import torch
+from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn, maskrcnn_resnet50_fpn
+
+
+def maskrcnn():
+    torch.manual_seed(0)
+    return maskrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=3, min_size=128, max_size=128,
+        box_detections_per_img=2, box_score_thresh=0.0,
+    )
+
+
+def fasterrcnn():
+    return fasterrcnn_mobilenet_v3_large_fpn(
+        weights=None, weights_backbone=None, num_classes=3, min_size=128, max_size=128
+    )
+"""
+
+
+@pytest.fixture
+def factories(tmp_path, monkeypatch):
+    """A module of factory specs: ``mask_factories:maskrcnn`` and ``mask_factories:fasterrcnn``."""
+    (tmp_path / "mask_factories.py").write_text(_FACTORIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    return importlib.import_module("mask_factories")
+
+
+def test_the_command_line_explains_mask_rcnn_masks_with_outlined_overlays(tmp_path, factories):
+    from taskcam.render import draw_box, outline, overlay
+
+    pixels = (np.random.default_rng(1).random((128, 128, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    args = ["explain", str(tmp_path / "photo.png"), "--model", "mask_factories:maskrcnn"]
+    args += ["--conf", "0.0", "--what", "mask", "--method", "gradcam", "--no-labels"]
+    args += ["--layer", "backbone.body.layer4", "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(args) == 0
+    records = json.loads((tmp_path / "out" / "results.json").read_text())["items"][0]["targets"]
+    assert [(r["kind"], r["explains"]) for r in records] == [("detection", "mask")] * 2
+    # torchvision's own masks of the same model on the same image (128 px: no resize, no pad)
+    with torch.no_grad():
+        ref = factories.maskrcnn().eval()([torch.from_numpy(pixels).permute(2, 0, 1) / 255.0])[0]
+    masks = (ref["masks"][:, 0] > 0.5).numpy()  # [2, 128, 128]
+    assert [r["pixels"] for r in records] == [int(m.sum()) for m in masks]
+    visible = []
+    for record, mask in zip(records, masks):
+        heat = np.load(tmp_path / "out" / record["heatmap"])
+        assert heat.shape == (128, 128) and np.isfinite(heat).all()
+        shown = np.asarray(Image.open(tmp_path / "out" / record["overlay"]).convert("RGB"))
+        # the overlay is the map over the image, outlined with the mask, then boxed
+        base = overlay(pixels, heat, colormap="jet", alpha=0.5)
+        assert np.array_equal(shown, draw_box(outline(base, mask), record["box"]))
+        visible.append(not np.array_equal(shown, draw_box(base, record["box"])))
+    assert any(visible)  # a box a few pixels tall hides its mask's outline under its edges
+
+
+def test_options_refuse_mask_before_anything_is_explained(factories):
+    from taskcam.models import load_model
+    from taskcam.options import RunOptions
+
+    boxes = load_model("mask_factories:fasterrcnn")
+    with pytest.raises(
+        TaskcamError, match="--what mask: mask_factories:fasterrcnn detects boxes without masks"
+    ):
+        RunOptions(what="mask").settings(boxes)  # what a run (and a Ray driver) checks first
+    classifier = load_model("torchvision:resnet18", weights="none", size=[64])
+    with pytest.raises(TaskcamError, match="torchvision:resnet18 is a classify model without"):
+        RunOptions(what="mask").check(classifier)
+    # instance segmenters pass, as does every model explaining its score
+    RunOptions(what="mask", methods=("gradcam",)).check(load_model("mask_factories:maskrcnn"))
+    RunOptions(methods=("gradcam",)).check(boxes)
