@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +13,7 @@ from torch import nn
 from taskcam.capture import Capture
 from taskcam.errors import TaskcamError
 from taskcam.explanation import Explanation, normalize_maps, upsample_maps
-from taskcam.inputs import InputBuilder, bind_inputs
+from taskcam.inputs import BoundInputs, InputBuilder, bind_inputs
 from taskcam.layers import LayerSpec, default_layer, resolve_layers
 from taskcam.masking import check_batch_size
 from taskcam.methods import CamTerms, LayerContext, Method, get_method
@@ -96,6 +96,15 @@ def _gradients(scores: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.T
     ]
 
 
+def _cat_terms(parts: list[CamTerms]) -> CamTerms:
+    """One image's :class:`CamTerms` each (``Tensor[1, ...]`` fields) as the batch's."""
+    cat = {}
+    for field in dataclasses.fields(CamTerms):
+        values = [getattr(p, field.name) for p in parts]
+        cat[field.name] = None if values[0] is None else torch.cat(values)
+    return CamTerms(**cat)
+
+
 def _combine(terms: CamTerms, acts: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:
     """``Tensor[B, T, h, w]``: the rectified map from a method's terms."""
     if terms.cam is not None:
@@ -169,12 +178,19 @@ class Explainer:
             (ablationcam) need a reshape with an ``inverse(grid, like)``, as taskcam's have.
         batch_size: perturbed inputs per forward for perturbation methods.
         progress: show progress bars for perturbation methods.
-        forward_kwargs: constant keyword arguments of every forward (a tensor with a first
-            dimension of 1 is expanded to each forward's batch); see :mod:`taskcam.inputs`.
-        input_builder: ``input_builder(x) -> args`` for a model whose inputs the image
-            ``x: Tensor[B, 3, H, W]`` is one of: a tuple (positional), a dict (by name) or a
-            tensor; called with every batch the engine forwards (perturbed copies, flips:
-            only the image is perturbed). Layer names stay the model's own.
+        forward_kwargs: constant keyword arguments of every forward (a text embedding,
+            ``return_dict=False``, a mask). A tensor with a first dimension of 1 is repeated
+            to each forward's rows; one with a first dimension of ``B`` (one row per
+            explained image) gives the perturbed copies of image ``b`` its row ``b``. See
+            :mod:`taskcam.inputs`.
+        input_builder: ``input_builder(x) -> args`` for a model whose inputs the image is
+            one of (``forward(rgb, depth)``, ``forward(image, metadata)``), called with every
+            ``x: Tensor[N, 3, H, W]`` the engine forwards (the images, perturbed copies,
+            flips: only the image is perturbed). It returns a tuple (positional), a dict (by
+            name), a pair ``(tuple, dict)`` or a tensor, built for the ``N`` rows; with a
+            parameter named ``rows`` it also gets ``LongTensor[N]``, the explained image each
+            row is, to index per-image inputs (``meta[rows]``). Layer names stay the model's
+            own; perturbation methods then forward one image's copies at a time.
         **method_options: settings passed to the method (``fc=`` for ``cam``).
 
     Example:
@@ -183,6 +199,24 @@ class Explainer:
         >>> net = torchvision.models.resnet18(weights=None)
         >>> cam = Explainer(net, "layer4", "gradcam")
         >>> cam(torch.rand(2, 3, 64, 64), [ClassTarget(3)]).maps.shape
+        torch.Size([2, 1, 64, 64])
+
+        A model with a second input, ``forward(image, meta)``, one ``meta`` row per image:
+
+        >>> class WithMeta(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.net = torchvision.models.resnet18(num_classes=4)
+        ...         self.meta = nn.Linear(2, 4)
+        ...     def forward(self, image, meta):
+        ...         return self.net(image) + self.meta(meta)  # [B, 4]
+        >>> meta = torch.rand(2, 2)  # [B, 2]
+        >>> cam = Explainer(WithMeta(), "net.layer4", forward_kwargs={"meta": meta})
+        >>> cam(torch.rand(2, 3, 64, 64), [ClassTarget(1)]).layers
+        ['net.layer4']
+        >>> built = Explainer(WithMeta(), method="scorecam", batch_size=64,
+        ...                   input_builder=lambda x, rows: (x, meta[rows]))
+        >>> built(torch.rand(2, 3, 64, 64), [ClassTarget(1)]).maps.shape
         torch.Size([2, 1, 64, 64])
     """
 
@@ -265,8 +299,11 @@ class Explainer:
     # -- internals --------------------------------------------------------------------------
     def _layers(self, x: torch.Tensor) -> list[tuple[str, nn.Module]]:
         if self.layers is None:
-            bound = self.forward_model is not self.model
-            name = default_layer(self.forward_model, x[:1], from_example=bound)
+            forward = self.forward_model
+            bound = isinstance(forward, BoundInputs)
+            if bound:  # the first image's extras, for its forward alone
+                forward = forward.for_image(0, x.shape[0])
+            name = default_layer(forward, x[:1], from_example=bound)
             if bound:  # BoundInputs holds the model as ``model``
                 name = name.removeprefix("model.")
             self.layers = resolve_layers(self.model, name)
@@ -303,8 +340,11 @@ class Explainer:
             extra = {}
             if "batch_size" in inspect.signature(self.method.saliency).parameters:
                 extra["batch_size"] = self.batch_size  # methods written before it was passed
-            sal = self.method.saliency(
-                self.forward_model, x, score, progress=self.progress, **extra
+            sal = torch.cat(
+                [
+                    self.method.saliency(model, xb, score_of, progress=self.progress, **extra)
+                    for model, xb, score_of in self._per_image(x, score)
+                ]
             )
         maps, empty = normalize_maps(sal)
         return Explanation(
@@ -355,7 +395,7 @@ class Explainer:
                     progress=self.progress,
                 )
                 with torch.no_grad():
-                    raw[name] = _combine(method.terms(ctx), act, self.eigen_smooth)
+                    raw[name] = _combine(self._terms(method, ctx), act, self.eigen_smooth)
         maps, empty = self._fuse(raw, x.shape[-2:], targets, covers)
         return Explanation(
             maps=maps,
@@ -366,6 +406,42 @@ class Explainer:
             layers=names,
             output=_detach(output),
         )
+
+    def _per_image(self, x: torch.Tensor, score: Callable[[Any, int], torch.Tensor]) -> list:
+        """``(model, inputs, score)`` for a black-box method's perturbed forwards: the batch
+        as it is, or with extras bound, one image at a time with that image's extras (its
+        rows of per-image tensors, ``rows`` of the builder), ``Tensor[1, 3, H, W]`` each."""
+        bound = self.forward_model
+        if not isinstance(bound, BoundInputs) or x.shape[0] == 1:
+            return [(bound, x, score)]
+        return [
+            (bound.for_image(b, x.shape[0]), x[b : b + 1], lambda out, _, b=b: score(out, b))
+            for b in range(x.shape[0])
+        ]
+
+    def _terms(self, method: Method, ctx: LayerContext) -> CamTerms:
+        """``method.terms(ctx)``; a perturbation method on a model with bound extras runs
+        image by image, each with that image's extras (see :meth:`_per_image`)."""
+        bound, batch = self.forward_model, ctx.inputs.shape[0]
+        if not (method.perturbation and isinstance(bound, BoundInputs) and batch > 1):
+            return method.terms(ctx)
+        parts = []
+        for b in range(batch):
+            one = slice(b, b + 1)
+            parts.append(
+                method.terms(
+                    dataclasses.replace(
+                        ctx,
+                        activations=ctx.activations[one],
+                        gradients=None if ctx.gradients is None else ctx.gradients[one],
+                        targets=ctx.targets[one],
+                        scores=ctx.scores[one],
+                        inputs=ctx.inputs[one],
+                        model=bound.for_image(b, batch),
+                    )
+                )
+            )
+        return _cat_terms(parts)
 
     def _reshape_of(self, name: str, shape: torch.Size, x_shape: torch.Size) -> Optional[Reshape]:
         """The explicit reshape, else the one inferred for this layer, output and input

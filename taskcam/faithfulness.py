@@ -43,6 +43,7 @@ from torch import nn
 
 from taskcam.capture import ModelState
 from taskcam.errors import TaskcamError
+from taskcam.inputs import BoundInputs, InputBuilder, bind_inputs
 from taskcam.masking import check_batch_size, run_batches
 from taskcam.metrics import (
     Baseline,
@@ -332,6 +333,8 @@ def target_faithfulness(
     batch_size: int = 32,
     progress: bool = False,
     extra_maps: Optional[Callable[[int], torch.Tensor]] = None,
+    forward_kwargs: Optional[dict[str, Any]] = None,
+    input_builder: Optional[InputBuilder] = None,
 ) -> list[list[Faithfulness]]:
     """Deletion and insertion of each target's own score for its map(s), one image.
 
@@ -345,6 +348,10 @@ def target_faithfulness(
         steps, baseline, blur_sigma, batch_size, progress: as :func:`faithfulness`.
         extra_maps: ``extra_maps(t) -> Tensor[E, H, W]``, more maps scored with target ``t``'s
             (baselines), appended after its own.
+        forward_kwargs, input_builder: the model's other inputs, as
+            :class:`taskcam.Explainer` takes them, for this one image: every perturbed
+            forward gets them, a one-row tensor repeated to its rows, a builder's ``rows``
+            all 0.
 
     Returns:
         ``T`` lists of :class:`Faithfulness`, one per map.
@@ -365,16 +372,19 @@ def target_faithfulness(
     if grid.shape[0] != len(targets):
         raise TaskcamError(f"got {grid.shape[0]} maps for {len(targets)} targets")
     state = ModelState(model)  # scored in eval mode, as explained; the flags come back after
+    forward = bind_inputs(model, forward_kwargs, input_builder)
+    if isinstance(forward, BoundInputs):  # every forward: copies of this one image
+        forward = forward.for_image(0, 1)
     state.eval_and_freeze(False)
     try:
         with torch.no_grad():
-            clean_output = model(x)
+            clean_output = forward(x)
         out = []
         for t, target in enumerate(targets):
             score = faithfulness_score(target, clean_output)
 
             def score_fn(batch: torch.Tensor, score: Target = score) -> torch.Tensor:
-                return score(model(batch))
+                return score(forward(batch))
 
             own = grid[t].to(x.device, torch.float32)
             if extra_maps is not None:
