@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import torch
@@ -229,7 +231,10 @@ def test_the_command_line_explains_mask_rcnn_masks_with_outlined_overlays(tmp_pa
     args += ["--conf", "0.0", "--what", "mask", "--method", "gradcam", "--no-labels"]
     args += ["--layer", "backbone.body.layer4", "--out", str(tmp_path / "out"), "--no-progress"]
     assert main(args) == 0
-    records = json.loads((tmp_path / "out" / "results.json").read_text())["items"][0]["targets"]
+    document = json.loads((tmp_path / "out" / "results.json").read_text())
+    schema = Path(__file__).parents[2] / "docs" / "results.schema.json"
+    jsonschema.Draft202012Validator(json.loads(schema.read_text())).validate(document)
+    records = document["items"][0]["targets"]
     assert [(r["kind"], r["explains"]) for r in records] == [("detection", "mask")] * 2
     # torchvision's own masks of the same model on the same image (128 px: no resize, no pad)
     with torch.no_grad():
