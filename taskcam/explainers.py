@@ -486,14 +486,6 @@ class DetectionExplainer(ImageExplainer):
 
         super().__init__(loaded, options, out)
         self.adapter = adapter_for(loaded, options.conf)
-        kpt = keypoint_what(options.what)
-        shape = getattr(self.adapter, "kpt_shape", None)
-        if kpt is not None and (shape is None or kpt[0] >= shape[0]):
-            has = "none" if shape is None else f"{shape[0]} (kpt0..kpt{shape[0] - 1})"
-            raise TaskcamError(
-                f"--what {options.what}: keypoint {kpt[0]} does not exist: {loaded.spec} has "
-                f"{has} keypoints" + ("; YOLO -pose models have them" if shape is None else "")
-            )
         self.instances = loaded.task == "segment"
         self.existing_only = existing_only
         self.layer_names = list(options.layers or self.adapter.default_layers())

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from taskcam.adapters.detection import check_what
+from taskcam.adapters.detection import check_what, keypoint_what
 from taskcam.errors import TaskcamError
 from taskcam.loaded import LoadedModel
 from taskcam.results import RESULTS_VERSION
 
-__all__ = ["RunOptions", "check_masks", "check_stride", "run_options"]
+__all__ = ["RunOptions", "check_keypoints", "check_masks", "check_stride", "run_options"]
 
 
 def _names(value: Any, flag: str) -> Optional[tuple[str, ...]]:
@@ -168,6 +168,8 @@ class RunOptions:
             vit_layout(loaded.model)  # not a ViT-style model: the error says what was searched
         if self.what == "mask":
             check_masks(loaded)
+        if keypoint_what(self.what) is not None:
+            check_keypoints(loaded, self.what)
         if not loaded.is_detector:
             return
         if self.aug_smooth:
@@ -275,6 +277,31 @@ def check_masks(loaded: LoadedModel) -> None:
         f"--what mask: {loaded.spec} {why}; instance segmenters (Mask R-CNN, YOLO -seg models) "
         "have masks"
     )
+
+
+def check_keypoints(loaded: LoadedModel, what: str) -> None:
+    """Refuse ``--what kptK.x|y|v`` unless ``loaded`` is a pose model with keypoint ``K``.
+
+    Checked with the other options (:meth:`RunOptions.check`), before a run writes anything.
+
+    Raises:
+        TaskcamError: naming the model and how many keypoints it has (none for a model
+            without a pose head).
+    """
+    kpt = keypoint_what(what)
+    if kpt is None:
+        return
+    shape = None
+    if loaded.is_detector:
+        from taskcam.adapters import adapter_for
+
+        shape = getattr(adapter_for(loaded), "kpt_shape", None)
+    if shape is None or kpt[0] >= shape[0]:
+        has = "no" if shape is None else f"{shape[0]} (kpt0..kpt{shape[0] - 1})"
+        raise TaskcamError(
+            f"--what {what}: keypoint {kpt[0]} does not exist: {loaded.spec} has {has} "
+            "keypoints" + ("; YOLO -pose models have them" if shape is None else "")
+        )
 
 
 def run_options(options: Optional[RunOptions] = None, **overrides: Any) -> RunOptions:

@@ -114,3 +114,12 @@ def test_the_command_line_refuses_a_keypoint_the_model_lacks(tmp_path, capsys):
     assert main([*args, "--what", "kpt20.x", "--out", str(tmp_path / "out")]) != 0
     err = capsys.readouterr().err
     assert "keypoint 20 does not exist: yolo:yolov8n-pose.yaml has 17 (kpt0..kpt16)" in err
+
+
+def test_a_keypoint_is_refused_with_the_options_before_a_run(tmp_path):
+    from taskcam.models import load_model
+
+    detector = load_model("yolo:yolov8n.yaml", weights="none")
+    with pytest.raises(TaskcamError, match=r"--what kpt0.x: .*yolov8n.yaml has no keypoints"):
+        RunOptions(what="kpt0.x").check(detector)
+    RunOptions(what="kpt16.v").check(load_model("yolo:yolov8n-pose.yaml", weights="none"))
