@@ -179,10 +179,10 @@ class Explainer:
         batch_size: perturbed inputs per forward for perturbation methods.
         progress: show progress bars for perturbation methods.
         forward_kwargs: constant keyword arguments of every forward (a text embedding,
-            ``return_dict=False``, a mask). A tensor with a first dimension of 1 is repeated
-            to each forward's rows; one with a first dimension of ``B`` (one row per
-            explained image) gives the perturbed copies of image ``b`` its row ``b``. See
-            :mod:`taskcam.inputs`.
+            ``return_dict=False``, a mask). A ``Tensor[1, ...]`` (two or more dimensions) is
+            repeated to each forward's rows; one with a first dimension of ``B`` (one row
+            per explained image) gives the perturbed copies of image ``b`` its row ``b``.
+            See :mod:`taskcam.inputs`.
         input_builder: ``input_builder(x) -> args`` for a model whose inputs the image is
             one of (``forward(rgb, depth)``, ``forward(image, metadata)``), called with every
             ``x: Tensor[N, 3, H, W]`` the engine forwards (the images, perturbed copies,
@@ -214,7 +214,7 @@ class Explainer:
         >>> cam = Explainer(WithMeta(), "net.layer4", forward_kwargs={"meta": meta})
         >>> cam(torch.rand(2, 3, 64, 64), [ClassTarget(1)]).layers
         ['net.layer4']
-        >>> built = Explainer(WithMeta(), method="scorecam", batch_size=64,
+        >>> built = Explainer(WithMeta(), method="fast-scorecam", batch_size=64,
         ...                   input_builder=lambda x, rows: (x, meta[rows]))
         >>> built(torch.rand(2, 3, 64, 64), [ClassTarget(1)]).maps.shape
         torch.Size([2, 1, 64, 64])

@@ -6,11 +6,12 @@ the ``N`` rows it forwards into the model's own arguments:
 
 - ``forward_kwargs``: constant keyword arguments added to every call (a text embedding, a
   conditioning vector, a mask, ``return_dict=False``). Tensors are moved to the image's
-  device and follow each forward's rows: one with a first dimension of 1 is repeated to the
-  ``N`` rows; one with a first dimension of ``B`` (``B > 1``, one row per explained image) is
-  taken as it is for the batch of ``B`` images and, for the ``N`` perturbed copies of image
-  ``b`` (Score-CAM, Ablation-CAM, RISE, D-RISE), as its row ``b`` repeated ``N`` times. Other
-  values (numbers, flags, tensors of another first dimension) are passed as they are.
+  device and follow each forward's rows: one of two or more dimensions whose first is 1
+  (``Tensor[1, D]``) is repeated to the ``N`` rows; one whose first dimension is ``B`` (``B >
+  1``, one row per explained image) is taken as it is for the batch of ``B`` images and, for
+  the ``N`` perturbed copies of image ``b`` (Score-CAM, Ablation-CAM, RISE, D-RISE), as its
+  row ``b`` repeated ``N`` times. Other values (numbers, flags, a ``Tensor[1]`` that
+  broadcasts, tensors of another first dimension) are passed as they are.
 - ``input_builder``: ``input_builder(x) -> args`` for models whose inputs the image is only one
   of, called with every ``x: Tensor[N, 3, H, W]`` the engine forwards. It returns a tuple or
   list (``model(*args)``), a dict (``model(**args)``), a pair ``(tuple, dict)`` (``model(*args,
@@ -75,6 +76,10 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
     elif isinstance(value, Mapping):
         for v in value.values():
             yield from _tensors(v)
+
+
+def _is_tensor_list(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and all(isinstance(v, torch.Tensor) for v in value)
 
 
 class BoundInputs(nn.Module):
@@ -178,7 +183,7 @@ class BoundInputs(nn.Module):
         return args, kwargs
 
     def _follow_rows(self, value: Any, x: torch.Tensor) -> Any:
-        """A constant tensor for the rows of ``x``: one row repeated, image ``b``'s row."""
+        """A constant tensor for the rows of ``x``: its one row repeated, or image ``b``'s."""
         if not isinstance(value, torch.Tensor) or value.ndim == 0:
             return value
         value = value.to(x.device)
@@ -186,7 +191,7 @@ class BoundInputs(nn.Module):
         per_image = self.image is not None and self.batch not in (None, 1)
         if per_image and first == self.batch:  # one row per explained image: this image's
             return value[self.image : self.image + 1].expand(n, *value.shape[1:])
-        if first == 1 and n != 1:
+        if first == 1 and n != 1 and value.ndim >= 2:  # a Tensor[1] broadcasts as it is
             return value.expand(n, *value.shape[1:])
         return value
 
@@ -195,6 +200,7 @@ class BoundInputs(nn.Module):
         none has one row per explained image where ``x`` is copies of one of them."""
         builder = _describe(self.input_builder)
         rows = [v.shape[0] for v in _tensors(values) if v.ndim]
+        rows += [len(v) for v in values if _is_tensor_list(v)]  # a list of images
         n = x.shape[0]
         if n > 1 and n not in rows:
             raise TaskcamError(

@@ -366,3 +366,33 @@ def test_a_model_that_refuses_the_arguments_inside_is_named(depth):
             "conv",
             input_builder=lambda x: (x, depth),
         )
+
+
+def test_a_list_of_images_and_a_one_element_tensor_pass_as_they_are():
+    class Listed(nn.Module):  # takes a list of images, as detectors do, and a scale
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = nn.Conv2d(3, 4, 3), nn.Linear(4, 2)
+
+        def forward(self, images, scale):
+            return self.head(self.conv(torch.stack(images)).relu().mean((2, 3))) * scale
+
+    torch.manual_seed(0)
+    net, scale = Listed().eval(), torch.tensor([3.0])  # Tensor[1]: broadcast, not repeated
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    got = taskcam.explain(
+        net,
+        x,
+        [ClassTarget(1)],
+        "conv",
+        "scorecam",
+        batch_size=3,
+        input_builder=lambda x: (list(x),),
+        forward_kwargs={"scale": scale},
+    )
+    hand = nn.Module()
+    hand.net = net
+    hand.forward = lambda x: net(list(x), scale)
+    want = taskcam.explain(hand, x, [ClassTarget(1)], "net.conv", "scorecam", batch_size=3)
+    torch.testing.assert_close(got.maps, want.maps)
+    assert not got.empty.any()
