@@ -186,11 +186,13 @@ class Explainer:
         input_builder: ``input_builder(x) -> args`` for a model whose inputs the image is
             one of (``forward(rgb, depth)``, ``forward(image, metadata)``), called with every
             ``x: Tensor[N, 3, H, W]`` the engine forwards (the images, perturbed copies,
-            flips: only the image is perturbed). It returns a tuple (positional), a dict (by
-            name), a pair ``(tuple, dict)`` or a tensor, built for the ``N`` rows; with a
-            parameter named ``rows`` it also gets ``LongTensor[N]``, the explained image each
-            row is, to index per-image inputs (``meta[rows]``). Layer names stay the model's
-            own; perturbation methods then forward one image's copies at a time.
+            ``aug_smooth``'s flips and 1.1x rescale, whose ``H, W`` differ: only the image is
+            perturbed, so build inputs that must match its size from ``x``). It returns a
+            tuple (positional), a dict (by name), a pair ``(tuple, dict)`` or a tensor, built
+            for the ``N`` rows; with a parameter named ``rows`` it also gets
+            ``LongTensor[N]``, the explained image each row is, to index per-image inputs
+            (``meta[rows]``). Layer names stay the model's own; perturbation methods then
+            forward one image's copies at a time.
         **method_options: settings passed to the method (``fc=`` for ``cam``).
 
     Example:
