@@ -34,13 +34,13 @@ def test_demo_writes_pictures_and_finds_the_cat(tmp_path, capsys):
 
 
 def test_the_demo_runs_every_method_that_explains_a_classifier():
-    """`make demo` runs the defaults: detection-only methods (drise) refuse class targets and
-    the attention methods (rollout, grad-rollout, legrad) need a ViT, not the demo's
-    EfficientNet, so they are not among them; every other registered method is."""
+    """`make demo` runs the defaults: detection-only methods (drise, detr-attention) refuse
+    class targets and the attention methods (rollout, grad-rollout, legrad) need a ViT, not
+    the demo's EfficientNet, so they are not among them; every other registered method is."""
     detection_only = {
         m for m in taskcam.available_methods() if taskcam.get_method(m).needs_detections
     }
     attention = {m for m in taskcam.available_methods() if taskcam.get_method(m).attention}
     assert "drise" in detection_only and "gradcam" not in detection_only
-    assert attention == {"rollout", "grad-rollout", "legrad"}
+    assert attention == {"rollout", "grad-rollout", "legrad", "detr-attention"}
     assert set(demo_methods()) == set(taskcam.available_methods()) - detection_only - attention

@@ -120,4 +120,3 @@ def test_without_the_package_the_error_names_it(checkpoint, monkeypatch):
 
 def test_importing_the_package_leaves_print_options_alone():
     assert torch._tensor_str.PRINT_OPTS.precision == 4  # yolov5 would have set 5
-    assert "float_kind" not in (np.get_printoptions().get("formatter") or {})
