@@ -295,6 +295,79 @@ class DetectionTarget:
         return hash(self._key())
 
 
+def model_class_names(model: Any, given: Optional[Sequence[str]] = None) -> Optional[list[str]]:
+    """``given`` as a list, else the model's ``names`` (ultralytics and YOLOv5 keep a dict
+    ``{id: name}`` or a list) in id order, else None.
+
+    Example:
+        >>> model_class_names(type("M", (), {"names": {1: "dog", 0: "cat"}})())
+        ['cat', 'dog']
+    """
+    if given is not None:
+        return list(given)
+    names = getattr(model, "names", None)
+    if isinstance(names, dict):
+        return [str(names[i]) for i in sorted(names)]
+    if isinstance(names, (list, tuple)):
+        return [str(n) for n in names]
+    return None
+
+
+@dataclass(frozen=True)
+class StretchPlacement:
+    """An image resized as a whole to the model input ``size`` (h, w), without padding, and
+    how to undo it (RT-DETR stretches to a square; DETR keeps the aspect ratio).
+
+    Example:
+        >>> p = StretchPlacement(100, 200, (50, 50))
+        >>> p.boxes_to_image(torch.tensor([[10.0, 10.0, 60.0, 40.0]])).tolist()
+        [[40.0, 20.0, 200.0, 80.0]]
+    """
+
+    height: int
+    width: int
+    size: tuple[int, int]
+
+    def boxes_to_image(self, boxes: torch.Tensor) -> torch.Tensor:
+        """``Tensor[N, 4]`` xyxy in input pixels -> image pixels, clipped to the image."""
+        h, w = self.size
+        scale = boxes.new_tensor([self.width / w, self.height / h] * 2)
+        limit = boxes.new_tensor([self.width, self.height] * 2)
+        return torch.minimum((boxes * scale).clamp(min=0), limit)
+
+    def map_to_image(self, maps: torch.Tensor) -> torch.Tensor:
+        """``Tensor[..., h, w]`` -> ``Tensor[..., H, W]`` (bilinear)."""
+        import torch.nn.functional as F
+
+        lead = maps.shape[:-2]
+        flat = maps.reshape(-1, 1, *maps.shape[-2:]).float()
+        out = F.interpolate(flat, size=(self.height, self.width), mode="bilinear")
+        return out.reshape(*lead, self.height, self.width)
+
+
+def stretched_input(
+    image: np.ndarray, size: tuple[int, int], model: nn.Module
+) -> tuple[torch.Tensor, StretchPlacement]:
+    """``uint8[H, W, 3]`` RGB resized (bilinear, as a whole) to ``size`` (h, w): the input
+    ``Tensor[1, 3, h, w]`` in [0, 1] on ``model``'s device, and its placement.
+
+    Raises:
+        TaskcamError: not a ``uint8[H, W, 3]`` image (the message gives what was received).
+    """
+    import cv2
+
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        got = getattr(image, "shape", type(image).__name__)
+        raise TaskcamError(f"image: expected a uint8[H, W, 3] array, got {got}")
+    height, width = image.shape[:2]
+    h, w = int(size[0]), int(size[1])
+    resized = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)[None].float() / 255
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    return x.to(device), StretchPlacement(height, width, (h, w))
+
+
 class Placement(Protocol):
     """How an image was placed on the model input, to bring boxes and maps back."""
 

@@ -27,20 +27,23 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Optional
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from taskcam.adapters.detection import Candidates, Detections, DetectionTarget
+from taskcam.adapters.detection import (
+    Candidates,
+    Detections,
+    DetectionTarget,
+    StretchPlacement,
+    stretched_input,
+)
 from taskcam.errors import TaskcamError
 from taskcam.loaded import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
-__all__ = ["DETR_TYPES", "DetrAdapter", "DetrTarget", "ResizedPlacement", "detect"]
+__all__ = ["DETR_TYPES", "DetrAdapter", "DetrTarget", "detect"]
 
 # config model_type -> how queries are scored: a softmax over classes + "no object", or sigmoids
 DETR_TYPES = {"detr": "softmax", "conditional_detr": "sigmoid", "deformable_detr": "sigmoid"}
@@ -141,27 +144,6 @@ class DetrTarget(DetectionTarget):
         return Candidates(_xyxy(boxes, self.size), probs, objectness=probs.amax(dim=-1))
 
 
-@dataclass(frozen=True)
-class ResizedPlacement:
-    """An image resized (as a whole) to the model input ``size`` (h, w), undone."""
-
-    height: int
-    width: int
-    size: tuple[int, int]
-
-    def boxes_to_image(self, boxes: torch.Tensor) -> torch.Tensor:
-        h, w = self.size
-        scale = boxes.new_tensor([self.width / w, self.height / h] * 2)
-        limit = boxes.new_tensor([self.width, self.height] * 2)
-        return torch.minimum((boxes * scale).clamp(min=0), limit)
-
-    def map_to_image(self, maps: torch.Tensor) -> torch.Tensor:
-        lead = maps.shape[:-2]
-        flat = maps.reshape(-1, 1, *maps.shape[-2:]).float()
-        out = F.interpolate(flat, size=(self.height, self.width), mode="bilinear")
-        return out.reshape(*lead, self.height, self.width)
-
-
 class DetrAdapter:
     """A Hugging Face DETR-family detector as the pipeline drives it (a ``DetectorAdapter``).
 
@@ -198,25 +180,19 @@ class DetrAdapter:
         self.class_names = class_names
         self.input_size = self.preprocess.size  # (h, w) of the last prepared input
 
-    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, ResizedPlacement]:
-        """``uint8[H, W, 3]`` RGB -> (``Tensor[1, 3, h, w]`` normalised, placement)."""
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-            got = getattr(image, "shape", type(image).__name__)
-            raise TaskcamError(f"image: expected a uint8[H, W, 3] array, got {got}")
-        height, width = image.shape[:2]
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, StretchPlacement]:
+        """``uint8[H, W, 3]`` RGB -> (``Tensor[1, 3, h, w]`` normalised, placement): resized
+        keeping the aspect ratio, short side ``size[0]``, long side at most ``size[1]``."""
+        height, width = getattr(image, "shape", (1, 1))[:2]
         short, longest = self.preprocess.size
-        scale = min(short / min(height, width), longest / max(height, width))
+        scale = min(short / max(1, min(height, width)), longest / max(1, height, width))
         new = (max(1, round(height * scale)), max(1, round(width * scale)))
-        resized = cv2.resize(image, new[::-1], interpolation=cv2.INTER_LINEAR)
-        x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)[None].float() / 255
+        x, placement = stretched_input(image, new, self.model)
         mean, std = (
-            torch.tensor(v).view(1, 3, 1, 1) for v in (self.preprocess.mean, self.preprocess.std)
+            x.new_tensor(v).view(1, 3, 1, 1) for v in (self.preprocess.mean, self.preprocess.std)
         )
-        x = (x - mean) / std
-        param = next(iter(self.model.parameters()), None)
-        device = param.device if param is not None else torch.device("cpu")
         self.input_size = new
-        return x.to(device), ResizedPlacement(height, width, new)
+        return (x - mean) / std, placement
 
     def detect(self, x: torch.Tensor) -> list[Detections]:
         return detect(self.model, x, self.scoring, conf=self.conf)

@@ -20,19 +20,23 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Optional
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from taskcam.adapters.detection import Candidates, Detections, DetectionTarget
+from taskcam.adapters.detection import (
+    Candidates,
+    Detections,
+    DetectionTarget,
+    StretchPlacement,
+    model_class_names,
+    stretched_input,
+)
 from taskcam.errors import TaskcamError
 
-__all__ = ["RTDETRAdapter", "RTDETRTarget", "StretchPlacement", "detect", "is_rtdetr"]
+__all__ = ["RTDETRAdapter", "RTDETRTarget", "detect", "is_rtdetr"]
 
 _SIDES = ("x1", "y1", "x2", "y2")
 
@@ -145,29 +149,6 @@ class RTDETRTarget(DetectionTarget):
         return Candidates(_xyxy(boxes, self.size), scores, objectness=scores.amax(dim=-1))
 
 
-@dataclass(frozen=True)
-class StretchPlacement:
-    """An image stretched to the square model input (RT-DETR's preprocessing), undone."""
-
-    height: int
-    width: int
-    size: int
-
-    def boxes_to_image(self, boxes: torch.Tensor) -> torch.Tensor:
-        """``Tensor[N, 4]`` xyxy in input pixels -> image pixels, clipped."""
-        scale = boxes.new_tensor([self.width, self.height] * 2) / self.size
-        out = boxes * scale
-        limit = boxes.new_tensor([self.width, self.height] * 2)
-        return torch.minimum(out.clamp(min=0), limit)
-
-    def map_to_image(self, maps: torch.Tensor) -> torch.Tensor:
-        """``Tensor[..., S, S]`` -> ``Tensor[..., H, W]`` (bilinear)."""
-        lead = maps.shape[:-2]
-        flat = maps.reshape(-1, 1, *maps.shape[-2:]).float()
-        out = F.interpolate(flat, size=(self.height, self.width), mode="bilinear")
-        return out.reshape(*lead, self.height, self.width)
-
-
 class RTDETRAdapter:
     """RT-DETR as the pipeline drives it (a ``DetectorAdapter``).
 
@@ -194,22 +175,11 @@ class RTDETRAdapter:
             raise TaskcamError(f"RTDETRAdapter: {type(model).__name__} has no RTDETRDecoder head")
         self.model, self.size, self.max_det = model, int(size), int(max_det)
         self.conf = 0.25 if conf is None else float(conf)
-        names = getattr(model, "names", None)
-        if class_names is None and isinstance(names, dict):
-            class_names = [str(names[i]) for i in sorted(names)]
-        self.class_names = class_names
+        self.class_names = model_class_names(model, class_names)
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, StretchPlacement]:
         """``uint8[H, W, 3]`` RGB -> (``Tensor[1, 3, S, S]`` in [0, 1], placement)."""
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-            got = getattr(image, "shape", type(image).__name__)
-            raise TaskcamError(f"image: expected a uint8[H, W, 3] array, got {got}")
-        height, width = image.shape[:2]
-        resized = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
-        x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)[None].float() / 255
-        param = next(iter(self.model.parameters()), None)
-        device = param.device if param is not None else torch.device("cpu")
-        return x.to(device), StretchPlacement(height, width, self.size)
+        return stretched_input(image, (self.size, self.size), self.model)
 
     def detect(self, x: torch.Tensor) -> list[Detections]:
         return detect(self.model, x, conf=self.conf, max_det=self.max_det)

@@ -59,7 +59,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from taskcam.adapters.detection import Candidates, Detections, DetectionTarget, keypoint_what
+from taskcam.adapters.detection import (
+    Candidates,
+    Detections,
+    DetectionTarget,
+    keypoint_what,
+    model_class_names,
+)
 from taskcam.errors import TaskcamError
 from taskcam.loaded import SharedModules
 
@@ -1164,12 +1170,7 @@ class YoloAdapter:
         self.task = yolo_task(model)
         self.stride = int(max(head.stride.tolist())) if hasattr(head, "stride") else 32
         self.size, self.conf, self.iou, self.max_det = size, conf, iou, max_det
-        names = getattr(model, "names", None)
-        if class_names is None and isinstance(names, dict):
-            class_names = [str(names[i]) for i in sorted(names)]
-        elif class_names is None and isinstance(names, (list, tuple)):
-            class_names = [str(n) for n in names]
-        self.class_names = list(class_names) if class_names is not None else None
+        self.class_names = model_class_names(model, class_names)
         self._stages: Optional[list[str]] = None
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, LetterboxInfo]:

@@ -34,7 +34,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from taskcam.adapters.detection import WHAT, Candidates, Detections, DetectionTarget
+from taskcam.adapters.detection import (
+    WHAT,
+    Candidates,
+    Detections,
+    DetectionTarget,
+    model_class_names,
+)
 from taskcam.adapters.yolo import LetterboxInfo, backbone_stages, letterbox
 from taskcam.errors import TaskcamError
 
@@ -253,12 +259,7 @@ class Yolov5Adapter:
             raise TaskcamError(f"Yolov5Adapter: {type(model).__name__} has no YOLOv5 Detect head")
         self.model, self.size, self.iou, self.max_det = model, int(size), iou, max_det
         self.conf = 0.25 if conf is None else float(conf)
-        names = getattr(model, "names", None)
-        if class_names is None and isinstance(names, dict):
-            class_names = [str(names[i]) for i in sorted(names)]
-        elif class_names is None and isinstance(names, (list, tuple)):
-            class_names = [str(n) for n in names]
-        self.class_names = class_names
+        self.class_names = model_class_names(model, class_names)
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, LetterboxInfo]:
         x, info = letterbox(image, self.size, int(max(self.model.stride)))

@@ -236,6 +236,7 @@ def _yolo(rest: str, weights: Optional[str]) -> LoadedModel:
 def _yolo_loaded(model: nn.Module, spec: str) -> LoadedModel:
     """An ultralytics model at the size it was trained at: a detection, segmentation or pose
     model with its adapter, or a classifier (``-cls``) giving its logits."""
+    from taskcam.adapters.detection import model_class_names
     from taskcam.adapters.rtdetr import RTDETRAdapter, is_rtdetr
     from taskcam.adapters.yolo import YoloAdapter, YoloClassifier, yolo_task
 
@@ -245,12 +246,11 @@ def _yolo_loaded(model: nn.Module, spec: str) -> LoadedModel:
     imgsz = args.get("imgsz", default) if isinstance(args, dict) else default
     size = max(imgsz) if isinstance(imgsz, (list, tuple)) else int(imgsz)
     if classify:
-        names = getattr(model, "names", None) or {}
         return LoadedModel(
             YoloClassifier(model),
             spec,
             preprocess=Preprocess((size, size), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-            class_names=[str(names[i]) for i in sorted(names)] or None,
+            class_names=model_class_names(model),
         )
     if is_rtdetr(model):
         adapter: Any = RTDETRAdapter(model, size=size)

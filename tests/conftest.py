@@ -44,3 +44,14 @@ def make_cnn():
 def cnn() -> nn.Sequential:
     """A fresh :func:`small_cnn` per test."""
     return small_cnn()
+
+
+@pytest.fixture(scope="session")
+def chelsea_png(tmp_path_factory):
+    """scikit-image's cat photo (451 x 300 RGB) written as a PNG file, for command-line runs."""
+    from PIL import Image
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("photo") / "chelsea.png"
+    Image.fromarray(data.chelsea()).save(path)
+    return path

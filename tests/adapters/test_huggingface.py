@@ -148,13 +148,8 @@ def saved(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def photo(tmp_path_factory):
-    from PIL import Image
-    from skimage import data
-
-    path = tmp_path_factory.mktemp("photo") / "chelsea.png"
-    Image.fromarray(data.chelsea()).save(path)
-    return path
+def photo(chelsea_png):
+    return chelsea_png
 
 
 def _scores(processor, output, size):
