@@ -295,6 +295,22 @@ class DetectionTarget:
         return hash(self._key())
 
 
+def cxcywh_to_xyxy(boxes: torch.Tensor, size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    """``Tensor[..., 4]`` ``cx, cy, w, h`` -> ``x1, y1, x2, y2``; with ``size`` (h, w) the
+    boxes are normalised to [0, 1] (DETR, RT-DETR) and come back in pixels of that input.
+
+    Example:
+        >>> cxcywh_to_xyxy(torch.tensor([0.5, 0.5, 0.2, 0.4]), (10, 20)).tolist()
+        [8.0, 3.0, 12.0, 7.0]
+    """
+    xy, wh = boxes[..., :2], boxes[..., 2:4] / 2
+    out = torch.cat([xy - wh, xy + wh], dim=-1)
+    if size is None:
+        return out
+    h, w = size
+    return out * boxes.new_tensor([w, h, w, h])
+
+
 def model_class_names(model: Any, given: Optional[Sequence[str]] = None) -> Optional[list[str]]:
     """``given`` as a list, else the model's ``names`` (ultralytics and YOLOv5 keep a dict
     ``{id: name}`` or a list) in id order, else None.

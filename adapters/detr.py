@@ -38,8 +38,10 @@ from taskcam.adapters.detection import (
     Detections,
     DetectionTarget,
     StretchPlacement,
+    cxcywh_to_xyxy,
     stretched_input,
 )
+from taskcam.capture import predict
 from taskcam.errors import TaskcamError
 from taskcam.loaded import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
@@ -68,25 +70,12 @@ def _probs(logits: torch.Tensor, scoring: str) -> torch.Tensor:
     return logits.sigmoid()
 
 
-def _xyxy(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    h, w = size
-    xy, wh = boxes[..., :2], boxes[..., 2:4] / 2
-    return torch.cat([xy - wh, xy + wh], dim=-1) * boxes.new_tensor([w, h, w, h])
-
-
 def detect(
     model: nn.Module, x: torch.Tensor, scoring: str, *, conf: float = 0.5
 ) -> list[Detections]:
     """The detections of the model's own post-processing on every image of ``x``, best
     first, boxes in ``x``'s pixels, ``candidates`` the queries. Flags are restored."""
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        with torch.no_grad():
-            logits, boxes = _outputs(model(pixel_values=x))
-    finally:
-        for m, flag in flags:
-            m.training = flag
+    logits, boxes = _outputs(predict(model, x))  # x: the pixel_values
     probs = _probs(logits, scoring)
     nc = probs.shape[-1]
     out = []
@@ -102,7 +91,7 @@ def detect(
         queries, classes, scores = queries[keep][order], classes[keep][order], scores[keep][order]
         out.append(
             Detections(
-                boxes=_xyxy(boxes[b, queries], tuple(x.shape[-2:])),
+                boxes=cxcywh_to_xyxy(boxes[b, queries], tuple(x.shape[-2:])),
                 scores=scores,
                 classes=classes.long(),
                 candidates=queries.long(),
@@ -136,12 +125,12 @@ class DetrTarget(DetectionTarget):
             return probs.new_zeros(probs.shape[0])
         if self.what == "score":
             return probs[:, self.candidate, self.class_id]
-        return _xyxy(boxes[:, self.candidate], self.size)[:, _SIDES.index(self.what)]
+        return cxcywh_to_xyxy(boxes[:, self.candidate], self.size)[:, _SIDES.index(self.what)]
 
     def candidates(self, output: Any, class_id: int) -> Candidates:
         logits, boxes = _outputs(output)
         probs = _probs(logits, self.scoring)
-        return Candidates(_xyxy(boxes, self.size), probs, objectness=probs.amax(dim=-1))
+        return Candidates(cxcywh_to_xyxy(boxes, self.size), probs, objectness=probs.amax(dim=-1))
 
 
 class DetrAdapter:

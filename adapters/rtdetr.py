@@ -31,9 +31,11 @@ from taskcam.adapters.detection import (
     Detections,
     DetectionTarget,
     StretchPlacement,
+    cxcywh_to_xyxy,
     model_class_names,
     stretched_input,
 )
+from taskcam.capture import predict
 from taskcam.errors import TaskcamError
 
 __all__ = ["RTDETRAdapter", "RTDETRTarget", "detect", "is_rtdetr"]
@@ -69,14 +71,6 @@ def _queries(output: Any) -> tuple[torch.Tensor, torch.Tensor]:
     raise TaskcamError(f"cannot find RT-DETR query boxes and scores in a {got} output")
 
 
-def _xyxy(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Normalised ``cx, cy, w, h`` -> ``x1, y1, x2, y2`` in pixels of a ``size`` (h, w) input."""
-    h, w = size
-    xy, wh = boxes[..., :2], boxes[..., 2:4] / 2
-    scale = boxes.new_tensor([w, h, w, h])
-    return torch.cat([xy - wh, xy + wh], dim=-1) * scale
-
-
 def detect(
     model: nn.Module, x: torch.Tensor, *, conf: float = 0.25, max_det: int = 300
 ) -> list[Detections]:
@@ -84,14 +78,7 @@ def detect(
     the (query, class) pairs scoring above ``conf``, best first, at most ``max_det``; boxes in
     ``x``'s pixels; ``candidates`` are the queries. The model's flags are restored.
     """
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        with torch.no_grad():
-            boxes, scores = _queries(model(x))
-    finally:
-        for m, flag in flags:
-            m.training = flag
+    boxes, scores = _queries(predict(model, x))
     nc = scores.shape[-1]
     out = []
     for b in range(scores.shape[0]):
@@ -101,7 +88,7 @@ def detect(
         query, cls = order // nc, order % nc
         out.append(
             Detections(
-                boxes=_xyxy(boxes[b, query], tuple(x.shape[-2:])),
+                boxes=cxcywh_to_xyxy(boxes[b, query], tuple(x.shape[-2:])),
                 scores=flat[order],
                 classes=cls.long(),
                 candidates=query.long(),
@@ -141,12 +128,12 @@ class RTDETRTarget(DetectionTarget):
             return scores.new_zeros(scores.shape[0])
         if self.what == "score":
             return scores[:, self.candidate, self.class_id]
-        box = _xyxy(boxes[:, self.candidate], self.size)  # [B, 4]
+        box = cxcywh_to_xyxy(boxes[:, self.candidate], self.size)  # [B, 4]
         return box[:, _SIDES.index(self.what)]
 
     def candidates(self, output: Any, class_id: int) -> Candidates:
         boxes, scores = _queries(output)
-        return Candidates(_xyxy(boxes, self.size), scores, objectness=scores.amax(dim=-1))
+        return Candidates(cxcywh_to_xyxy(boxes, self.size), scores, objectness=scores.amax(dim=-1))
 
 
 class RTDETRAdapter:

@@ -63,6 +63,7 @@ from taskcam.adapters.detection import (
     Candidates,
     Detections,
     DetectionTarget,
+    cxcywh_to_xyxy,
     keypoint_what,
     model_class_names,
 )
@@ -716,12 +717,6 @@ def _num_classes(
     return preds.shape[1] - 4 - (0 if protos is None else protos.shape[1])
 
 
-def _xywh2xyxy(b: torch.Tensor) -> torch.Tensor:
-    """``Tensor[..., 4]`` cx, cy, w, h -> x1, y1, x2, y2."""
-    xy, wh = b[..., :2], b[..., 2:4] / 2
-    return torch.cat([xy - wh, xy + wh], dim=-1)
-
-
 # -- detection -----------------------------------------------------------------------------------
 def _masks(
     coeffs: torch.Tensor, protos: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]
@@ -805,7 +800,7 @@ def detect(
     for b in range(preds.shape[0]):
         p = preds[b].T  # [A, 4 + nc (+ nm)]
         cand, cls = select(p, nc, conf, iou, max_det)
-        boxes = _xywh2xyxy(p[cand, :4])
+        boxes = cxcywh_to_xyxy(p[cand, :4])
         det = Detections(
             boxes=boxes,
             scores=p[cand, 4 + cls],
@@ -880,7 +875,7 @@ def _nms(
 
     score, cls = p[:, 4 : 4 + nc].max(dim=1)  # [A]
     cand = torch.nonzero(score > conf if conf > 0 else score >= 0).flatten()
-    keep = batched_nms(_xywh2xyxy(p[cand, :4]), score[cand], cls[cand], iou)[:max_det]
+    keep = batched_nms(cxcywh_to_xyxy(p[cand, :4]), score[cand], cls[cand], iou)[:max_det]
     cand = cand[keep]
     return cand, cls[cand]
 
@@ -957,7 +952,7 @@ class YoloDetectionTarget(DetectionTarget):
         if self.what == "score":
             return column[:, 4 + self.class_id]
         side = ("x1", "y1", "x2", "y2").index(self.what)
-        return _xywh2xyxy(column[:, :4])[:, side]
+        return cxcywh_to_xyxy(column[:, :4])[:, side]
 
     def __call__(self, output: Any) -> torch.Tensor:
         return self._score(self._preds(output)[0])
@@ -966,7 +961,7 @@ class YoloDetectionTarget(DetectionTarget):
         preds, protos = self._preds(output)
         nc = _num_classes(preds, protos, self.head)
         probs = preds[:, 4 : 4 + nc].transpose(1, 2)  # [B, A, nc]
-        boxes = _xywh2xyxy(preds[:, :4].transpose(1, 2))  # [B, A, 4]
+        boxes = cxcywh_to_xyxy(preds[:, :4].transpose(1, 2))  # [B, A, 4]
         return Candidates(boxes, probs, objectness=probs.amax(dim=-1))
 
 

@@ -39,9 +39,11 @@ from taskcam.adapters.detection import (
     Candidates,
     Detections,
     DetectionTarget,
+    cxcywh_to_xyxy,
     model_class_names,
 )
 from taskcam.adapters.yolo import LetterboxInfo, backbone_stages, letterbox
+from taskcam.capture import predict
 from taskcam.errors import TaskcamError
 
 __all__ = [
@@ -162,11 +164,6 @@ def _rows(output: Any) -> torch.Tensor:
     return rows
 
 
-def _xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    xy, wh = boxes[..., :2], boxes[..., 2:4] / 2
-    return torch.cat([xy - wh, xy + wh], dim=-1)
-
-
 def detect(
     model: nn.Module, x: torch.Tensor, *, conf: float = 0.25, iou: float = 0.45, max_det: int = 1000
 ) -> list[Detections]:
@@ -174,21 +171,14 @@ def detect(
     detection's candidate row; boxes in ``x``'s pixels. The model's flags are restored."""
     from torchvision.ops import nms
 
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        with torch.no_grad():
-            rows = _rows(model(x))
-    finally:
-        for m, flag in flags:
-            m.training = flag
+    rows = _rows(predict(model, x))
     out = []
     for p in rows:  # [A, 5 + nc]
         cand = torch.nonzero(p[:, 4] > conf).flatten()
         score, cls = (p[cand, 5:] * p[cand, 4:5]).max(dim=1)
         keep = score > conf
         cand, score, cls = cand[keep], score[keep], cls[keep]
-        boxes = _xyxy(p[cand, :4])
+        boxes = cxcywh_to_xyxy(p[cand, :4])
         order = nms(boxes + cls[:, None].float() * _MAX_WH, score, iou)[:max_det]
         out.append(
             Detections(
@@ -226,11 +216,11 @@ class Yolov5Target(DetectionTarget):
             return row[:, 4] * row[:, 5 + self.class_id]
         if self.what == "objectness":
             return row[:, 4]
-        return _xyxy(row[:, :4])[:, _SIDES.index(self.what)]
+        return cxcywh_to_xyxy(row[:, :4])[:, _SIDES.index(self.what)]
 
     def candidates(self, output: Any, class_id: int) -> Candidates:
         rows = _rows(output)
-        return Candidates(_xyxy(rows[..., :4]), rows[..., 5:], objectness=rows[..., 4])
+        return Candidates(cxcywh_to_xyxy(rows[..., :4]), rows[..., 5:], objectness=rows[..., 4])
 
 
 class Yolov5Adapter:

@@ -611,25 +611,28 @@ class DetectionExplainer(ImageExplainer):
         return paths
 
 
+def _points_to_image(points: torch.Tensor, placement: Any) -> torch.Tensor:
+    """Points ``Tensor[..., 2]`` (x, y) from input pixels to the image's, as degenerate
+    boxes through the placement."""
+    flat = placement.boxes_to_image(points.float().reshape(-1, 2).repeat(1, 2))[:, :2]
+    return flat.reshape(points.shape).cpu()
+
+
 def _polygons_to_image(rboxes: Optional[torch.Tensor], placement: Any) -> Any:
     """Oriented boxes ``Tensor[n, 5]`` -> their corners in the image's pixels ``[n, 4, 2]``."""
     if rboxes is None:
         return None
     from taskcam.adapters.yolo import rotated_corners
 
-    corners = rotated_corners(rboxes.float())  # [n, 4, 2] input pixels
-    flat = placement.boxes_to_image(corners.reshape(-1, 2).repeat(1, 2))[:, :2]
-    return flat.reshape(len(rboxes), 4, 2).cpu()
+    return _points_to_image(rotated_corners(rboxes.float()), placement)
 
 
 def _keypoints_to_image(keypoints: Optional[torch.Tensor], placement: Any) -> Any:
     """Pose keypoints ``Tensor[n, K, D]`` from input pixels to the image's, or None."""
     if keypoints is None:
         return None
-    n, k, _ = keypoints.shape
-    xy = keypoints[..., :2].float().reshape(-1, 2).repeat(1, 2)  # as boxes [x, y, x, y]
-    xy = placement.boxes_to_image(xy)[:, :2].reshape(n, k, 2)
-    return torch.cat([xy, keypoints[..., 2:].float()], dim=-1).cpu()
+    xy = _points_to_image(keypoints[..., :2], placement)
+    return torch.cat([xy, keypoints[..., 2:].float().cpu()], dim=-1)
 
 
 def image_explainer(
