@@ -1,4 +1,9 @@
-"""Classification: class-index, softmax and top-k targets, and target specs from the CLI."""
+"""Classification: class-index, softmax and top-k targets, and target specs from the CLI.
+
+:class:`~taskcam.targets.ClassTarget` (a class's logit) and :func:`~taskcam.outputs.logits_of`
+(the class scores in any classifier's output) live in the core, which reads classifiers without
+an adapter; they are named here too, beside the targets built on them.
+"""
 
 from __future__ import annotations
 
@@ -8,66 +13,10 @@ from typing import Any
 import torch
 
 from taskcam.errors import TaskcamError
+from taskcam.outputs import logits_of
+from taskcam.targets import ClassTarget
 
 __all__ = ["ClassTarget", "SoftmaxTarget", "logits_of", "parse_targets", "top_k_targets"]
-
-
-def logits_of(output: Any) -> torch.Tensor:
-    """``Tensor[B, K]``: the class scores in a classifier's output.
-
-    Accepts a tensor, an object with ``.logits`` (Hugging Face), a dict with ``"logits"`` or
-    ``"out"``, or a tuple whose first element is the logits.
-    """
-    if isinstance(output, torch.Tensor):
-        logits = output
-    elif hasattr(output, "logits"):
-        logits = output.logits
-    elif isinstance(output, dict) and ("logits" in output or "out" in output):
-        logits = output.get("logits", output.get("out"))
-    elif isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        logits = output[0]
-    else:
-        raise TaskcamError(f"cannot find class scores in a {type(output).__name__} output")
-    if logits.ndim != 2:
-        raise TaskcamError(f"class scores must be Tensor[B, K], got {tuple(logits.shape)}")
-    return logits
-
-
-class ClassTarget:
-    """The pre-softmax score (logit) of one class: ``output[:, class_index]``.
-
-    Args:
-        class_index: the class, ``0 <= class_index < K``.
-
-    Example:
-        >>> ClassTarget(1)(torch.tensor([[0.5, 2.0], [1.0, -1.0]]))
-        tensor([ 2., -1.])
-    """
-
-    def __init__(self, class_index: int) -> None:
-        if isinstance(class_index, bool) or not isinstance(class_index, int) or class_index < 0:
-            raise TaskcamError(f"class_index must be a non-negative int, got {class_index!r}")
-        self.class_index = class_index
-
-    def _check(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.class_index >= logits.shape[1]:
-            raise TaskcamError(
-                f"class index {self.class_index} does not exist: the model has "
-                f"{logits.shape[1]} classes"
-            )
-        return logits
-
-    def __call__(self, output: Any) -> torch.Tensor:
-        return self._check(logits_of(output))[:, self.class_index]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.class_index})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.class_index == self.class_index  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, self.class_index))
 
 
 class SoftmaxTarget(ClassTarget):

@@ -45,6 +45,7 @@ from torch import nn
 from taskcam.adapters.detr import DETR_TYPES, DetrAdapter
 from taskcam.errors import TaskcamError
 from taskcam.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, Preprocess, SharedModules
+from taskcam.outputs import universal_class_logits
 
 __all__ = [
     "SemanticSegmenter",
@@ -86,51 +87,6 @@ class SemanticSegmenter(SharedModules):
         if tuple(logits.shape[-2:]) != tuple(x.shape[-2:]):
             logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return logits
-
-
-def universal_class_logits(
-    class_logits: torch.Tensor,
-    mask_logits: torch.Tensor,
-    size: tuple[int, int],
-    mask_size: Optional[tuple[int, int]] = None,
-) -> torch.Tensor:
-    """Per-class logits of a universal segmenter, as its semantic post-processing makes them.
-
-    MaskFormer (Cheng et al., "Per-Pixel Classification is Not All You Need for Semantic
-    Segmentation", NeurIPS 2021) and Mask2Former (Cheng et al., "Masked-attention Mask
-    Transformer for Universal Image Segmentation", CVPR 2022) predict ``Q`` queries, each a
-    class distribution (``K`` classes and "no object") and a mask; a pixel's score for class
-    ``c`` is ``sum_q softmax(class_q)[c] * sigmoid(mask_q)``.
-
-    Args:
-        class_logits: ``Tensor[B, Q, K + 1]``, the last column "no object".
-        mask_logits: ``Tensor[B, Q, h, w]``.
-        size: ``(H, W)`` of the result (bilinear, ``align_corners=False``).
-        mask_size: where the mask logits are resized before the sigmoid (Mask2Former's
-            post-processing resizes them to 384×384); ``None`` keeps them.
-
-    Returns:
-        ``Tensor[B, K, H, W]``.
-
-    Example:
-        >>> cls = torch.tensor([[[20.0, -20.0, -20.0]]])  # one query, sure of class 0
-        >>> mask = torch.zeros(1, 1, 2, 2)  # its mask undecided: sigmoid 0.5 everywhere
-        >>> scores = universal_class_logits(cls, mask, (4, 4))
-        >>> scores.shape, scores[0, :, 0, 0].round(decimals=3)
-        (torch.Size([1, 2, 4, 4]), tensor([0.5000, 0.0000]))
-    """
-    if class_logits.ndim != 3 or mask_logits.ndim != 4:
-        raise TaskcamError(
-            f"universal segmenter outputs: expected class logits [B, Q, K+1] and mask logits "
-            f"[B, Q, h, w], got {tuple(class_logits.shape)} and {tuple(mask_logits.shape)}"
-        )
-    if mask_size is not None:
-        mask_logits = F.interpolate(
-            mask_logits, size=mask_size, mode="bilinear", align_corners=False
-        )
-    classes = class_logits.softmax(dim=-1)[..., :-1]  # [B, Q, K]
-    scores = torch.einsum("bqc,bqhw->bchw", classes, mask_logits.sigmoid())
-    return F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
 
 
 class UniversalSegmenter(SharedModules):

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from taskcam.errors import TaskcamError
+from taskcam.outputs import seg_logits
 
 __all__ = [
     "RegionTarget",
@@ -38,43 +39,6 @@ __all__ = [
     "region_targets",
     "seg_logits",
 ]
-
-
-def seg_logits(output: Any) -> torch.Tensor:
-    """``Tensor[B, K, H, W]``: the per-pixel class scores in a segmentation model's output.
-
-    Accepts a tensor (smp), a dict with ``"out"`` (torchvision; the ``"aux"`` head is ignored),
-    a Hugging Face output (``logits`` of a semantic segmenter, at the model's own resolution;
-    a universal segmenter's class and mask queries combined at the masks' resolution by
-    :func:`taskcam.adapters.huggingface.universal_class_logits`) or a list/tuple whose first
-    item is one of those.
-
-    Example:
-        >>> seg_logits({"out": torch.zeros(1, 3, 4, 4), "aux": torch.ones(1, 3, 4, 4)}).sum()
-        tensor(0.)
-    """
-    queries = (
-        getattr(output, "class_queries_logits", None),
-        getattr(output, "masks_queries_logits", None),
-    )
-    if all(isinstance(q, torch.Tensor) for q in queries):
-        from taskcam.adapters.huggingface import universal_class_logits
-
-        return universal_class_logits(*queries, tuple(queries[1].shape[-2:]))
-    if isinstance(getattr(output, "logits", None), torch.Tensor):
-        output = output.logits
-    elif isinstance(output, dict):
-        if "out" not in output:
-            raise TaskcamError(
-                f"segmentation output is a dict without 'out' (keys: {sorted(output)})"
-            )
-        output = output["out"]
-    elif isinstance(output, (list, tuple)) and output:
-        return seg_logits(output[0])
-    if not isinstance(output, torch.Tensor) or output.ndim != 4:
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise TaskcamError(f"segmentation scores must be Tensor[B, K, H, W], got {shape}")
-    return output
 
 
 def _as_region(region: torch.Tensor, batch: int, size: tuple[int, int]) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Example:
     >>> import torch, torchvision, taskcam
-    >>> from taskcam.adapters.classification import ClassTarget
+    >>> from taskcam.targets import ClassTarget
     >>> net = torchvision.models.resnet18(weights=None)
     >>> exp = taskcam.explain(net, torch.rand(1, 3, 64, 64), [ClassTarget(0)], "layer4")
     >>> exp.maps.shape

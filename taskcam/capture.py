@@ -10,7 +10,7 @@ from torch import nn
 
 from taskcam.errors import TaskcamError
 
-__all__ = ["Capture", "ModelState", "predict"]
+__all__ = ["Capture", "ModelState", "model_device", "predict"]
 
 # edit(name, activation) -> replacement activation, used by perturbation methods
 Edit = Callable[[str, torch.Tensor], torch.Tensor]
@@ -212,3 +212,14 @@ def predict(model: nn.Module, x: torch.Tensor) -> Any:
     """
     with Capture(model, [], need_grad=False), torch.no_grad():
         return model(x)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model`` runs: its first parameter's device (the CPU for a model without any).
+
+    Example:
+        >>> model_device(torch.nn.Linear(2, 2)), model_device(torch.nn.ReLU())
+        (device(type='cpu'), device(type='cpu'))
+    """
+    param = next(iter(model.parameters()), None)
+    return param.device if param is not None else torch.device("cpu")

@@ -197,7 +197,7 @@ class Explainer:
 
     Example:
         >>> import torch, torchvision
-        >>> from taskcam.adapters.classification import ClassTarget
+        >>> from taskcam.targets import ClassTarget
         >>> net = torchvision.models.resnet18(weights=None)
         >>> cam = Explainer(net, "layer4", "gradcam")
         >>> cam(torch.rand(2, 3, 64, 64), [ClassTarget(3)]).maps.shape
@@ -574,7 +574,7 @@ def explain(
 
     Example:
         >>> import torch, torchvision
-        >>> from taskcam.adapters.classification import ClassTarget
+        >>> from taskcam.targets import ClassTarget
         >>> net = torchvision.models.resnet18(weights=None)
         >>> exp = explain(net, torch.rand(1, 3, 64, 64), [ClassTarget(1), ClassTarget(2)])
         >>> exp.maps.shape, exp.layers

@@ -178,7 +178,7 @@ class _Case:
 
 
 def _classification_cases(model, n: int, seed: int, size: int) -> list[_Case]:
-    from taskcam.adapters.classification import ClassTarget
+    from taskcam.targets import ClassTarget
 
     images, labels, masks, boxes = heldout_classification(n, seed, size)
     return [
@@ -476,7 +476,7 @@ def _detection_scores(
 ) -> tuple[dict[str, float], np.ndarray]:
     """The columns of one method's (or baseline's) detection maps, ``maps[i]``:
     ``Tensor[K, S, S]`` for image ``i``; and each detection's faithfulness."""
-    from taskcam.metrics import boxes_to_masks
+    from taskcam.boxes import boxes_to_masks
 
     cols: dict[str, list[float]] = {
         k: []

@@ -41,6 +41,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from taskcam.boxes import boxes_to_masks
 from taskcam.capture import ModelState
 from taskcam.errors import TaskcamError
 from taskcam.inputs import BoundInputs, InputBuilder, bind_inputs
@@ -49,7 +50,6 @@ from taskcam.metrics import (
     Baseline,
     MetricCurve,
     ScoreFn,
-    boxes_to_masks,
     call_score,
     metric_curve,
     perturbation_start,
@@ -57,6 +57,7 @@ from taskcam.metrics import (
     positive_int,
     step_counts,
 )
+from taskcam.outputs import logits_of, seg_logits
 from taskcam.targets import ClassIndexTarget, MaskTarget, PerturbableTarget, Target
 
 __all__ = [
@@ -274,8 +275,6 @@ class _RegionProbability:
         self.class_id, self.region = class_id, region.float()
 
     def __call__(self, output: Any) -> torch.Tensor:
-        from taskcam.adapters.segmentation import seg_logits
-
         probs = seg_logits(output).softmax(1)[:, self.class_id]  # [B, H, W]
         region = self.region.to(probs.device)
         return (probs * region).sum(dim=(1, 2)) / region.sum().clamp(min=1)
@@ -288,8 +287,6 @@ class _ClassProbability:
         self.class_index = class_index
 
     def __call__(self, output: Any) -> torch.Tensor:
-        from taskcam.adapters.classification import logits_of
-
         return logits_of(output).softmax(1)[:, self.class_index]
 
 
@@ -357,7 +354,7 @@ def target_faithfulness(
         ``T`` lists of :class:`Faithfulness`, one per map.
 
     Example:
-        >>> from taskcam.adapters.classification import ClassTarget
+        >>> from taskcam.targets import ClassTarget
         >>> net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         >>> x = torch.rand(1, 3, 8, 8)
         >>> rows = target_faithfulness(net, x, [ClassTarget(0)], torch.rand(1, 8, 8), steps=2)

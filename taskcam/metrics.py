@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from taskcam.boxes import boxes_to_masks
 from taskcam.errors import TaskcamError
 from taskcam.masking import check_batch_size, run_batches
 
@@ -574,46 +575,6 @@ def road(
 
 
 # -- localisation -------------------------------------------------------------------------------
-def boxes_to_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Rasterise ``xyxy`` boxes to pixel masks.
-
-    Boxes are in continuous pixel coordinates, pixel ``(x, y)`` covering ``[x, x+1) ×
-    [y, y+1)``: a pixel belongs to a box when its centre ``(x + 0.5, y + 0.5)`` lies in
-    ``[x1, x2) × [y1, y2)``. So ``(0, 0, W, H)`` covers the whole image, ``(2, 3, 5, 7)``
-    columns 2..4 and rows 3..6, and an empty or inverted box no pixel; parts outside the
-    image are dropped.
-
-    Args:
-        boxes: ``Tensor[B, 4]`` (or ``[4]``) as ``x1, y1, x2, y2``.
-        height: mask height ``H``.
-        width: mask width ``W``.
-
-    Returns:
-        ``BoolTensor[B, H, W]`` (``B = 1`` for a single box) on the boxes' device.
-
-    Example:
-        >>> boxes_to_masks(torch.tensor([1, 0, 3, 1]), 2, 4).int().tolist()
-        [[[0, 1, 1, 0], [0, 0, 0, 0]]]
-    """
-    if (
-        not isinstance(boxes, torch.Tensor)
-        or boxes.ndim not in (1, 2)
-        or boxes.shape[-1] != 4
-        or boxes.dtype == torch.bool
-    ):
-        raise TaskcamError(
-            f"boxes: expected Tensor[B, 4] or Tensor[4] as x1, y1, x2, y2, got {_shape(boxes)}"
-        )
-    height = positive_int(height, "height")
-    width = positive_int(width, "width")
-    b = boxes.reshape(-1, 4).double()
-    cx = torch.arange(width, dtype=torch.float64, device=b.device) + 0.5  # [W]
-    cy = torch.arange(height, dtype=torch.float64, device=b.device) + 0.5  # [H]
-    in_x = (cx >= b[:, 0:1]) & (cx < b[:, 2:3])  # [B, W]
-    in_y = (cy >= b[:, 1:2]) & (cy < b[:, 3:4])  # [B, H]
-    return in_y[:, :, None] & in_x[:, None, :]
-
-
 def _maps_and_regions(saliency: object, region: object) -> tuple[torch.Tensor, torch.Tensor]:
     """``(Tensor[B, H, W], BoolTensor[B, H, W])`` with a single map or region broadcast."""
     if not isinstance(saliency, torch.Tensor) or saliency.ndim not in (2, 3):

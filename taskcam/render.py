@@ -296,8 +296,8 @@ def draw_keypoints(
 
 def _box_mask(box: Sequence[float], h: int, w: int) -> np.ndarray:
     """``bool[H, W]``: the pixels inside an xyxy box, as the metrics count them
-    (:func:`taskcam.metrics.boxes_to_masks`: pixel centres in the box)."""
-    from taskcam.metrics import boxes_to_masks
+    (:func:`taskcam.boxes.boxes_to_masks`: pixel centres in the box)."""
+    from taskcam.boxes import boxes_to_masks
 
     return boxes_to_masks(torch.tensor([float(v) for v in box]), h, w)[0].numpy()
 

@@ -13,12 +13,14 @@ is a named protocol here, checked with ``isinstance``:
   needs it);
 - :class:`MaskTarget`: ``mask(output)`` gives the pixels it sums over (segmentation regions).
 
+:class:`ClassTarget`, one class's logit, is the target every classifier run starts from; the
+adapters build the others.
+
 A target that cannot be found in an output (a detection that vanished under perturbation)
 scores 0; it never raises in the middle of a batch.
 
 Example:
     >>> import torch
-    >>> from taskcam.adapters.classification import ClassTarget
     >>> t = ClassTarget(1)
     >>> isinstance(t, Target), isinstance(t, ClassIndexTarget), isinstance(t, LayerTarget)
     (True, True, False)
@@ -34,9 +36,11 @@ from typing import Any, Optional, Protocol, Union, runtime_checkable
 import torch
 
 from taskcam.errors import TaskcamError
+from taskcam.outputs import logits_of
 
 __all__ = [
     "ClassIndexTarget",
+    "ClassTarget",
     "LayerTarget",
     "MaskTarget",
     "PerturbableTarget",
@@ -84,6 +88,43 @@ class MaskTarget(Target, Protocol):
     def mask(self, output: Any) -> torch.Tensor: ...
 
 
+class ClassTarget:
+    """The pre-softmax score (logit) of one class: ``output[:, class_index]``.
+
+    Args:
+        class_index: the class, ``0 <= class_index < K``.
+
+    Example:
+        >>> ClassTarget(1)(torch.tensor([[0.5, 2.0], [1.0, -1.0]]))
+        tensor([ 2., -1.])
+    """
+
+    def __init__(self, class_index: int) -> None:
+        if isinstance(class_index, bool) or not isinstance(class_index, int) or class_index < 0:
+            raise TaskcamError(f"class_index must be a non-negative int, got {class_index!r}")
+        self.class_index = class_index
+
+    def _check(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.class_index >= logits.shape[1]:
+            raise TaskcamError(
+                f"class index {self.class_index} does not exist: the model has "
+                f"{logits.shape[1]} classes"
+            )
+        return logits
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        return self._check(logits_of(output))[:, self.class_index]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.class_index})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.class_index == self.class_index  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.class_index))
+
+
 Targets = Union[Target, Sequence[Target], Sequence[Sequence[Target]]]
 """What explain calls take: a target, ``T`` targets for every image, or one list per image."""
 
@@ -101,7 +142,6 @@ def per_image_targets(targets: Targets, batch: int) -> list[list[Target]]:
             other than ``batch``, or lists of different (or zero) lengths.
 
     Example:
-        >>> from taskcam.adapters.classification import ClassTarget
         >>> rows = per_image_targets([ClassTarget(0), ClassTarget(2)], 3)
         >>> len(rows), rows[0] is rows[2]
         (3, True)

@@ -37,7 +37,8 @@ from taskcam.capture import ModelState
 from taskcam.errors import TaskcamError
 from taskcam.explanation import Explanation, normalize_maps, upsample_maps
 from taskcam.methods.base import Method
-from taskcam.targets import Target, per_image_targets, target_scores
+from taskcam.outputs import logits_of
+from taskcam.targets import ClassTarget, Target, per_image_targets, target_scores
 
 __all__ = [
     "GradRollout",
@@ -55,8 +56,6 @@ def _targets(output: Any, targets: Any, batch: int) -> list[list[Any]]:
     explained forward itself, so no extra pass)."""
     if targets is not None:
         return per_image_targets(targets, batch)
-    from taskcam.adapters.classification import ClassTarget, logits_of
-
     return [[ClassTarget(int(k))] for k in logits_of(output).argmax(dim=1)]
 
 
@@ -270,8 +269,6 @@ def _discard_weakest(attn: torch.Tensor, prefix: int, ratio: float) -> torch.Ten
 
 
 def _top_scores(output: Any) -> torch.Tensor:
-    from taskcam.adapters.classification import logits_of
-
     return logits_of(output).amax(dim=1, keepdim=True)
 
 
@@ -304,7 +301,7 @@ def grad_rollout(
 
     Example:
         >>> import torchvision
-        >>> from taskcam.adapters.classification import ClassTarget
+        >>> from taskcam.targets import ClassTarget
         >>> vit = torchvision.models.VisionTransformer(32, 16, 2, 2, 32, 64, num_classes=5)
         >>> grad_rollout(vit, torch.rand(1, 3, 32, 32), [ClassTarget(0), ClassTarget(3)]).maps.shape
         torch.Size([1, 2, 32, 32])
@@ -456,7 +453,7 @@ class Rollout(Method):
 
     Example:
         >>> import torchvision, taskcam
-        >>> from taskcam.adapters.classification import ClassTarget
+        >>> from taskcam.targets import ClassTarget
         >>> vit = torchvision.models.VisionTransformer(32, 16, 2, 2, 32, 64, num_classes=4)
         >>> x = torch.rand(1, 3, 32, 32)
         >>> taskcam.explain(vit, x, [ClassTarget(2)], method="rollout").maps.shape
@@ -516,7 +513,7 @@ class GradRollout(Method):
 
     Example:
         >>> import torchvision, taskcam
-        >>> from taskcam.adapters.classification import ClassTarget
+        >>> from taskcam.targets import ClassTarget
         >>> vit = torchvision.models.VisionTransformer(32, 16, 2, 2, 32, 64, num_classes=4)
         >>> x, targets = torch.rand(1, 3, 32, 32), [ClassTarget(0), ClassTarget(3)]
         >>> taskcam.explain(vit, x, targets, method="grad-rollout").maps.shape
@@ -561,7 +558,7 @@ class LeGrad(Method):
     Example:
         >>> import taskcam
         >>> from timm.models.vision_transformer import VisionTransformer
-        >>> from taskcam.adapters.classification import ClassTarget
+        >>> from taskcam.targets import ClassTarget
         >>> vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2,
         ...                         num_heads=2, num_classes=3)
         >>> x = torch.rand(2, 3, 32, 32)

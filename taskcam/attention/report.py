@@ -200,7 +200,8 @@ def attention_report(
         >>> len(s["layers"]), len(s["layers"][0]["heads"])
         (2, 2)
     """
-    from taskcam.adapters.classification import ClassTarget, logits_of
+    from taskcam.outputs import logits_of
+    from taskcam.targets import ClassTarget
 
     _check_fraction("uniform_threshold", uniform_threshold)
     _check_fraction("prefix_threshold", prefix_threshold)
