@@ -37,7 +37,7 @@ from taskcam.data.shapes import CLASSES, HELDOUT_SEED, make_sample
 from taskcam.faithfulness import baseline_maps, target_faithfulness
 from taskcam.io import to_tensor
 from taskcam.models import load_model
-from taskcam.zoo.shapes import SHAPES_MEAN, SHAPES_STD
+from taskcam.zoo.shapes_models import SHAPES_MEAN, SHAPES_STD
 
 SIZE = 128
 METHODS = ("gradcam", "gradcam++", "layercam", "hirescam", "eigencam", "scorecam")

@@ -213,7 +213,7 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
         print(json.dumps(result))
         return 0
     if args.zoo_command == "check":
-        from taskcam.zoo.shapes import NAMES
+        from taskcam.zoo.shapes_models import NAMES
         from taskcam.zoo.train import heldout_score
 
         for name in args.names or NAMES:

@@ -12,7 +12,7 @@ from taskcam.data import HELDOUT_SEED
 from taskcam.errors import TaskcamError
 from taskcam.metrics import energy_pointing_game, pointing_game, randomization_check
 from taskcam.models import load_model
-from taskcam.zoo.shapes import NAMES, weights_path
+from taskcam.zoo.shapes_models import NAMES, weights_path
 from taskcam.zoo.train import heldout_score, train_zoo_model
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -55,7 +55,7 @@ def test_zoo_spec_with_random_weights_builds_the_same_architecture(name):
 
 
 def test_missing_weights_name_the_file_and_the_command(tmp_path):
-    from taskcam.zoo.shapes import shapes_loaded_model
+    from taskcam.zoo.shapes_models import shapes_loaded_model
 
     with pytest.raises(TaskcamError, match="taskcam zoo train shapes-cnn"):
         shapes_loaded_model("shapes-cnn", True, tmp_path / "nope.safetensors")
@@ -99,7 +99,7 @@ def test_gradcam_maps_of_a_fully_randomised_cnn_do_not_correlate():
 
 @pytest.mark.parametrize("name", ["shapes-cnn", "shapes-vit", "shapes-swin", "shapes-unet"])
 def test_training_recipe_runs_and_saves_loadable_weights(name, tmp_path):
-    from taskcam.zoo.shapes import shapes_loaded_model
+    from taskcam.zoo.shapes_models import shapes_loaded_model
 
     out = tmp_path / f"{name}.safetensors"
     result = train_zoo_model(name, out, recipe=(16, 1, 8, 1e-3), progress=False)
@@ -113,7 +113,7 @@ def test_training_recipe_runs_and_saves_loadable_weights(name, tmp_path):
 
 
 def test_fasterrcnn_recipe_runs_and_saves_loadable_weights(tmp_path):
-    from taskcam.zoo.shapes import shapes_loaded_model
+    from taskcam.zoo.shapes_models import shapes_loaded_model
 
     out = tmp_path / "frcnn.safetensors"
     result = train_zoo_model("shapes-fasterrcnn", out, recipe=(4, 1, 2, 0.01), progress=False)

@@ -3,7 +3,7 @@
 - :mod:`~taskcam.attention.discovery`: which modules of a model are attention taskcam can
   capture (:func:`find_attention_modules`, :data:`SEARCHED`), and how each kind's attention
   is recomputed from the module's own weights and input;
-- :mod:`~taskcam.attention.capture`: :func:`capture_attention` records every attention
+- :mod:`~taskcam.attention.recording`: :func:`capture_attention` records every attention
   module's per-head attention without changing the model's outputs, and with ``grad=True``
   makes it differentiable (:class:`AttentionCapture`, :class:`AttentionRecord`);
 - :mod:`~taskcam.attention.layout`: the blocks, prefix tokens and patch grid of a ViT-style
@@ -11,7 +11,7 @@
 - :mod:`~taskcam.attention.methods`: :func:`rollout` (Abnar & Zuidema, ACL 2020),
   :func:`grad_rollout` (Chefer, Gur & Wolf, ICCV 2021) and :func:`legrad` (Bousselham et
   al. 2024), also registered as the methods ``rollout``, ``grad-rollout`` and ``legrad``;
-- :mod:`~taskcam.attention.report`: :func:`attention_report` (``taskcam attention``) and
+- :mod:`~taskcam.attention.head_report`: :func:`attention_report` (``taskcam attention``) and
   :func:`head_statistics`.
 
 Example:
@@ -25,11 +25,11 @@ Example:
     torch.Size([1, 1, 32, 32])
 """
 
-from taskcam.attention.capture import AttentionCapture, AttentionRecord, capture_attention
 from taskcam.attention.discovery import SEARCHED, find_attention_modules
+from taskcam.attention.head_report import attention_report, head_statistics
 from taskcam.attention.layout import Query, ViTLayout, vit_layout
 from taskcam.attention.methods import GradRollout, LeGrad, Rollout, grad_rollout, legrad, rollout
-from taskcam.attention.report import attention_report, head_statistics
+from taskcam.attention.recording import AttentionCapture, AttentionRecord, capture_attention
 
 __all__ = [
     "SEARCHED",

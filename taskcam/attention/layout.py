@@ -22,8 +22,8 @@ from typing import Union
 import torch
 from torch import nn
 
-from taskcam.attention.capture import AttentionRecord
 from taskcam.attention.discovery import find_attention_modules, module_kind
+from taskcam.attention.recording import AttentionRecord
 from taskcam.errors import TaskcamError
 from taskcam.reshape import TokenLayout, token_layout
 

@@ -7,7 +7,7 @@ ViTs) and torchvision ``VisionTransformer``: :func:`rollout` (Abnar & Zuidema, A
 ``maps`` are ``Tensor[B, T, H, W]`` in [0, 1] at the input size; the patch grid and the
 number of prefix tokens (class, distillation, register tokens) are read from the model (see
 :func:`taskcam.attention.vit_layout`). Gradients w.r.t. the attention are taken through the
-real model, fused attention included (see :mod:`taskcam.attention.capture`).
+real model, fused attention included (see :mod:`taskcam.attention.recording`).
 
 The same computations are registered methods, :class:`Rollout` (``rollout``),
 :class:`GradRollout` (``grad-rollout``) and :class:`LeGrad` (``legrad``), so
@@ -24,7 +24,6 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from taskcam.attention.capture import AttentionCapture
 from taskcam.attention.layout import (
     Query,
     ViTLayout,
@@ -33,6 +32,7 @@ from taskcam.attention.layout import (
     query_index,
     vit_layout,
 )
+from taskcam.attention.recording import AttentionCapture
 from taskcam.capture import ModelState
 from taskcam.errors import TaskcamError
 from taskcam.explanation import Explanation, normalize_maps, upsample_maps
@@ -286,7 +286,7 @@ def grad_rollout(
     Starting from ``R = I``, each layer in order updates
     ``R ← R + mean_heads((∇A ⊙ A)⁺) · R``, where ``∇A`` is the gradient of the target's
     score w.r.t. that layer's attention probabilities (taken through the real model, fused
-    attention included: see :mod:`taskcam.attention.capture`). The query's row of ``R`` over
+    attention included: see :mod:`taskcam.attention.recording`). The query's row of ``R`` over
     the patch tokens is the map.
 
     Args:

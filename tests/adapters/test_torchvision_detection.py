@@ -26,7 +26,7 @@ from taskcam.adapters.torchvision_detection import (
     is_torchvision_detector,
 )
 from taskcam.data.shapes import HELDOUT_SEED, make_sample
-from taskcam.zoo.shapes import shapes_loaded_model
+from taskcam.zoo.shapes_models import shapes_loaded_model
 
 H, W = 120, 170  # not square, not a multiple of 32: the transform resizes and pads
 NONE = {"weights": None, "weights_backbone": None}

@@ -33,7 +33,7 @@ from taskcam.adapters.yolo import (
     yolo_task,
 )
 from taskcam.data.shapes import HELDOUT_SEED, make_sample
-from taskcam.zoo.shapes import weights_path
+from taskcam.zoo.shapes_models import weights_path
 
 pytest.importorskip("ultralytics")
 

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from taskcam.attention.capture import AttentionCapture, AttentionRecord
 from taskcam.attention.layout import (
     Query,
     ViTLayout,
@@ -29,6 +28,7 @@ from taskcam.attention.layout import (
     vit_layout,
 )
 from taskcam.attention.methods import grad_rollout, prepare_inputs, rollout
+from taskcam.attention.recording import AttentionCapture, AttentionRecord
 from taskcam.errors import TaskcamError
 from taskcam.explanation import Explanation
 
