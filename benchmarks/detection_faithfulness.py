@@ -58,7 +58,7 @@ from taskcam.methods import get_method
 from taskcam.metrics import boxes_to_masks, energy_pointing_game
 
 MODELS = ("shapes-yolo", "shapes-fasterrcnn", "nudenet-320", "nudenet-640")
-METHODS = ("odam", "gradcam", "layercam", "hirescam", "eigencam", "drise", "drise-fast")
+METHODS = ("odam", "gradcam", "layercam", "hirescam", "eigencam", "drise", "fast-drise")
 YOLO_CHOICES = (
     "head@level",
     "head@all",
@@ -165,7 +165,7 @@ def measure(
 ) -> dict[str, Any]:
     adapter, sets, images = load(name, n_images, conf)
     model = adapter.model
-    # black-box methods (drise, drise-fast) read no layer: one entry each
+    # black-box methods (drise, fast-drise) read no layer: one entry each
     keys = [(m, c) for m in methods for c in (choices if get_method(m).uses_layers else ["-"])]
     per: dict[tuple, dict[str, list]] = {
         k: {"del": [], "ins": [], "faith": [], "other": [], "s": []} for k in keys

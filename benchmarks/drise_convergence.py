@@ -1,4 +1,4 @@
-"""How D-RISE maps converge with the number of masks, and what ``drise-fast`` buys.
+"""How D-RISE maps converge with the number of masks, and what ``fast-drise`` buys.
 
 For every detection the adapter keeps (``conf`` 0.25), a reference map is made with D-RISE
 and ``--ref-masks`` masks (4,000 random masks, seed ``--ref-seed`` 1000, never a seed of the
@@ -16,7 +16,7 @@ compared with the reference on the model's input grid:
   one image's explain call (``--threads`` CPU threads).
 
 Settings: plain ``drise`` (16 × 16 grid, p = 0.5, seed 0) with ``--masks`` 125, 250, 500, 1000
-(the default) and 2000 masks; ``drise-fast`` (250 masks: Sobol masks, centred scores), its
+(the default) and 2000 masks; ``fast-drise`` (250 masks: Sobol masks, centred scores), its
 8 × 8 form and its two parts alone with as many forwards, ``--variants``, each
 ``method[:key=value...]``.
 
@@ -52,8 +52,8 @@ import taskcam
 from taskcam.metrics import spearman
 
 VARIANTS = (
-    "drise-fast",
-    "drise-fast:grid=8",
+    "fast-drise",
+    "fast-drise:grid=8",
     "drise:n_masks=250:centered=1",
     "drise:n_masks=250:sampling=sobol",
 )

@@ -200,8 +200,10 @@ def _cmd_methods() -> int:
     from taskcam.methods import available_methods, get_method
 
     for name in available_methods():
-        doc = (type(get_method(name)).__doc__ or "").strip().splitlines()[0]
-        print(f"{name:22s} {doc}")
+        method = type(get_method(name))
+        doc = (method.__doc__ or "").strip().splitlines()[0]
+        also = f" (also: {', '.join(method.aliases)})" if method.aliases else ""
+        print(f"{name:22s} {doc}{also}")
     return 0
 
 

@@ -104,6 +104,8 @@ class Method:
     """
 
     name: ClassVar[str] = ""
+    #: earlier names that still select the method (``drise-fast`` for ``fast-drise``)
+    aliases: ClassVar[tuple[str, ...]] = ()
     needs_grad: ClassVar[bool] = True
     #: pixel-space methods (Guided Backprop) need the gradient of the input instead
     pixel_space: ClassVar[bool] = False
@@ -189,7 +191,8 @@ def register(cls: type[Method]) -> type[Method]:
         (True, True)
         >>> unregister("ones-example")
     """
-    if not cls.name or cls.name in _REGISTRY:
+    taken = {_key(n) for known in _REGISTRY.values() for n in (known.name, *known.aliases)}
+    if not cls.name or any(_key(n) in taken for n in (cls.name, *cls.aliases)):
         raise TaskcamError(f"method name {cls.name!r} is empty or already registered")
     _REGISTRY[cls.name] = cls
     return cls
@@ -216,25 +219,32 @@ def available_methods() -> list[str]:
     return list(_REGISTRY)
 
 
+def _key(name: str) -> str:
+    """A method name as looked up: lower case, ``-`` and ``_`` ignored."""
+    return str(name).lower().replace("-", "").replace("_", "")
+
+
 def get_method(method: str | Method, **options: Any) -> Method:
-    """Look a method up by name (case-insensitive, ``-`` and ``_`` ignored) and build it.
+    """Look a method up by name or alias (case-insensitive, ``-`` and ``_`` ignored) and
+    build it.
 
     Args:
-        method: a registered name such as ``"gradcam++"`` or an already built :class:`Method`.
+        method: a registered name such as ``"gradcam++"`` (or one of a method's
+            ``aliases``), or an already built :class:`Method`.
         **options: the method's settings.
 
     Raises:
         TaskcamError: an unknown name; the message lists the registered ones.
 
     Example:
-        >>> get_method("GradCAM")
-        GradCAM()
+        >>> get_method("GradCAM"), get_method("drise-fast").name
+        (GradCAM(), 'fast-drise')
     """
     if isinstance(method, Method):
         return method
-    key = str(method).lower().replace("-", "").replace("_", "")
-    for name, cls in _REGISTRY.items():
-        if name.replace("-", "").replace("_", "") == key:
+    key = _key(method)
+    for cls in _REGISTRY.values():
+        if any(_key(name) == key for name in (cls.name, *cls.aliases)):
             return cls(**options)
     raise TaskcamError(f"unknown method {method!r}; available: {', '.join(_REGISTRY)}")
 

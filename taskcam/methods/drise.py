@@ -95,7 +95,8 @@ class FastDRISE(DRISE):
         centered: see :class:`~taskcam.methods.rise.RISE`.
     """
 
-    name = "drise-fast"
+    name = "fast-drise"  # named as fast-scorecam and fast-ablationcam are
+    aliases = ("drise-fast",)
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""drise-fast: D-RISE with scrambled Sobol masks and a centred estimator (fewer forwards).
+"""fast-drise (earlier name drise-fast): D-RISE with scrambled Sobol masks and a centred
+estimator (fewer forwards).
 
 On the trained zoo:shapes-yolo at 128 px (a few ms a forward): the mode is registered, is
 reproducible, runs exactly the forwards it claims, and with the same number of forwards its
@@ -44,19 +45,32 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
 
 
-def test_drise_fast_is_registered_and_listed(capsys):
-    method = taskcam.get_method("drise-fast")
+def test_fast_drise_is_registered_and_listed_and_its_old_name_still_works(capsys):
+    method = taskcam.get_method("fast-drise")
+    assert method.name == "fast-drise" and taskcam.get_method("drise-fast").name == "fast-drise"
     assert isinstance(method, FastDRISE) and isinstance(method, DRISE)
     assert method.n_masks == 250 and method.needs_detections and method.perturbation
     assert method.sampling == "sobol" and method.centered
     assert taskcam.get_method("drise").sampling == "random"  # the default is unchanged
     assert main(["methods"]) == 0
-    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert "drise-fast" in listed and listed.index("drise-fast") < listed.index("drise")
+    lines = capsys.readouterr().out.splitlines()
+    listed = [line.split()[0] for line in lines]
+    assert "fast-drise" in listed and listed.index("fast-drise") < listed.index("drise")
+    assert "drise-fast" not in listed  # an alias, named on its method's line
+    assert lines[listed.index("fast-drise")].endswith("(also: drise-fast)")
     with pytest.raises(TaskcamError, match="needs p=0.5"):
-        taskcam.get_method("drise-fast", sampling="antithetic", p=0.3)
+        taskcam.get_method("fast-drise", sampling="antithetic", p=0.3)
     with pytest.raises(TaskcamError, match="sampling must be one of"):
         taskcam.get_method("drise", sampling="halton")
+
+
+def test_a_method_named_like_another_ones_alias_is_refused():
+    class Clash(taskcam.Method):
+        name = "DRISE_fast"  # how names are looked up: case, - and _ ignored
+
+    with pytest.raises(TaskcamError, match="already registered"):
+        taskcam.register(Clash)
+    assert "DRISE_fast" not in taskcam.available_methods()
 
 
 def test_antithetic_sobol_patterns_balance_every_cell_and_pixel():
@@ -76,11 +90,11 @@ def test_antithetic_sobol_patterns_balance_every_cell_and_pixel():
     assert torch.equal(rise_masks(5, (24, 40), grid=4, generator=g1), old)
 
 
-def test_drise_fast_is_seeded_and_independent_of_the_batch_size(shapes):
+def test_fast_drise_is_seeded_and_independent_of_the_batch_size(shapes):
     model, ((x, targets), _) = shapes
 
     def run(**kw):
-        method = taskcam.get_method("drise-fast", n_masks=16, **kw)
+        method = taskcam.get_method("fast-drise", n_masks=16, **kw)
         return taskcam.explain(model, x, [targets], method=method)
 
     a, b = run(batch_size=4), run(batch_size=4)
@@ -90,12 +104,12 @@ def test_drise_fast_is_seeded_and_independent_of_the_batch_size(shapes):
     assert a.maps.shape == (1, len(targets), *x.shape[-2:]) and not a.empty.any()
 
 
-def test_drise_fast_runs_the_forwards_it_claims_and_can_be_cancelled(shapes):
+def test_fast_drise_runs_the_forwards_it_claims_and_can_be_cancelled(shapes):
     model, ((x, targets), _) = shapes
     rows = []
     handle = model.register_forward_pre_hook(lambda _m, args: rows.append(args[0].shape[0]))
     try:
-        method = taskcam.get_method("drise-fast", n_masks=40, batch_size=16)
+        method = taskcam.get_method("fast-drise", n_masks=40, batch_size=16)
         taskcam.explain(model, x, [targets], method=method)
     finally:
         handle.remove()
@@ -108,18 +122,18 @@ def test_drise_fast_runs_the_forwards_it_claims_and_can_be_cancelled(shapes):
     stop = threading.Event()
     stop.set()
     with pytest.raises(Cancelled):
-        method = taskcam.get_method("drise-fast", n_masks=40, batch_size=16, cancel=stop)
+        method = taskcam.get_method("fast-drise", n_masks=40, batch_size=16, cancel=stop)
         taskcam.explain(model, x, [targets], method=method)
 
 
-def test_drise_fast_is_closer_to_a_many_mask_map_than_drise_with_the_same_forwards(shapes):
+def test_fast_drise_is_closer_to_a_many_mask_map_than_drise_with_the_same_forwards(shapes):
     model, ((x, targets), _) = shapes
     ref = taskcam.get_method("drise", grid=8, n_masks=512, seed=99, centered=True)
     ref = taskcam.explain(model, x, [targets], method=ref).maps[0]
     fast, plain = [], []
     for seed in (0, 1):
         kw = {"grid": 8, "n_masks": 48, "seed": seed, "batch_size": 48}
-        f = taskcam.explain(model, x, [targets], method=taskcam.get_method("drise-fast", **kw))
+        f = taskcam.explain(model, x, [targets], method=taskcam.get_method("fast-drise", **kw))
         p = taskcam.explain(model, x, [targets], method=taskcam.get_method("drise", **kw))
         fast += _corr(f.maps[0], ref).tolist()
         plain += _corr(p.maps[0], ref).tolist()
