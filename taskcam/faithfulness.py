@@ -46,7 +46,7 @@ from taskcam.capture import ModelState
 from taskcam.errors import TaskcamError
 from taskcam.inputs import BoundInputs, InputBuilder, bind_inputs
 from taskcam.masking import check_batch_size, run_batches
-from taskcam.metrics import (
+from taskcam.metrics.curves import (
     Baseline,
     MetricCurve,
     ScoreFn,
