@@ -1,0 +1,248 @@
+
+(function () {
+  "use strict";
+  var DATA = JSON.parse(document.getElementById("taskcam-data").textContent);
+  var $ = function (id) { return document.getElementById(id); };
+  var CARD_FIELDS = {};
+  DATA.card_fields.forEach(function (k) { CARD_FIELDS[k] = true; });
+
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) {
+      if (k === "text") node.textContent = attrs[k];
+      else if (k === "className") node.className = attrs[k];
+      else node.setAttribute(k, attrs[k]);
+    });
+    (children || []).forEach(function (c) { if (c) node.appendChild(c); });
+    return node;
+  }
+  function fmt(v) {
+    if (v === null || v === undefined) return "\u2014";
+    if (typeof v === "boolean") return v ? "yes" : "no";
+    if (typeof v === "number") {
+      if (Number.isInteger(v)) return String(v);
+      return Math.abs(v) >= 1000 ? v.toFixed(1) : String(Number(v.toPrecision(4)));
+    }
+    if (Array.isArray(v)) return "[" + v.map(fmt).join(", ") + "]";
+    if (typeof v === "object") return JSON.stringify(v);
+    return String(v);
+  }
+  function num(v) {
+    if (typeof v === "boolean") return v ? 1 : 0;
+    return typeof v === "number" && isFinite(v) ? v : null;
+  }
+  function picture(src, alt) {
+    if (!src) return el("div", { className: "missing", text: "overlay file missing" });
+    return el("img", { src: src, alt: alt, loading: "lazy", decoding: "async" });
+  }
+  function details(t) {
+    var rows = [["score", t.score]];
+    if (Array.isArray(t.box)) rows.push(["box", t.box.map(function (v) {
+      return typeof v === "number" ? Math.round(v * 10) / 10 : v; })]);
+    Object.keys(t).forEach(function (k) { if (!CARD_FIELDS[k]) rows.push([k, t[k]]); });
+    var dl = el("dl");
+    rows.forEach(function (r) {
+      dl.appendChild(el("dt", { text: r[0] }));
+      dl.appendChild(el("dd", { text: fmt(r[1]), "data-field": r[0] }));
+    });
+    if (t.heatmap) {
+      dl.appendChild(el("dt", { text: "map" }));
+      dl.appendChild(el("dd", {}, [el("a", { href: t.heatmap, text: t.heatmap })]));
+    }
+    return dl;
+  }
+  function label(t) { return "#" + t.index + " " + t.class_name + " (" + t.class_id + ")"; }
+
+  // one entry per target: its card, its filter and sort values, and its compare group
+  var cards = [];
+  var groups = {};
+  var total = 0;
+  DATA.items.forEach(function (item, ii) {
+    item.targets.forEach(function (t, ti) {
+      var key = [ii, t.kind, t.index, t.class_id].join("|");
+      var compare = el("button", { type: "button", className: "compare-btn",
+                                   text: "compare methods" });
+      var badges = el("div", {}, [
+        el("span", { className: "badge kind", text: t.kind || "?" }),
+        el("span", { className: "badge method", text: t.method || "?" }),
+        t.empty ? el("span", { className: "badge empty", text: "empty map" }) : null]);
+      var node = el("article", {
+        className: "card", "data-image": String(ii), "data-target": String(ti),
+        "data-class": String(t.class_name), "data-kind": String(t.kind),
+        "data-method": String(t.method), "data-score": String(t.score)
+      }, [picture(t.src, label(t) + " " + t.method),
+          el("div", { className: "title", text: label(t) }),
+          el("div", { className: "where", text: item.label }),
+          badges, details(t), compare]);
+      var card = { node: node, item: ii, target: t, key: key, order: total++ };
+      compare.addEventListener("click", function () { showCompare(key); });
+      (groups[key] = groups[key] || []).push(card);
+      cards.push(card);
+    });
+  });
+  cards.forEach(function (c) {
+    var btn = c.node.querySelector(".compare-btn");
+    if (groups[c.key].length < 2) { btn.disabled = true; btn.title = "only one method"; }
+  });
+
+  function fill(select, values) {
+    values.forEach(function (v) {
+      select.appendChild(el("option", { value: v[0], text: v[1] }));
+    });
+  }
+  function counted(field) {
+    var n = {};
+    cards.forEach(function (c) { var v = String(c.target[field]); n[v] = (n[v] || 0) + 1; });
+    return Object.keys(n).sort().map(function (v) { return [v, v + " (" + n[v] + ")"]; });
+  }
+  fill($("f-class"), counted("class_name"));
+  fill($("f-kind"), counted("kind"));
+  fill($("f-method"), counted("method"));
+  fill($("sort-field"), DATA.sortable.map(function (f) { return [f, f]; }));
+
+  var nImages = DATA.items.length;
+  $("summary").textContent = [
+    "model " + fmt(DATA.model), "task " + fmt(DATA.task),
+    "methods " + (DATA.methods.join(", ") || "\u2014"),
+    "layers " + (DATA.layers.join(", ") || "\u2014"),
+    nImages + " image(s)", cards.length + " target(s)",
+    DATA.failures.length + " failure(s)"].join(" \u00b7 ");
+  $("incomplete").hidden = DATA.complete !== false;
+
+  function extras() {
+    var box = $("extra");
+    var none = DATA.items.filter(function (it) { return !it.targets.length; });
+    if (none.length) {
+      var ul = el("ul");
+      none.forEach(function (it) {
+        ul.appendChild(el("li", { text: it.image + (it.message ? ": " + it.message : "") }));
+      });
+      box.appendChild(el("h2", { text: "Images with no targets (" + none.length + ")" }));
+      box.appendChild(ul);
+    }
+    var videos = DATA.videos.filter(function (v) { return v.path; });
+    if (videos.length) {
+      var vl = el("ul");
+      videos.forEach(function (v) {
+        vl.appendChild(el("li", {}, [el("a", { href: v.path, text: v.path }),
+          document.createTextNode(" \u00b7 " + fmt(v.method) + " \u00b7 " + fmt(v.frames) +
+                                  " frame(s)")]));
+      });
+      box.appendChild(el("h2", { text: "Annotated videos (" + videos.length + ")" }));
+      box.appendChild(vl);
+    }
+    if (DATA.failures.length) {
+      var fl = el("ul");
+      DATA.failures.forEach(function (f) {
+        fl.appendChild(el("li", { text: fmt(f.image) + ": " + fmt(f.error) }));
+      });
+      box.appendChild(el("h2", { text: "Failures (" + DATA.failures.length + ")" }));
+      box.appendChild(fl);
+    }
+  }
+
+  function visible() {
+    var cls = $("f-class").value, kind = $("f-kind").value, method = $("f-method").value;
+    var raw = $("f-score").value.trim();
+    var min = raw === "" ? null : Number(raw);
+    return cards.filter(function (c) {
+      var t = c.target;
+      if (cls && String(t.class_name) !== cls) return false;
+      if (kind && String(t.kind) !== kind) return false;
+      if (method && String(t.method) !== method) return false;
+      if (min !== null && isFinite(min) && !(num(t.score) !== null && t.score >= min)) return false;
+      return true;
+    });
+  }
+  function sorted(list) {
+    var field = $("sort-field").value;
+    if (!field) return list.slice().sort(function (a, b) { return a.order - b.order; });
+    var dir = $("sort-dir").value === "desc" ? -1 : 1;
+    return list.slice().sort(function (a, b) {
+      var x = num(a.target[field]), y = num(b.target[field]);
+      if (x === null || y === null) {  // missing values last, whatever the direction
+        if (x === null && y === null) return a.order - b.order;
+        return x === null ? 1 : -1;
+      }
+      return x !== y ? dir * (x - y) : a.order - b.order;
+    });
+  }
+
+  function render() {
+    var shown = sorted(visible());
+    var gallery = $("gallery");
+    var frag = document.createDocumentFragment();
+    if ($("group").checked) {
+      var byItem = {};
+      var order = [];
+      shown.forEach(function (c) {
+        if (!byItem[c.item]) { byItem[c.item] = []; order.push(c.item); }
+        byItem[c.item].push(c);
+      });
+      order.sort(function (a, b) { return a - b; });
+      order.forEach(function (ii) {
+        var item = DATA.items[ii];
+        var head = el("header", {}, [
+          el("h2", { text: item.label }),
+          el("span", { className: "dims", text: fmt(item.width) + "\u00d7" + fmt(item.height) +
+                                               " \u00b7 " + item.image }),
+          item.grid ? el("a", { href: item.grid, text: "methods \u00d7 targets grid" }) : null]
+          .concat(Object.keys(item.all || {}).filter(function (m) { return item.all[m]; })
+            .map(function (m) {
+              return el("a", { className: "all", href: item.all[m], text: "all detections: " + m });
+            })));
+        var list = el("div", { className: "cards" });
+        byItem[ii].forEach(function (c) { list.appendChild(c.node); });
+        frag.appendChild(el("section", { className: "image-group", "data-image": String(ii) },
+                            [head, list]));
+      });
+    } else {
+      var flat = el("div", { className: "cards" });
+      shown.forEach(function (c) { flat.appendChild(c.node); });
+      frag.appendChild(flat);
+    }
+    gallery.replaceChildren(frag);
+    $("count").textContent = shown.length + " of " + cards.length + " targets shown";
+    var empty = $("empty");
+    if (!nImages) { empty.textContent = "This run has no images: results.json holds no items."; }
+    else if (!cards.length) { empty.textContent = "This run has no targets to show."; }
+    else if (!shown.length) { empty.textContent = "No target matches the filters."; }
+    empty.hidden = shown.length > 0;
+  }
+
+  function showCompare(key) {
+    var members = groups[key];
+    var first = members[0].target;
+    $("compare-title").textContent = "Methods side by side: " + label(first) + " \u00b7 " +
+      DATA.items[members[0].item].label;
+    var grid = $("compare-grid");
+    grid.replaceChildren();
+    members.forEach(function (c) {
+      grid.appendChild(el("div", { className: "cell", "data-method": String(c.target.method) }, [
+        el("h3", { text: c.target.method }),
+        picture(c.target.src, label(c.target) + " " + c.target.method),
+        details(c.target)]));
+    });
+    $("compare").hidden = false;
+    $("compare").scrollIntoView({ block: "start" });
+  }
+  $("compare-close").addEventListener("click", function () { $("compare").hidden = true; });
+  document.addEventListener("keydown", function (e) {
+    if (e.key === "Escape") $("compare").hidden = true;
+  });
+
+  ["f-class", "f-kind", "f-method", "sort-field", "sort-dir", "group"].forEach(function (id) {
+    $(id).addEventListener("change", render);
+  });
+  $("f-score").addEventListener("input", render);
+  $("reset").addEventListener("click", function () {
+    ["f-class", "f-kind", "f-method", "sort-field"].forEach(function (id) { $(id).value = ""; });
+    $("f-score").value = "";
+    $("sort-dir").value = "asc";
+    $("group").checked = true;
+    render();
+  });
+  extras();
+  render();
+  document.body.setAttribute("data-ready", "1");
+})();
