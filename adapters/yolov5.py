@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -34,15 +35,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from taskcam.adapters.detection import (
-    WHAT,
-    Candidates,
-    Detections,
-    DetectionTarget,
-    cxcywh_to_xyxy,
-    model_class_names,
-)
-from taskcam.adapters.yolo import LetterboxInfo, backbone_stages, letterbox
+from taskcam.adapters.detection.candidates import Candidates, Detections
+from taskcam.adapters.detection.detector import Detector, model_class_names
+from taskcam.adapters.detection.scoring import WHAT, DetectionTarget
+from taskcam.adapters.ultralytics.levels import backbone_stages
+from taskcam.boxes import cxcywh_to_xyxy
 from taskcam.capture import predict
 from taskcam.errors import TaskcamError
 
@@ -54,10 +51,11 @@ __all__ = [
     "is_yolov5_checkpoint",
     "load_yolov5",
     "package_module",
+    "select",
+    "yolov5_candidates",
     "yolov5_yaml",
 ]
 
-_SIDES = ("x1", "y1", "x2", "y2")
 _TORCH_PRINT = ("precision", "threshold", "edgeitems", "linewidth", "sci_mode")
 _MAX_WH = 7680  # YOLOv5's class offset for per-class NMS in one call
 
@@ -164,31 +162,56 @@ def _rows(output: Any) -> torch.Tensor:
     return rows
 
 
-def detect(
-    model: nn.Module, x: torch.Tensor, *, conf: float = 0.25, iou: float = 0.45, max_det: int = 1000
+def yolov5_candidates(output: Any) -> Candidates:
+    """Every candidate row of a YOLOv5 eval output: xyxy boxes in input pixels, scores
+    ``objectness × class score`` (what YOLOv5 ranks by), the class scores as D-RISE's class
+    vectors and the objectness."""
+    rows = _rows(output)
+    return Candidates(
+        cxcywh_to_xyxy(rows[..., :4]),
+        rows[..., 5:] * rows[..., 4:5],
+        objectness=rows[..., 4],
+        probs=rows[..., 5:],
+    )
+
+
+def select(
+    candidates: Candidates, *, conf: float = 0.25, iou: float = 0.45, max_det: int = 1000
 ) -> list[Detections]:
     """YOLOv5's ``non_max_suppression`` (its defaults, one label per candidate), keeping each
-    detection's candidate row; boxes in ``x``'s pixels. The model's flags are restored."""
+    detection's candidate row: candidates whose objectness passes ``conf``, each with its best
+    ``objectness × class score`` above ``conf``, per-class NMS at ``iou``, the best
+    ``max_det``."""
     from torchvision.ops import nms
 
-    rows = _rows(predict(model, x))
+    assert candidates.objectness is not None
     out = []
-    for p in rows:  # [A, 5 + nc]
-        cand = torch.nonzero(p[:, 4] > conf).flatten()
-        score, cls = (p[cand, 5:] * p[cand, 4:5]).max(dim=1)
+    for boxes, scores, objectness in zip(
+        candidates.boxes, candidates.scores, candidates.objectness
+    ):  # [A, 4], [A, nc], [A]
+        cand = torch.nonzero(objectness > conf).flatten()
+        score, cls = scores[cand].max(dim=1)
         keep = score > conf
         cand, score, cls = cand[keep], score[keep], cls[keep]
-        boxes = cxcywh_to_xyxy(p[cand, :4])
-        order = nms(boxes + cls[:, None].float() * _MAX_WH, score, iou)[:max_det]
+        kept = boxes[cand]
+        order = nms(kept + cls[:, None].float() * _MAX_WH, score, iou)[:max_det]
         out.append(
             Detections(
-                boxes=boxes[order],
+                boxes=kept[order],
                 scores=score[order],
                 classes=cls[order].long(),
                 candidates=cand[order].long(),
             )
         )
     return out
+
+
+def detect(
+    model: nn.Module, x: torch.Tensor, *, conf: float = 0.25, iou: float = 0.45, max_det: int = 1000
+) -> list[Detections]:
+    """YOLOv5's detections of every image of ``x`` (:func:`select`), boxes in ``x``'s pixels.
+    The model's flags are restored."""
+    return select(yolov5_candidates(predict(model, x)), conf=conf, iou=iou, max_det=max_det)
 
 
 class Yolov5Target(DetectionTarget):
@@ -205,26 +228,23 @@ class Yolov5Target(DetectionTarget):
 
     def __call__(self, output: Any) -> torch.Tensor:
         rows = _rows(output)
-        if self.class_id >= rows.shape[-1] - 5:
-            raise TaskcamError(
-                f"class_id {self.class_id} does not exist: the model has {rows.shape[-1] - 5}"
-            )
-        if self.candidate >= rows.shape[1]:
-            return rows.new_zeros(rows.shape[0])
+        self.check_class(rows.shape[-1] - 5)
+        missing = self.absent(rows.shape[1], rows)
+        if missing is not None:
+            return missing
         row = rows[:, self.candidate]  # [B, 5 + nc]
         if self.what == "score":
             return row[:, 4] * row[:, 5 + self.class_id]
         if self.what == "objectness":
             return row[:, 4]
-        return cxcywh_to_xyxy(row[:, :4])[:, _SIDES.index(self.what)]
+        return self.side(cxcywh_to_xyxy(row[:, :4]))
 
-    def candidates(self, output: Any, class_id: int) -> Candidates:
-        rows = _rows(output)
-        return Candidates(cxcywh_to_xyxy(rows[..., :4]), rows[..., 5:], objectness=rows[..., 4])
+    def candidates(self, output: Any) -> Candidates:
+        return yolov5_candidates(output)
 
 
-class Yolov5Adapter:
-    """The original YOLOv5 as the pipeline drives it (a ``DetectorAdapter``).
+class Yolov5Adapter(Detector):
+    """The original YOLOv5 as the pipeline drives it (the :class:`~taskcam.Detector` contract).
 
     Args:
         model: a YOLOv5 ``DetectionModel`` / ``Model`` (:func:`load_yolov5`).
@@ -232,8 +252,6 @@ class Yolov5Adapter:
         conf, iou, max_det: ``detect.py``'s settings (0.25, 0.45, 1000).
         class_names: names by class id (default: ``model.names``).
     """
-
-    task = "detect"
 
     def __init__(
         self,
@@ -243,27 +261,32 @@ class Yolov5Adapter:
         conf: Optional[float] = None,
         iou: float = 0.45,
         max_det: int = 1000,
-        class_names: Optional[list[str]] = None,
+        class_names: Optional[Sequence[str]] = None,
     ) -> None:
         if not is_yolov5(model):
             raise TaskcamError(f"Yolov5Adapter: {type(model).__name__} has no YOLOv5 Detect head")
-        self.model, self.size, self.iou, self.max_det = model, int(size), iou, max_det
-        self.conf = 0.25 if conf is None else float(conf)
-        self.class_names = model_class_names(model, class_names)
+        super().__init__(
+            model,
+            size=int(size),
+            stride=int(max(model.stride)),
+            conf=0.25 if conf is None else float(conf),
+            iou=iou,
+            max_det=max_det,
+            class_names=model_class_names(model, class_names),
+        )
 
-    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, LetterboxInfo]:
-        x, info = letterbox(image, self.size, int(max(self.model.stride)))
-        param = next(iter(self.model.parameters()), None)
-        return x.to(param.device if param is not None else "cpu"), info
+    @property
+    def family(self) -> str:
+        return "yolov5"
 
-    def detect(self, x: torch.Tensor) -> list[Detections]:
-        return detect(self.model, x, conf=self.conf, iou=self.iou, max_det=self.max_det)
+    def candidates(self, output: Any) -> Candidates:
+        return yolov5_candidates(output)
 
-    def targets(self, dets: Detections, what: str = "score") -> list[Yolov5Target]:
-        return [
-            Yolov5Target(c, k, what, box=box)
-            for c, k, box in zip(dets.candidates.tolist(), dets.classes.tolist(), dets.boxes)
-        ]
+    def select(self, candidates: Candidates) -> list[Detections]:
+        return select(candidates, conf=self.conf, iou=self.iou, max_det=self.max_det)
+
+    def target(self, dets: Detections, i: int, what: str) -> Yolov5Target:
+        return Yolov5Target(int(dets.candidates[i]), int(dets.classes[i]), what, box=dets.boxes[i])
 
     def default_layers(self) -> list[str]:
         """The backbone's stages at the head's strides, fused (as for ultralytics' YOLO,

@@ -108,7 +108,7 @@ from classic import _cores, _fmt, _normalised, _round, pearson  # noqa: E402
 
 import taskcam  # noqa: E402
 from taskcam.adapters.detection import Detections
-from taskcam.adapters.torchvision_detection import (
+from taskcam.adapters.torchvision import (
     TorchvisionDetectionAdapter,
     TorchvisionDetectionTarget,
 )

@@ -88,7 +88,7 @@ def _neck_level(target: Any) -> Optional[str]:
 def yolo_layer_sets(model: torch.nn.Module) -> dict[str, tuple[list[str], Callable]]:
     """choice -> (layers, target -> its layer), from the model's yaml (backbone length) and
     the head's inputs."""
-    from taskcam.adapters.yolo import backbone_stages, default_layers
+    from taskcam.adapters.ultralytics import backbone_stages, default_layers
 
     head = default_layers(model)
     stages = backbone_stages(model)  # one per head input's stride, finest first
@@ -121,7 +121,7 @@ def torchvision_layer_sets(adapter: Any) -> dict[str, tuple[list[str], Callable]
 def load(name: str, n_images: int, conf: float) -> tuple[Any, Any, dict[str, np.ndarray]]:
     """``(adapter, layer sets, images)`` of a benchmark model."""
     from taskcam.adapters import adapter_for
-    from taskcam.adapters.yolo import YoloAdapter, load_yolo
+    from taskcam.adapters.ultralytics import YoloAdapter, load_yolo
     from taskcam.data.shapes import HELDOUT_SEED, make_sample
     from taskcam.zoo import build_zoo_model
 

@@ -98,7 +98,7 @@ def cases(models: list[str], args: argparse.Namespace) -> list[tuple[str, Any, A
                 for i in range(1, 1 + args.shapes_images)
             }
         elif spec.startswith("nudenet-"):
-            from taskcam.adapters.yolo import YoloAdapter, load_yolo
+            from taskcam.adapters.ultralytics import YoloAdapter, load_yolo
 
             size = int(spec.split("-")[1])
             adapter = YoloAdapter(load_yolo(nudenet_onnx()), size=size)

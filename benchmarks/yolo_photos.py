@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 import taskcam
-from taskcam.adapters.yolo import YoloAdapter, load_yolo
+from taskcam.adapters.ultralytics import YoloAdapter, load_yolo
 from taskcam.metrics import energy_pointing_game, pointing_game
 
 METHODS = ("odam", "layercam", "gradcam", "eigencam", "drise")

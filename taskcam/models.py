@@ -32,6 +32,8 @@ __all__ = [
     "load_weights",
 ]
 
+_ZERO, _ONE = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # pixels in [0, 1], as YOLO takes them
+
 
 def _state_dict_of(obj: object, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, nn.Module):
@@ -207,21 +209,14 @@ def _yolo(rest: str, weights: Optional[str]) -> LoadedModel:
     The input size is the one the checkpoint or export was made at (as ultralytics' own
     ``predict`` uses it), else 640.
     """
-    from taskcam.adapters.yolo import load_yolo
-    from taskcam.adapters.yolov5 import Yolov5Adapter, is_yolov5_checkpoint, load_yolov5
+    from taskcam.adapters.ultralytics import load_yolo
+    from taskcam.adapters.yolov5 import is_yolov5_checkpoint, load_yolov5
 
     if rest.lower().endswith(".pt") and is_yolov5_checkpoint(rest):  # the original YOLOv5
         if weights and weights.lower() != "none":
             raise TaskcamError(f"--model yolo:{rest} holds its weights already; drop --weights")
-        adapter = Yolov5Adapter(load_yolov5(rest))
-        return LoadedModel(
-            adapter.model,
-            f"yolo:{rest}",
-            task="detect",
-            preprocess=Preprocess((adapter.size, adapter.size), (0.0,) * 3, (1.0,) * 3),
-            class_names=adapter.class_names,
-            adapter=adapter,
-        )
+        model = load_yolov5(rest)
+        return _detector_loaded(model, f"yolo:{rest}", Preprocess((640, 640), _ZERO, _ONE))
     path = rest
     if rest.lower().endswith((".yaml", ".yml")) and weights and weights.lower() != "none":
         path = weights
@@ -234,36 +229,38 @@ def _yolo(rest: str, weights: Optional[str]) -> LoadedModel:
 
 
 def _yolo_loaded(model: nn.Module, spec: str) -> LoadedModel:
-    """An ultralytics model at the size it was trained at: a detection, segmentation or pose
-    model with its adapter, or a classifier (``-cls``) giving its logits."""
+    """An ultralytics model at the size it was trained at: a detection, segmentation, pose or
+    OBB model (or RT-DETR) with its adapter, or a classifier (``-cls``) giving its logits."""
     from taskcam.adapters.detection import model_class_names
-    from taskcam.adapters.rtdetr import RTDETRAdapter, is_rtdetr
-    from taskcam.adapters.yolo import YoloAdapter, YoloClassifier, yolo_task
+    from taskcam.adapters.ultralytics import YoloClassifier, yolo_task
 
-    classify = yolo_task(model, ("detect", "segment", "pose", "obb", "classify")) == "classify"
+    task = yolo_task(model, ("detect", "segment", "pose", "obb", "classify"))
     args = getattr(model, "args", None)
-    default = 224 if classify else 640  # ultralytics' own defaults
+    default = 224 if task == "classify" else 640  # ultralytics' own defaults
     imgsz = args.get("imgsz", default) if isinstance(args, dict) else default
     size = max(imgsz) if isinstance(imgsz, (list, tuple)) else int(imgsz)
-    if classify:
+    pre = Preprocess((size, size), _ZERO, _ONE)
+    if task == "classify":
         return LoadedModel(
-            YoloClassifier(model),
-            spec,
-            preprocess=Preprocess((size, size), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-            class_names=model_class_names(model),
+            YoloClassifier(model), spec, preprocess=pre, class_names=model_class_names(model)
         )
-    if is_rtdetr(model):
-        adapter: Any = RTDETRAdapter(model, size=size)
-    else:
-        adapter = YoloAdapter(model, size=size)
-    return LoadedModel(
-        model,
-        spec,
-        task="segment" if adapter.task == "segment" else "detect",  # people, oriented boxes
-        preprocess=Preprocess((adapter.size, adapter.size), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-        class_names=adapter.class_names,
-        adapter=adapter,
+    # instances are regions; people and oriented boxes are detections
+    return _detector_loaded(model, spec, pre, "segment" if task == "segment" else "detect")
+
+
+def _detector_loaded(
+    model: nn.Module, spec: str, preprocess: Preprocess, task: str = "detect"
+) -> LoadedModel:
+    """A detector with its adapter, chosen where every adapter is
+    (:func:`taskcam.adapters.adapter_for`)."""
+    from taskcam.adapters import adapter_for
+    from taskcam.adapters.detection import model_class_names
+
+    loaded = LoadedModel(
+        model, spec, task=task, preprocess=preprocess, class_names=model_class_names(model)
     )
+    adapter_for(loaded)
+    return loaded
 
 
 def _detector_preprocess(model: nn.Module) -> Preprocess:
@@ -287,9 +284,14 @@ def _factory(spec: str) -> LoadedModel:
     if not callable(factory):
         raise TaskcamError(f"--model {spec}: {module_name} has no callable {attr!r}")
     model = factory()
+    from taskcam.adapters.detection import Detector
+
+    if isinstance(model, Detector):  # a detector wrapped in the contract: explained as it says
+        return _wrapped_detector(model, spec)
     if not isinstance(model, nn.Module):
         raise TaskcamError(
-            f"--model {spec}: {attr}() returned {type(model).__name__}, not a Module"
+            f"--model {spec}: {attr}() returned {type(model).__name__}, not a Module or a "
+            "taskcam.Detector"
         )
     # detectors are recognised by their library, as the yolo: and torchvision: specs are
     if type(model).__module__.startswith("ultralytics."):
@@ -304,11 +306,26 @@ def _factory(spec: str) -> LoadedModel:
             "ClassificationModel",
         ):
             return _yolo_loaded(model, spec)
-    from taskcam.adapters.torchvision_detection import is_torchvision_detector
+    from taskcam.adapters.detection.families import family_of
 
-    if is_torchvision_detector(model):
+    if family_of(model) == "torchvision":
         return LoadedModel(model, spec, task="detect", preprocess=_detector_preprocess(model))
     return LoadedModel(model, spec)
+
+
+def _wrapped_detector(detector: Any, spec: str) -> LoadedModel:
+    """A :class:`taskcam.Detector` a factory returned: its model, its adapter, and the
+    preprocessing it describes (recorded with the run's settings)."""
+    size = detector.size if isinstance(detector.size, tuple) else (detector.size,) * 2
+    pre = Preprocess((int(size[0]), int(size[-1])), detector.mean or _ZERO, detector.std or _ONE)
+    return LoadedModel(
+        detector.model,
+        spec,
+        task=detector.task,
+        preprocess=pre,
+        class_names=detector.class_names,
+        adapter=detector,
+    )
 
 
 def load_model(
@@ -378,22 +395,24 @@ def load_model(
         load_weights(loaded.model, weights)
     if dims is not None:
         loaded.preprocess.size = (dims[0], dims[-1])
-        if loaded.adapter is not None and hasattr(loaded.adapter, "size"):
-            loaded.adapter.size = max(dims)  # YOLO letterboxes to a square
+        if loaded.adapter is not None:
+            loaded.adapter.set_size(dims)  # YOLO letterboxes to a square of the larger side
     for label, value in (("mean", mean), ("std", std)):
         if value is not None:
             vals = tuple(float(v) for v in value)
             if len(vals) != 3 or (label == "std" and min(vals) <= 0):
                 raise TaskcamError(f"--{label}: expected 3 values (std > 0), got {list(value)}")
             setattr(loaded.preprocess, label, vals)
+            if getattr(loaded.adapter, "decode", None) is not None:  # a detector of yours
+                setattr(loaded.adapter, label, vals)
     ultralytics = type(loaded.model).__module__.startswith("ultralytics.")
     if ultralytics and (mean is not None or std is not None):
         raise TaskcamError(
             f"--mean/--std: {spec} is an ultralytics YOLO, which takes pixels in [0, 1] "
             "without normalisation"
         )
-    if loaded.task == "detect" and not ultralytics and hasattr(loaded.model, "transform"):
-        _set_detector_transform(loaded, size)
+    if loaded.task == "detect" and loaded.adapter is None and hasattr(loaded.model, "transform"):
+        _set_detector_transform(loaded, size)  # a torchvision detector: its own transform
     try:
         loaded.model.to(device)
     except (RuntimeError, AssertionError) as e:  # no driver, a device torch does not know

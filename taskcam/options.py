@@ -268,7 +268,7 @@ def check_masks(loaded: LoadedModel) -> None:
     if loaded.is_detector:
         from taskcam.adapters import adapter_for
 
-        if getattr(adapter_for(loaded), "has_masks", False):
+        if adapter_for(loaded).has_masks:
             return
         why = "detects boxes without masks"
     else:
@@ -295,7 +295,7 @@ def check_keypoints(loaded: LoadedModel, what: str) -> None:
     if loaded.is_detector:
         from taskcam.adapters import adapter_for
 
-        shape = getattr(adapter_for(loaded), "kpt_shape", None)
+        shape = adapter_for(loaded).kpt_shape
     if shape is None or kpt[0] >= shape[0]:
         has = "no" if shape is None else f"{shape[0]} (kpt0..kpt{shape[0] - 1})"
         raise TaskcamError(

@@ -23,7 +23,7 @@ from taskcam.methods import DRISE, FastDRISE
 @pytest.fixture(scope="module")
 def shapes():
     """zoo:shapes-yolo at 128 px, two held-out images' inputs and detection targets."""
-    from taskcam.adapters.yolo import YoloAdapter
+    from taskcam.adapters.ultralytics import YoloAdapter
     from taskcam.zoo import build_zoo_model
 
     loaded = build_zoo_model("shapes-yolo")

@@ -58,7 +58,7 @@ class DetrAttention(Method):
 
     Example:
         >>> import transformers, taskcam
-        >>> from taskcam.adapters.detr import DetrAdapter
+        >>> from taskcam.adapters.huggingface.detr import DetrAdapter
         >>> config = transformers.DetrConfig(use_timm_backbone=False,
         ...     use_pretrained_backbone=False, backbone_config=transformers.ResNetConfig(
         ...     embedding_size=8, hidden_sizes=[8, 8, 8, 8], depths=[1, 1, 1, 1],

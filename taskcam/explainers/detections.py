@@ -11,7 +11,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from taskcam.adapters.detection import keypoint_what
+from taskcam.adapters import adapter_for
+from taskcam.adapters.detection import Detections, keypoint_what, parse_detection_targets
+from taskcam.boxes import rotated_corners
 from taskcam.engine import Explanation
 from taskcam.errors import ImageError, TaskcamError
 from taskcam.explainers.per_image import ImageExplainer, ImageResult
@@ -57,27 +59,17 @@ class DetectionExplainer(ImageExplainer):
         *,
         existing_only: bool = False,
     ) -> None:
-        from taskcam.adapters import adapter_for
-        from taskcam.adapters.detection import Detections, parse_detection_targets
-
         super().__init__(loaded, options, out)
         self.adapter = adapter_for(loaded, options.conf)
-        self.instances = loaded.task == "segment"
+        self.instances = self.adapter.task == "segment"
         self.existing_only = existing_only
         self.layer_names = list(options.layers or self.adapter.default_layers())
         # a malformed spec or an unknown class is the run's error, found before any image;
         # an index an image lacks is that image's (see explain)
-        none = Detections(
-            torch.zeros(0, 4),
-            torch.zeros(0),
-            torch.zeros(0, dtype=torch.long),
-            torch.zeros(0, dtype=torch.long),
-        )
+        none = Detections.empty()
         parse_detection_targets(options.targets, none, self.adapter.class_names, existing_only=True)
 
     def _picks(self, dets: Any) -> list[int]:
-        from taskcam.adapters.detection import parse_detection_targets
-
         names = self.adapter.class_names
         try:
             return parse_detection_targets(
@@ -198,8 +190,6 @@ def _polygons_to_image(rboxes: Optional[torch.Tensor], placement: Any) -> Any:
     """Oriented boxes ``Tensor[n, 5]`` -> their corners in the image's pixels ``[n, 4, 2]``."""
     if rboxes is None:
         return None
-    from taskcam.adapters.yolo import rotated_corners
-
     return _points_to_image(rotated_corners(rboxes.float()), placement)
 
 

@@ -6,8 +6,8 @@ import pytest
 import torchvision
 
 from taskcam.adapters import adapter_for
-from taskcam.adapters.torchvision_detection import TorchvisionDetectionAdapter
-from taskcam.adapters.yolo import YoloAdapter
+from taskcam.adapters.torchvision import TorchvisionDetectionAdapter
+from taskcam.adapters.ultralytics import YoloAdapter
 from taskcam.errors import TaskcamError
 from taskcam.loaded import LoadedModel
 from taskcam.models import load_model
@@ -26,7 +26,9 @@ def test_each_detector_family_gets_its_adapter_once_with_the_threshold():
 
 def test_non_detectors_and_bad_thresholds_are_refused_naming_them():
     net = LoadedModel(torchvision.models.resnet18(weights=None), "my.nets:resnet", task="detect")
-    with pytest.raises(TaskcamError, match="my.nets:resnet: a ResNet is neither an ultralytics"):
+    with pytest.raises(
+        TaskcamError, match="my.nets:resnet: a ResNet is not a detector taskcam knows"
+    ):
         adapter_for(net)
     with pytest.raises(TaskcamError, match=r"--conf: expected a score in \[0, 1\], got 1.2"):
         adapter_for(load_model("zoo:shapes-fasterrcnn"), conf=1.2)

@@ -33,7 +33,7 @@ pytest.importorskip("ultralytics")
 
 @pytest.fixture(scope="module")
 def shapes_yolo():
-    from taskcam.adapters.yolo import YoloAdapter
+    from taskcam.adapters.ultralytics import YoloAdapter
     from taskcam.zoo import build_zoo_model
 
     loaded = build_zoo_model("shapes-yolo")
@@ -101,13 +101,13 @@ def test_parse_detection_targets_all_indices_and_class_names():
 
 # -- engine: per-level maps, perturbation matching, D-RISE ------------------------------------
 def test_each_detection_uses_its_own_level_from_one_call(shapes_yolo):
-    from taskcam.adapters import yolo
+    from taskcam.adapters.ultralytics import default_layers
 
     sample = make_sample(3, seed=HELDOUT_SEED, size=256)
     x, _ = shapes_yolo.prepare(sample.image)
     dets = shapes_yolo.detect(x)[0]
     targets = shapes_yolo.targets(dets)
-    layers = yolo.default_layers(shapes_yolo.model)  # the neck outputs (ODAM's per-level maps)
+    layers = default_layers(shapes_yolo.model)  # the neck outputs (ODAM's per-level maps)
     assert {t.layer for t in targets} <= set(layers)
     exp = taskcam.explain(shapes_yolo.model, x, [targets], layers=layers)
     for k, target in enumerate(targets):
@@ -171,7 +171,7 @@ def test_drise_refuses_targets_that_are_not_detections(cnn):
 
 
 def test_match_target_repr_names_box_and_class():
-    t = MatchTarget(lambda out, c: out, torch.tensor([1.0, 2, 3, 4]), 2)
+    t = MatchTarget(lambda out: out, torch.tensor([1.0, 2, 3, 4]), 2)
     assert repr(t) == "MatchTarget(box=[1.0, 2.0, 3.0, 4.0], class_id=2)"
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import taskcam
-from taskcam.adapters.detr import DetrAdapter, DetrTarget
+from taskcam.adapters.huggingface.detr import DetrAdapter, DetrTarget
 from taskcam.cli import main
 from taskcam.errors import TaskcamError
 from taskcam.models import load_model

@@ -18,8 +18,8 @@ import torchvision.models.detection as tvd
 from PIL import Image
 
 import taskcam
-from taskcam.adapters.torchvision_detection import TorchvisionDetectionAdapter
-from taskcam.adapters.yolo import YoloAdapter, YoloInstanceTarget, detect, load_yolo
+from taskcam.adapters.torchvision import TorchvisionDetectionAdapter
+from taskcam.adapters.ultralytics import YoloAdapter, YoloInstanceTarget, detect, load_yolo
 from taskcam.cli import main
 from taskcam.errors import TaskcamError
 
@@ -128,7 +128,9 @@ def test_a_detector_without_masks_refuses_mask_targets():
     with pytest.raises(TaskcamError, match=r"what='mask': a FasterRCNN \(rcnn\) has no masks"):
         adapter.targets(dets, "mask")
     yolo = YoloAdapter(load_yolo("yolov8n.yaml", nc=3), size=128)
-    with pytest.raises(TaskcamError, match="what='mask': this YOLO DetectionModel .* without"):
+    with pytest.raises(
+        TaskcamError, match=r"what='mask': a DetectionModel \(ultralytics detect\) has no masks"
+    ):
         yolo.targets(detect(yolo.model, _x(), conf=0.0, max_det=1)[0], "mask")
 
 

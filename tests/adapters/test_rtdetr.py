@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 import taskcam
-from taskcam.adapters.rtdetr import RTDETRAdapter, RTDETRTarget
-from taskcam.adapters.yolo import load_yolo
+from taskcam.adapters.ultralytics import load_yolo
+from taskcam.adapters.ultralytics.rtdetr import RTDETRAdapter, RTDETRTarget
 from taskcam.cli import main
 from taskcam.models import load_model
 

@@ -13,7 +13,7 @@ from torchvision.ops import box_iou
 import taskcam
 from taskcam import TaskcamError
 from taskcam.adapters.detection import Detections
-from taskcam.adapters.torchvision_detection import (
+from taskcam.adapters.torchvision import (
     ResizePlacement,
     TorchvisionDetectionAdapter,
     TorchvisionDetectionTarget,

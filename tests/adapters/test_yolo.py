@@ -18,7 +18,7 @@ from torch.testing import assert_close
 
 import taskcam
 from taskcam import TaskcamError
-from taskcam.adapters.yolo import (
+from taskcam.adapters.ultralytics import (
     Detections,
     YoloDetectionTarget,
     YoloInstanceTarget,
@@ -286,7 +286,7 @@ def test_shapes_yolo_detects_and_explains_each_object(index):
 
 @pytest.mark.parametrize("yaml", ["yolov5nu.yaml", "yolo11n.yaml", "yolo26n.yaml"])
 def test_other_yolo_generations_are_traced_and_explained(yaml):
-    from taskcam.adapters.yolo import YoloAdapter
+    from taskcam.adapters.ultralytics import YoloAdapter
 
     torch.manual_seed(0)
     model = load_yolo(yaml, nc=4)
@@ -360,7 +360,7 @@ def test_end_to_end_heads_explain_the_one_to_one_detections_predict_returns(yaml
     from skimage import data
     from ultralytics import YOLO
 
-    from taskcam.adapters.yolo import YoloAdapter
+    from taskcam.adapters.ultralytics import YoloAdapter
 
     # built first: building a model flips the training flag of the activation module that
     # ultralytics' convolutions share
@@ -402,8 +402,8 @@ def test_end_to_end_heads_explain_the_one_to_one_detections_predict_returns(yaml
     assert not exp.empty.any() and torch.isfinite(exp.maps).all()
     assert_close(exp.scores[0], picked.scores)
     out = model(x)
-    cands = targets[0].candidates(out, int(picked.classes[0]))
-    assert_close(cands.probs[0, picked.candidates[0], picked.classes[0]], picked.scores[0])
+    cands = targets[0].candidates(out)
+    assert_close(cands.scores[0, picked.candidates[0], picked.classes[0]], picked.scores[0])
     with pytest.raises(TaskcamError, match="needs the model"):
         YoloDetectionTarget(int(picked.candidates[0]), int(picked.classes[0]))(out)
     assert _state(model) == before and head.end2end and head.cv2 is not None
@@ -479,7 +479,7 @@ def test_trained_yolov8_default_maps_explain_the_score_better_than_maps_without_
     in deletion and insertion of each detection's own score, the default maps beat a Gaussian
     at the box centre by >= 0.05 and a random map by >= 0.2 on average, and the blob on at
     least 75 % of the detections."""
-    from taskcam.adapters.yolo import YoloAdapter
+    from taskcam.adapters.ultralytics import YoloAdapter
     from taskcam.cli import main
     from taskcam.faithfulness import baseline_maps, target_faithfulness
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 import taskcam
 from taskcam.adapters.classification import ClassTarget
-from taskcam.adapters.yolo import YoloAdapter, YoloClassifier, load_yolo
+from taskcam.adapters.ultralytics import YoloAdapter, YoloClassifier, load_yolo
 from taskcam.cli import main
 from taskcam.errors import TaskcamError
 from taskcam.models import load_model

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import taskcam
-from taskcam.adapters.yolo import (
+from taskcam.adapters.ultralytics import (
     YoloAdapter,
     YoloObbTarget,
     detect,
@@ -80,7 +80,10 @@ def test_each_box_score_is_explained_in_one_call(obb):
     torch.testing.assert_close(torch.cat([t(out) for t in targets]), dets.scores)
     exp = taskcam.explain(obb, x, [targets], adapter.default_layers())
     assert exp.maps.shape == (1, 3, 128, 160) and torch.isfinite(exp.maps).all()
-    with pytest.raises(TaskcamError, match=r"YoloObbTarget explains one of \('score',\)"):
+    with pytest.raises(
+        TaskcamError,
+        match=r"\(ultralytics obb\) does not explain 'x1'; explain one of \('score',\)",
+    ):
         adapter.targets(dets, "x1")
 
 

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import taskcam
-from taskcam.adapters.yolo import YoloAdapter, YoloPoseTarget, detect, load_yolo
+from taskcam.adapters.ultralytics import YoloAdapter, YoloPoseTarget, detect, load_yolo
 from taskcam.cli import main
 from taskcam.errors import TaskcamError
 from taskcam.options import RunOptions
@@ -80,7 +80,9 @@ def test_bad_keypoints_are_refused_naming_the_count(pose):
     with pytest.raises(TaskcamError, match=r"keypoint 17 does not exist: the model has 17"):
         adapter.targets(dets, "kpt17.x")
     detector = YoloAdapter(load_yolo("yolov8n.yaml", nc=2), size=160)
-    with pytest.raises(TaskcamError, match=r"what='kpt0.x': .* DetectionModel has no keypoints"):
+    with pytest.raises(
+        TaskcamError, match=r"what='kpt0.x': a DetectionModel \(ultralytics detect\) has no keyp"
+    ):
         detector.targets(detect(detector.model, _x(), conf=0.0, max_det=1)[0], "kpt0.x")
     with pytest.raises(TaskcamError, match=r"--what: expected one of .* kptK\.x, .* got 'kpt3.z'"):
         RunOptions(what="kpt3.z")

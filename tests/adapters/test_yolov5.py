@@ -103,7 +103,7 @@ def test_the_bar_two_detection_records_inside_the_image(checkpoint, tmp_path):
 
 
 def test_an_ultralytics_checkpoint_is_not_read_as_yolov5(tmp_path):
-    from taskcam.adapters.yolo import load_yolo
+    from taskcam.adapters.ultralytics import load_yolo
 
     path = tmp_path / "v8.pt"
     torch.save({"model": load_yolo("yolov8n.yaml", nc=2), "train_args": {}}, path)

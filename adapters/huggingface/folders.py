@@ -1,35 +1,5 @@
-"""Hugging Face ``transformers`` vision models from a ``save_pretrained`` folder (``hf:DIR``).
-
-:func:`load_hf` reads the folder's ``config.json`` (nothing is downloaded: ``local_files_only``),
-builds the architecture it names and says what taskcam explains of it:
-
-- image classifiers (``*ForImageClassification``: ViT, DeiT, Swin, ConvNeXt, ...) as they are;
-  their ``ModelOutput.logits`` are the class scores;
-- semantic segmenters (``*ForSemanticSegmentation``: SegFormer, UperNet, DPT, BEiT, ...) wrapped
-  in :class:`SemanticSegmenter`, whose output is the logits upsampled to the input size as the
-  library's ``post_process_semantic_segmentation`` upsamples them (bilinear, corners not aligned);
-- universal segmenters (Mask2Former, MaskFormer) wrapped in :class:`UniversalSegmenter`, whose
-  output is per-class logits made from the class queries and mask queries as their semantic
-  post-processing makes them (:func:`universal_class_logits`);
-- DETR, Conditional DETR and Deformable DETR detectors (``*ForObjectDetection``) as they are,
-  with a :class:`taskcam.adapters.detr.DetrAdapter` (one target per kept query).
-
-The wrappers share the model's own submodules under the model's own names, so a layer is
-named as in the library (``decode_head.activation``, ``model.pixel_level_module.decoder.
-mask_projection``) and a state dict of the library's model loads into them. Preprocessing comes
-from the folder's ``preprocessor_config.json`` when there is one.
-
-Example:
-    >>> import tempfile, torch, transformers
-    >>> config = transformers.SegformerConfig(hidden_sizes=[8, 16, 24, 32],
-    ...     depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1], decoder_hidden_size=16,
-    ...     num_labels=3)
-    >>> folder = tempfile.mkdtemp()
-    >>> transformers.SegformerForSemanticSegmentation(config).save_pretrained(folder)
-    >>> loaded = load_hf(folder, "none")
-    >>> loaded.task, loaded.layers, loaded.model(torch.rand(1, 3, 64, 48)).shape
-    ('segment', ['decode_head.activation'], torch.Size([1, 3, 64, 48]))
-"""
+"""Reading a Hugging Face ``save_pretrained`` folder (``hf:DIR``): its config, the architecture
+it names, the task taskcam explains it for, its preprocessing and class names, its weights."""
 
 from __future__ import annotations
 
@@ -38,86 +8,28 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from taskcam.adapters.detr import DETR_TYPES, DetrAdapter
+from taskcam.adapters.detection.families import adapter_for
+from taskcam.adapters.huggingface.detr import DETR_TYPES
+from taskcam.adapters.huggingface.segmenters import (
+    DEFAULT_LAYERS,
+    UNIVERSAL,
+    SemanticSegmenter,
+    UniversalSegmenter,
+)
 from taskcam.errors import TaskcamError
-from taskcam.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, Preprocess, SharedModules
-from taskcam.outputs import universal_class_logits
+from taskcam.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, Preprocess
 
-__all__ = [
-    "SemanticSegmenter",
-    "UniversalSegmenter",
-    "hf_preprocess",
-    "load_hf",
-    "universal_class_logits",
-]
-
-# universal segmenters whose semantic post-processing taskcam follows, by config model_type:
-# the size their mask logits are resized to before the sigmoid (None: kept as they are)
-UNIVERSAL = {"mask2former": (384, 384), "maskformer": None}
-
-# the feature map before each family's 1x1 class head, by config model_type
-DEFAULT_LAYERS = {
-    "segformer": "decode_head.activation",
-    "upernet": "decode_head.fpn_bottleneck",
-    "beit": "decode_head.fpn_bottleneck",
-    "data2vec-vision": "decode_head.fpn_bottleneck",
-    "dpt": "head.head.2",
-    "mask2former": "model.pixel_level_module.decoder.mask_projection",
-    "maskformer": "model.pixel_level_module.decoder.mask_projection",
-}
+__all__ = ["hf_preprocess", "load_hf"]
 
 
-class SemanticSegmenter(SharedModules):
-    """A ``*ForSemanticSegmentation`` model whose output is ``Tensor[B, K, H, W]``: its logits
-    upsampled (bilinear, ``align_corners=False``) to the input's size, as the library's
-    ``post_process_semantic_segmentation`` does for a target size.
-
-    Args:
-        model: the Hugging Face model (SegFormer's logits are at 1/4 of the input, DPT's at
-            twice its fused features, UperNet's at the input already).
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, 3, H, W]
-        out = self.wrapped(pixel_values=x)
-        logits = out.logits if hasattr(out, "logits") else out[0]  # [B, K, h, w]
-        if tuple(logits.shape[-2:]) != tuple(x.shape[-2:]):
-            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return logits
-
-
-class UniversalSegmenter(SharedModules):
-    """Mask2Former or MaskFormer whose output is ``Tensor[B, K, H, W]`` per-class logits at
-    the input's size (:func:`universal_class_logits`), so that region targets, regions and
-    class ids are those of its semantic segmentation.
-
-    Args:
-        model: a ``Mask2FormerForUniversalSegmentation`` or ``MaskFormerForInstanceSegmentation``.
-        mask_size: see :func:`universal_class_logits`.
-    """
-
-    def __init__(self, model: nn.Module, mask_size: Optional[tuple[int, int]] = None) -> None:
-        super().__init__(model)
-        self.mask_size = mask_size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, 3, H, W]
-        out = self.wrapped(pixel_values=x)
-        return universal_class_logits(
-            out.class_queries_logits, out.masks_queries_logits, tuple(x.shape[-2:]), self.mask_size
-        )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise TaskcamError(f"hf:{path.parent}: cannot read {path.name}: {e}") from e
 
 
-def _side(value: Any) -> Optional[tuple[int, int]]:
+def side_of(value: Any) -> Optional[tuple[int, int]]:
     """``(h, w)`` from a processor's or config's size: an int, ``[h, w]``, or a dict with
     ``height``/``width`` or ``shortest_edge`` (a square of that side)."""
     if isinstance(value, int):
@@ -150,11 +62,11 @@ def hf_preprocess(folder: str | Path, config: Any, default_size: int = 224) -> P
         Preprocess(size=(96, 128), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     """
     path = Path(folder) / "preprocessor_config.json"
-    proc = _read_json(path) if path.is_file() else {}
+    proc = read_json(path) if path.is_file() else {}
     size = None
     if proc.get("do_center_crop"):
-        size = _side(proc.get("crop_size"))
-    size = size or _side(proc.get("size")) or _side(getattr(config, "image_size", None))
+        size = side_of(proc.get("crop_size"))
+    size = size or side_of(proc.get("size")) or side_of(getattr(config, "image_size", None))
     mean = tuple(float(v) for v in proc.get("image_mean", IMAGENET_MEAN))
     std = tuple(float(v) for v in proc.get("image_std", IMAGENET_STD))
     if proc.get("do_normalize") is False:
@@ -164,7 +76,7 @@ def hf_preprocess(folder: str | Path, config: Any, default_size: int = 224) -> P
     return Preprocess(size or (default_size, default_size), mean, std)
 
 
-def _class_names(config: Any) -> Optional[list[str]]:
+def hf_class_names(config: Any) -> Optional[list[str]]:
     """``config.id2label`` in id order; ``None`` for the library's placeholder names
     (``LABEL_0``, ...) that a config without labels gets."""
     id2label = getattr(config, "id2label", None) or {}
@@ -174,7 +86,7 @@ def _class_names(config: Any) -> Optional[list[str]]:
     return names
 
 
-def _architecture(folder: Path) -> tuple[Any, str, Any]:
+def architecture(folder: Path) -> tuple[Any, str, Any]:
     """The folder's config, its first architecture's name and class."""
     if not folder.is_dir():
         raise TaskcamError(f"--model hf:{folder}: no such folder (a save_pretrained folder)")
@@ -208,7 +120,7 @@ def _architecture(folder: Path) -> tuple[Any, str, Any]:
     return config, names[0], cls
 
 
-def _task(name: str, model_type: str, folder: Path) -> str:
+def hf_task(name: str, model_type: str, folder: Path) -> str:
     if name.endswith("ForImageClassification") or name.endswith(
         "ForImageClassificationWithTeacher"
     ):
@@ -240,9 +152,9 @@ def load_hf(folder: str | Path, weights: Optional[str] = None) -> LoadedModel:
             not have or taskcam cannot explain (the message names it), missing weights.
     """
     folder = Path(folder)
-    config, name, cls = _architecture(folder)
+    config, name, cls = architecture(folder)
     model_type = str(getattr(config, "model_type", ""))
-    task = _task(name, model_type, folder)
+    task = hf_task(name, model_type, folder)
     try:
         if weights is None:
             model = cls.from_pretrained(str(folder), local_files_only=True)
@@ -259,27 +171,22 @@ def load_hf(folder: str | Path, weights: Optional[str] = None) -> LoadedModel:
             model = SemanticSegmenter(model)
         layers = [DEFAULT_LAYERS[model_type]] if model_type in DEFAULT_LAYERS else None
     pre = hf_preprocess(folder, config, 512 if task == "segment" else 224)
-    names = _class_names(config)
-    adapter = None
+    names = hf_class_names(config)
     if task == "detect":
-        pre.size = _detection_sides(folder)
-        adapter = DetrAdapter(model.eval(), pre, class_names=names)
-    return LoadedModel(
-        model.eval(),
-        f"hf:{folder}",
-        task=task,
-        preprocess=pre,
-        class_names=names,
-        layers=layers,
-        adapter=adapter,
+        pre.size = detection_sides(folder)
+    loaded = LoadedModel(
+        model.eval(), f"hf:{folder}", task=task, preprocess=pre, class_names=names, layers=layers
     )
+    if task == "detect":
+        adapter_for(loaded)  # its adapter reads the processor's sizes at each image
+    return loaded
 
 
-def _detection_sides(folder: Path) -> tuple[int, int]:
+def detection_sides(folder: Path) -> tuple[int, int]:
     """``(short side, longest side)`` a DETR-family processor resizes to (800, 1333 if the
     folder has no processor config)."""
     path = folder / "preprocessor_config.json"
-    size = _read_json(path).get("size", {}) if path.is_file() else {}
+    size = read_json(path).get("size", {}) if path.is_file() else {}
     if isinstance(size, dict) and "shortest_edge" in size:
         return int(size["shortest_edge"]), int(size.get("longest_edge", 1333))
-    return _side(size) or (800, 1333)
+    return side_of(size) or (800, 1333)

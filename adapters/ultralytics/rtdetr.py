@@ -9,7 +9,8 @@ so a :class:`RTDETRTarget` reads that query's class score (or one side of its bo
 later forward: every query of an image is explained in one forward and one batched backward.
 
 Example:
-    >>> from taskcam.adapters.yolo import load_yolo
+    >>> import numpy as np
+    >>> from taskcam.adapters.ultralytics import load_yolo
     >>> net = load_yolo("rtdetr-l.yaml", nc=3)
     >>> adapter = RTDETRAdapter(net, size=96)
     >>> x, placement = adapter.prepare(np.zeros((60, 80, 3), np.uint8))
@@ -20,27 +21,20 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
-from taskcam.adapters.detection import (
-    Candidates,
-    Detections,
-    DetectionTarget,
-    StretchPlacement,
-    cxcywh_to_xyxy,
-    model_class_names,
-    stretched_input,
-)
+from taskcam.adapters.detection.candidates import Candidates, Detections
+from taskcam.adapters.detection.detector import Detector, model_class_names
+from taskcam.adapters.detection.scoring import DetectionTarget
+from taskcam.boxes import cxcywh_to_xyxy
 from taskcam.capture import predict
 from taskcam.errors import TaskcamError
 
-__all__ = ["RTDETRAdapter", "RTDETRTarget", "detect", "is_rtdetr"]
-
-_SIDES = ("x1", "y1", "x2", "y2")
+__all__ = ["RTDETRAdapter", "RTDETRTarget", "detect", "is_rtdetr", "ranked_pairs"]
 
 
 def is_rtdetr(model: Any) -> bool:
@@ -71,30 +65,53 @@ def _queries(output: Any) -> tuple[torch.Tensor, torch.Tensor]:
     raise TaskcamError(f"cannot find RT-DETR query boxes and scores in a {got} output")
 
 
+def ranked_pairs(
+    scores: torch.Tensor, conf: float, max_det: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(queries, classes, scores)``: every (query, class) pair of ``scores: Tensor[Q, nc]``
+    above ``conf``, best first, at most ``max_det``, as ultralytics' RT-DETR predictor keeps
+    them (no NMS).
+
+    Example:
+        >>> [t.tolist() for t in ranked_pairs(torch.tensor([[0.1, 0.9], [0.6, 0.3]]), 0.25, 5)]
+        [[0, 1, 1], [1, 0, 1], [0.8999999761581421, 0.6000000238418579, 0.30000001192092896]]
+    """
+    nc = scores.shape[-1]
+    flat = scores.flatten()  # [Q * nc], query-major as the decoder ranks them
+    order = flat.argsort(descending=True)
+    order = order[flat[order] > conf][:max_det]
+    return order // nc, order % nc, flat[order]
+
+
 def detect(
     model: nn.Module, x: torch.Tensor, *, conf: float = 0.25, max_det: int = 300
 ) -> list[Detections]:
-    """RT-DETR's detections of every image of ``x``, as ultralytics' predictor keeps them:
-    the (query, class) pairs scoring above ``conf``, best first, at most ``max_det``; boxes in
-    ``x``'s pixels; ``candidates`` are the queries. The model's flags are restored.
+    """RT-DETR's detections of every image of ``x``, as ultralytics' predictor keeps them
+    (:func:`ranked_pairs`); boxes in ``x``'s pixels; ``candidates`` are the queries. The
+    model's flags are restored.
     """
     boxes, scores = _queries(predict(model, x))
-    nc = scores.shape[-1]
     out = []
     for b in range(scores.shape[0]):
-        flat = scores[b].flatten()  # [Q * nc], query-major as the decoder ranks them
-        order = flat.argsort(descending=True)
-        order = order[flat[order] > conf][:max_det]
-        query, cls = order // nc, order % nc
+        query, cls, score = ranked_pairs(scores[b], conf, max_det)
         out.append(
             Detections(
                 boxes=cxcywh_to_xyxy(boxes[b, query], tuple(x.shape[-2:])),
-                scores=flat[order],
+                scores=score,
                 classes=cls.long(),
                 candidates=query.long(),
             )
         )
     return out
+
+
+def rtdetr_candidates(output: Any, size: tuple[int, int]) -> Candidates:
+    """Every query of an RT-DETR output: boxes in the pixels of a ``size`` (h, w) input,
+    sigmoid class scores, objectness the best class score; no NMS."""
+    boxes, scores = _queries(output)
+    return Candidates(
+        cxcywh_to_xyxy(boxes, size), scores, objectness=scores.amax(dim=-1), nms=False
+    )
 
 
 class RTDETRTarget(DetectionTarget):
@@ -120,24 +137,20 @@ class RTDETRTarget(DetectionTarget):
 
     def __call__(self, output: Any) -> torch.Tensor:
         boxes, scores = _queries(output)
-        if self.class_id >= scores.shape[-1]:
-            raise TaskcamError(
-                f"class_id {self.class_id} does not exist: the model has {scores.shape[-1]}"
-            )
-        if self.candidate >= scores.shape[1]:
-            return scores.new_zeros(scores.shape[0])
+        self.check_class(scores.shape[-1])
+        missing = self.absent(scores.shape[1], scores)
+        if missing is not None:
+            return missing
         if self.what == "score":
             return scores[:, self.candidate, self.class_id]
-        box = cxcywh_to_xyxy(boxes[:, self.candidate], self.size)  # [B, 4]
-        return box[:, _SIDES.index(self.what)]
+        return self.side(cxcywh_to_xyxy(boxes[:, self.candidate], self.size))  # [B]
 
-    def candidates(self, output: Any, class_id: int) -> Candidates:
-        boxes, scores = _queries(output)
-        return Candidates(cxcywh_to_xyxy(boxes, self.size), scores, objectness=scores.amax(dim=-1))
+    def candidates(self, output: Any) -> Candidates:
+        return rtdetr_candidates(output, self.size)
 
 
-class RTDETRAdapter:
-    """RT-DETR as the pipeline drives it (a ``DetectorAdapter``).
+class RTDETRAdapter(Detector):
+    """RT-DETR as the pipeline drives it (the :class:`~taskcam.Detector` contract).
 
     Args:
         model: an ultralytics ``RTDETRDetectionModel``.
@@ -147,8 +160,6 @@ class RTDETRAdapter:
         class_names: names by class id (default: ``model.names``).
     """
 
-    task = "detect"
-
     def __init__(
         self,
         model: nn.Module,
@@ -156,27 +167,49 @@ class RTDETRAdapter:
         size: int = 640,
         conf: Optional[float] = None,
         max_det: int = 300,
-        class_names: Optional[list[str]] = None,
+        class_names: Optional[Sequence[str]] = None,
     ) -> None:
         if not is_rtdetr(model):
             raise TaskcamError(f"RTDETRAdapter: {type(model).__name__} has no RTDETRDecoder head")
-        self.model, self.size, self.max_det = model, int(size), int(max_det)
-        self.conf = 0.25 if conf is None else float(conf)
-        self.class_names = model_class_names(model, class_names)
+        super().__init__(
+            model,
+            size=int(size),
+            resize="stretch",
+            conf=0.25 if conf is None else float(conf),
+            max_det=int(max_det),
+            class_names=model_class_names(model, class_names),
+        )
 
-    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, StretchPlacement]:
-        """``uint8[H, W, 3]`` RGB -> (``Tensor[1, 3, S, S]`` in [0, 1], placement)."""
-        return stretched_input(image, (self.size, self.size), self.model)
+    @property
+    def family(self) -> str:
+        return "rtdetr"
+
+    @property
+    def explains(self) -> tuple[str, ...]:
+        return ("score", "x1", "y1", "x2", "y2")
+
+    def set_size(self, dims: Sequence[int]) -> None:
+        """``--size``: RT-DETR stretches to a square, of the larger side."""
+        self.size = max(int(d) for d in dims)
+
+    def candidates(self, output: Any) -> Candidates:
+        return rtdetr_candidates(output, (self.size, self.size))
+
+    def select(self, candidates: Candidates) -> list[Detections]:
+        out = []
+        for b in range(candidates.scores.shape[0]):
+            query, cls, score = ranked_pairs(candidates.scores[b], self.conf, self.max_det)
+            out.append(Detections(candidates.boxes[b, query], score, cls.long(), query.long()))
+        return out
 
     def detect(self, x: torch.Tensor) -> list[Detections]:
         return detect(self.model, x, conf=self.conf, max_det=self.max_det)
 
-    def targets(self, dets: Detections, what: str = "score") -> list[RTDETRTarget]:
+    def target(self, dets: Detections, i: int, what: str) -> RTDETRTarget:
         size = (self.size, self.size)
-        return [
-            RTDETRTarget(int(q), int(k), what, box=box, size=size)
-            for q, k, box in zip(dets.candidates.tolist(), dets.classes.tolist(), dets.boxes)
-        ]
+        return RTDETRTarget(
+            int(dets.candidates[i]), int(dets.classes[i]), what, box=dets.boxes[i], size=size
+        )
 
     def default_layers(self) -> list[str]:
         """The feature maps the decoder reads (the neck's three outputs), their maps fused."""

@@ -27,29 +27,33 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
-from taskcam.adapters.detection import (
-    Candidates,
-    Detections,
-    DetectionTarget,
-    StretchPlacement,
-    cxcywh_to_xyxy,
-    stretched_input,
-)
+from taskcam.adapters.detection.candidates import Candidates, Detections
+from taskcam.adapters.detection.detector import Detector
+from taskcam.adapters.detection.placement import StretchPlacement, check_image, stretched_input
+from taskcam.adapters.detection.scoring import DetectionTarget
+from taskcam.boxes import cxcywh_to_xyxy
 from taskcam.capture import predict
 from taskcam.errors import TaskcamError
 from taskcam.loaded import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
-__all__ = ["DETR_TYPES", "DetrAdapter", "DetrTarget", "detect"]
+__all__ = [
+    "DETR_TYPES",
+    "DetrAdapter",
+    "DetrTarget",
+    "detect",
+    "detr_candidates",
+    "kept_queries",
+]
 
 # config model_type -> how queries are scored: a softmax over classes + "no object", or sigmoids
 DETR_TYPES = {"detr": "softmax", "conditional_detr": "sigmoid", "deformable_detr": "sigmoid"}
-_SIDES = ("x1", "y1", "x2", "y2")
 _TOP_K = 100  # the (query, class) pairs sigmoid-scored models' post-processing ranks
 
 
@@ -70,25 +74,35 @@ def _probs(logits: torch.Tensor, scoring: str) -> torch.Tensor:
     return logits.sigmoid()
 
 
+def kept_queries(
+    probs: torch.Tensor, scoring: str, conf: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(queries, classes, scores)`` the library's ``post_process_object_detection`` keeps of
+    one image's ``probs: Tensor[Q, K]``, best first: each query's best class (softmax), or the
+    best 100 (query, class) pairs (sigmoid), above ``conf``."""
+    nc = probs.shape[-1]
+    if scoring == "softmax":
+        scores, classes = probs.max(-1)
+        queries = torch.arange(len(scores), device=scores.device)
+    else:
+        scores, flat = probs.flatten().topk(min(_TOP_K, probs.numel()))
+        queries, classes = flat // nc, flat % nc
+    keep = scores > conf
+    order = scores[keep].argsort(descending=True)
+    return queries[keep][order], classes[keep][order], scores[keep][order]
+
+
 def detect(
     model: nn.Module, x: torch.Tensor, scoring: str, *, conf: float = 0.5
 ) -> list[Detections]:
-    """The detections of the model's own post-processing on every image of ``x``, best
-    first, boxes in ``x``'s pixels, ``candidates`` the queries. Flags are restored."""
+    """The detections of the model's own post-processing on every image of ``x``
+    (:func:`kept_queries`), best first, boxes in ``x``'s pixels, ``candidates`` the queries.
+    Flags are restored."""
     logits, boxes = _outputs(predict(model, x))  # x: the pixel_values
     probs = _probs(logits, scoring)
-    nc = probs.shape[-1]
     out = []
     for b in range(probs.shape[0]):
-        if scoring == "softmax":
-            scores, classes = probs[b].max(-1)
-            queries = torch.arange(len(scores), device=scores.device)
-        else:
-            scores, flat = probs[b].flatten().topk(min(_TOP_K, probs[b].numel()))
-            queries, classes = flat // nc, flat % nc
-        keep = scores > conf
-        order = scores[keep].argsort(descending=True)
-        queries, classes, scores = queries[keep][order], classes[keep][order], scores[keep][order]
+        queries, classes, scores = kept_queries(probs[b], scoring, conf)
         out.append(
             Detections(
                 boxes=cxcywh_to_xyxy(boxes[b, queries], tuple(x.shape[-2:])),
@@ -98,6 +112,14 @@ def detect(
             )
         )
     return out
+
+
+def detr_candidates(output: Any, scoring: str, size: tuple[int, int]) -> Candidates:
+    """Every query of a DETR-family output: boxes in the pixels of a ``size`` (h, w) input,
+    class probabilities ("no object" left out), objectness the best of them; no NMS."""
+    logits, boxes = _outputs(output)
+    probs = _probs(logits, scoring)
+    return Candidates(cxcywh_to_xyxy(boxes, size), probs, objectness=probs.amax(dim=-1), nms=False)
 
 
 class DetrTarget(DetectionTarget):
@@ -117,24 +139,21 @@ class DetrTarget(DetectionTarget):
     def __call__(self, output: Any) -> torch.Tensor:
         logits, boxes = _outputs(output)
         probs = _probs(logits, self.scoring)
-        if self.class_id >= probs.shape[-1]:
-            raise TaskcamError(
-                f"class_id {self.class_id} does not exist: the model has {probs.shape[-1]}"
-            )
-        if self.candidate >= probs.shape[1]:
-            return probs.new_zeros(probs.shape[0])
+        self.check_class(probs.shape[-1])
+        missing = self.absent(probs.shape[1], probs)
+        if missing is not None:
+            return missing
         if self.what == "score":
             return probs[:, self.candidate, self.class_id]
-        return cxcywh_to_xyxy(boxes[:, self.candidate], self.size)[:, _SIDES.index(self.what)]
+        return self.side(cxcywh_to_xyxy(boxes[:, self.candidate], self.size))
 
-    def candidates(self, output: Any, class_id: int) -> Candidates:
-        logits, boxes = _outputs(output)
-        probs = _probs(logits, self.scoring)
-        return Candidates(cxcywh_to_xyxy(boxes, self.size), probs, objectness=probs.amax(dim=-1))
+    def candidates(self, output: Any) -> Candidates:
+        return detr_candidates(output, self.scoring, self.size)
 
 
-class DetrAdapter:
-    """A Hugging Face DETR-family detector as the pipeline drives it (a ``DetectorAdapter``).
+class DetrAdapter(Detector):
+    """A Hugging Face DETR-family detector as the pipeline drives it (the
+    :class:`~taskcam.Detector` contract).
 
     Args:
         model: ``DetrForObjectDetection``, ``ConditionalDetrForObjectDetection`` or
@@ -147,15 +166,13 @@ class DetrAdapter:
         class_names: names by class id.
     """
 
-    task = "detect"
-
     def __init__(
         self,
         model: nn.Module,
         preprocess: Optional[Preprocess] = None,
         *,
         conf: Optional[float] = None,
-        class_names: Optional[list[str]] = None,
+        class_names: Optional[Sequence[str]] = None,
     ) -> None:
         model_type = getattr(getattr(model, "config", None), "model_type", None)
         if model_type not in DETR_TYPES:
@@ -163,34 +180,69 @@ class DetrAdapter:
                 f"DetrAdapter: {type(model).__name__} ({model_type}) is not one of the DETR "
                 f"family taskcam knows ({', '.join(DETR_TYPES)})"
             )
-        self.model, self.model_type, self.scoring = model, model_type, DETR_TYPES[model_type]
+        self.model_type, self.scoring = model_type, DETR_TYPES[model_type]
         self.preprocess = preprocess or Preprocess((800, 1333), IMAGENET_MEAN, IMAGENET_STD)
-        self.conf = 0.5 if conf is None else float(conf)
-        self.class_names = class_names
+        super().__init__(
+            model,
+            size=self.preprocess.size,
+            resize="stretch",
+            conf=0.5 if conf is None else float(conf),
+            class_names=class_names,
+        )
         self.input_size = self.preprocess.size  # (h, w) of the last prepared input
+
+    @property
+    def family(self) -> str:
+        return self.model_type
+
+    @property
+    def explains(self) -> tuple[str, ...]:
+        return ("score", "x1", "y1", "x2", "y2")
+
+    def set_size(self, dims: Sequence[int]) -> None:
+        """``--size`` reaches :attr:`preprocess` (the sides read at each image) instead."""
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, StretchPlacement]:
         """``uint8[H, W, 3]`` RGB -> (``Tensor[1, 3, h, w]`` normalised, placement): resized
         keeping the aspect ratio, short side ``size[0]``, long side at most ``size[1]``."""
-        height, width = getattr(image, "shape", (1, 1))[:2]
+        check_image(image, uint8=False)
+        height, width = image.shape[:2]
         short, longest = self.preprocess.size
         scale = min(short / max(1, min(height, width)), longest / max(1, height, width))
         new = (max(1, round(height * scale)), max(1, round(width * scale)))
-        x, placement = stretched_input(image, new, self.model)
+        x, placement = stretched_input(image, new)
+        x = x.to(self.device)
         mean, std = (
             x.new_tensor(v).view(1, 3, 1, 1) for v in (self.preprocess.mean, self.preprocess.std)
         )
         self.input_size = new
         return (x - mean) / std, placement
 
+    def candidates(self, output: Any) -> Candidates:
+        return detr_candidates(output, self.scoring, self.input_size)
+
+    def select(self, candidates: Candidates) -> list[Detections]:
+        out = []
+        for b in range(candidates.scores.shape[0]):
+            queries, classes, scores = kept_queries(
+                candidates.scores[b], self.scoring, float(self.conf)
+            )
+            boxes = candidates.boxes[b, queries]
+            out.append(Detections(boxes, scores, classes.long(), queries.long()))
+        return out
+
     def detect(self, x: torch.Tensor) -> list[Detections]:
         return detect(self.model, x, self.scoring, conf=self.conf)
 
-    def targets(self, dets: Detections, what: str = "score") -> list[DetrTarget]:
-        return [
-            DetrTarget(q, k, what, box=box, scoring=self.scoring, size=self.input_size)
-            for q, k, box in zip(dets.candidates.tolist(), dets.classes.tolist(), dets.boxes)
-        ]
+    def target(self, dets: Detections, i: int, what: str) -> DetrTarget:
+        return DetrTarget(
+            int(dets.candidates[i]),
+            int(dets.classes[i]),
+            what,
+            box=dets.boxes[i],
+            scoring=self.scoring,
+            size=self.input_size,
+        )
 
     def default_layers(self) -> list[str]:
         """The backbone's feature maps projected for the transformer encoder: DETR's and

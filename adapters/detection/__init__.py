@@ -1,0 +1,64 @@
+"""The detector contract and what every detector family shares.
+
+- :mod:`~taskcam.adapters.detection.detector`: :class:`Detector`, the contract every detector
+  adapter meets and the base that holds what they share; used as it is, it wraps any PyTorch
+  detector with a decode function;
+- :mod:`~taskcam.adapters.detection.candidates`: :class:`Candidates` (a raw output's
+  candidates, before NMS) and :class:`Detections` (what post-processing keeps, each traced to
+  its candidate);
+- :mod:`~taskcam.adapters.detection.scoring`: detection targets, and D-RISE matching on
+  perturbed inputs;
+- :mod:`~taskcam.adapters.detection.placement`: an image on the model input and back
+  (ultralytics' letterbox, a whole-image resize);
+- :mod:`~taskcam.adapters.detection.nms`: post-processing that keeps each detection's
+  candidate (single-label NMS, the best pairs of an end-to-end head);
+- :mod:`~taskcam.adapters.detection.specs`: the ``--targets`` spec of detectors;
+- :mod:`~taskcam.adapters.detection.families`: the one place a model's family, and so its
+  adapter, is chosen (:func:`~taskcam.adapters.detection.families.adapter_for`).
+"""
+
+from taskcam.adapters.detection.candidates import Candidates, Detections
+from taskcam.adapters.detection.detector import RESIZES, Detector, model_class_names
+from taskcam.adapters.detection.nms import nms_keep, top_pairs
+from taskcam.adapters.detection.placement import (
+    LetterboxInfo,
+    Placement,
+    StretchPlacement,
+    letterbox,
+    stretched_input,
+)
+from taskcam.adapters.detection.scoring import (
+    SIDES,
+    WHAT,
+    CandidateTarget,
+    DetectionTarget,
+    MatchTarget,
+    check_what,
+    drise_similarity,
+    keypoint_what,
+)
+from taskcam.adapters.detection.specs import parse_detection_targets
+
+__all__ = [
+    "RESIZES",
+    "SIDES",
+    "WHAT",
+    "CandidateTarget",
+    "Candidates",
+    "DetectionTarget",
+    "Detections",
+    "Detector",
+    "LetterboxInfo",
+    "MatchTarget",
+    "Placement",
+    "StretchPlacement",
+    "check_what",
+    "drise_similarity",
+    "keypoint_what",
+    "letterbox",
+    "model_class_names",
+    "nms_keep",
+    "parse_detection_targets",
+    "stretched_input",
+    "top_pairs",
+]
