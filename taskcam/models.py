@@ -30,6 +30,7 @@ __all__ = [
     "imagenet_class_names",
     "load_model",
     "load_weights",
+    "loaded_detector",
 ]
 
 _ZERO, _ONE = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # pixels in [0, 1], as YOLO takes them
@@ -287,7 +288,7 @@ def _factory(spec: str) -> LoadedModel:
     from taskcam.adapters.detection import Detector
 
     if isinstance(model, Detector):  # a detector wrapped in the contract: explained as it says
-        return _wrapped_detector(model, spec)
+        return loaded_detector(model, spec)
     if not isinstance(model, nn.Module):
         raise TaskcamError(
             f"--model {spec}: {attr}() returned {type(model).__name__}, not a Module or a "
@@ -313,14 +314,28 @@ def _factory(spec: str) -> LoadedModel:
     return LoadedModel(model, spec)
 
 
-def _wrapped_detector(detector: Any, spec: str) -> LoadedModel:
-    """A :class:`taskcam.Detector` a factory returned: its model, its adapter, and the
-    preprocessing it describes (recorded with the run's settings)."""
+def loaded_detector(detector: Any, spec: Optional[str] = None) -> LoadedModel:
+    """A :class:`taskcam.Detector` of yours as a loaded model: its model, itself as the
+    adapter, and the preprocessing it describes (recorded with a run's settings). What a
+    ``--model package.module:factory`` returning a detector gives, and what
+    :func:`taskcam.explain_files` makes of a detector passed to it.
+
+    Args:
+        detector: the detector.
+        spec: how the run names the model (default: ``detector:<its model's class>``).
+
+    Example:
+        >>> import taskcam, torchvision
+        >>> net = torchvision.models.resnet18(weights=None)
+        >>> loaded = loaded_detector(taskcam.Detector(net, size=64))
+        >>> loaded.spec, loaded.task, loaded.is_detector, loaded.preprocess.size
+        ('detector:ResNet', 'detect', True, (64, 64))
+    """
     size = detector.size if isinstance(detector.size, tuple) else (detector.size,) * 2
     pre = Preprocess((int(size[0]), int(size[-1])), detector.mean or _ZERO, detector.std or _ONE)
     return LoadedModel(
         detector.model,
-        spec,
+        spec or f"detector:{type(detector.detector).__name__}",
         task=detector.task,
         preprocess=pre,
         class_names=detector.class_names,

@@ -15,10 +15,12 @@ from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
+from taskcam.adapters.detection import Detector
 from taskcam.errors import ImageError, TaskcamError
 from taskcam.explainers import ImageExplainer, image_explainer, maps_to_image, output_stems
 from taskcam.io import list_images, read_image
 from taskcam.loaded import LoadedModel
+from taskcam.models import loaded_detector
 from taskcam.options import RunOptions, run_options
 from taskcam.results import RunSummary, results_document, write_results
 from taskcam.runlog import RunLog
@@ -30,7 +32,7 @@ log = logging.getLogger("taskcam")
 
 
 def explain_files(
-    loaded: LoadedModel,
+    loaded: LoadedModel | Detector,
     inputs: Sequence[str | Path] | str | Path,
     out_dir: str | Path,
     options: Optional[RunOptions] = None,
@@ -53,7 +55,8 @@ def explain_files(
     by frame by :func:`taskcam.video.explain_videos`; a run takes images or videos, not both.
 
     Args:
-        loaded: the model and its preprocessing (:func:`taskcam.models.load_model`).
+        loaded: the model and its preprocessing (:func:`taskcam.models.load_model`), or a
+            :class:`taskcam.Detector` of yours (:func:`taskcam.models.loaded_detector`).
         inputs: image files or folders, or video files.
         out_dir: output folder (created).
         options: the run's :class:`~taskcam.options.RunOptions`.
@@ -82,6 +85,8 @@ def explain_files(
         ['shapes/class..._gradcam.npy', 'shapes/class..._layercam.npy']
     """
     options = run_options(options, **overrides)
+    if isinstance(loaded, Detector):
+        loaded = loaded_detector(loaded)
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     videos = [p for p in inputs if is_video(p) and not Path(p).is_dir()]
