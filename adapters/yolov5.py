@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from taskcam.adapters.detection.candidates import Candidates, Detections
-from taskcam.adapters.detection.detector import Detector, model_class_names
+from taskcam.adapters.detection.detector import Detector
 from taskcam.adapters.detection.scoring import WHAT, DetectionTarget
 from taskcam.adapters.ultralytics.levels import backbone_stages
 from taskcam.boxes import cxcywh_to_xyxy
@@ -272,7 +272,7 @@ class Yolov5Adapter(Detector):
             conf=0.25 if conf is None else float(conf),
             iou=iou,
             max_det=max_det,
-            class_names=model_class_names(model, class_names),
+            class_names=class_names,
         )
 
     @property

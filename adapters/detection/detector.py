@@ -50,7 +50,7 @@ from taskcam.capture import model_device, predict
 from taskcam.errors import TaskcamError
 from taskcam.layers import default_layer
 
-__all__ = ["RESIZES", "Decode", "Detector", "model_class_names"]
+__all__ = ["RESIZES", "Decode", "Detector", "check_settings", "model_class_names"]
 
 Decode = Callable[[Any], Candidates]
 """``decode(output) -> Candidates``: a detector's raw output read as candidates."""
@@ -78,6 +78,23 @@ def model_class_names(model: Any, given: Optional[Sequence[str]] = None) -> Opti
     return None
 
 
+def check_settings(conf: Optional[float], iou: float, max_det: int) -> None:
+    """Refuse post-processing settings out of range: ``conf`` (None: the model's own) and
+    ``iou`` in [0, 1], ``max_det`` >= 1; the message names all three.
+
+    Example:
+        >>> check_settings(0.25, 1.5, 100)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        taskcam.errors.TaskcamError: conf, iou in [0, 1] and max_det >= 1 expected, got 0.25, ...
+    """
+    in_range = conf is None or (not isinstance(conf, bool) and 0.0 <= float(conf) <= 1.0)
+    if not in_range or not 0.0 <= iou <= 1.0 or isinstance(max_det, bool) or max_det < 1:
+        raise TaskcamError(
+            f"conf, iou in [0, 1] and max_det >= 1 expected, got {conf}, {iou}, {max_det}"
+        )
+
+
 class Detector:
     """A detector explained detection by detection (the contract: see the module doc).
 
@@ -102,7 +119,7 @@ class Detector:
         iou: the NMS IoU threshold.
         max_det: detections kept per image.
         agnostic: one NMS over all classes instead of one per class.
-        class_names: names by class id.
+        class_names: names by class id (default: the model's ``names``, where it has them).
         layers: the layers explained by default (None: the last feature map the model
             computes, :func:`taskcam.default_layer`, which for many detectors is a head's
             output: name your neck or backbone layers).
@@ -113,7 +130,8 @@ class Detector:
             of ``D`` values (``x, y`` and a visibility), so ``--what kptK.x|y|v`` is explained.
 
     Raises:
-        TaskcamError: a ``resize`` or ``size`` that is not one of those described.
+        TaskcamError: a model that is not an ``nn.Module``, an unknown ``resize``, or
+            post-processing settings out of range (:func:`check_settings`).
 
     Example:
         >>> class Tiny(nn.Module):  # one box and two class scores per cell of an 8×8 grid
@@ -160,6 +178,7 @@ class Detector:
             raise TaskcamError(f"model: expected an nn.Module, got {type(model).__name__}")
         if resize not in RESIZES:
             raise TaskcamError(f"resize: expected one of {', '.join(RESIZES)}, got {resize!r}")
+        check_settings(conf, iou, max_det)
         self.model = model
         self.decode = decode
         self.size = size
@@ -169,7 +188,7 @@ class Detector:
         self.std = None if std is None else tuple(float(v) for v in std)
         self.conf = conf
         self.iou, self.max_det, self.agnostic = iou, max_det, agnostic
-        self.class_names = None if class_names is None else list(class_names)
+        self.class_names = model_class_names(model, class_names)
         self._layers = None if layers is None else list(layers)
         self._level_layers = None if level_layers is None else list(level_layers)
         self._keypoints = keypoints

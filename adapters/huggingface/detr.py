@@ -39,7 +39,6 @@ from taskcam.adapters.detection.detector import Detector
 from taskcam.adapters.detection.placement import StretchPlacement, check_image, stretched_input
 from taskcam.adapters.detection.scoring import DetectionTarget
 from taskcam.boxes import cxcywh_to_xyxy
-from taskcam.capture import predict
 from taskcam.errors import TaskcamError
 from taskcam.loaded import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
@@ -47,7 +46,6 @@ __all__ = [
     "DETR_TYPES",
     "DetrAdapter",
     "DetrTarget",
-    "detect",
     "detr_candidates",
     "kept_queries",
 ]
@@ -90,28 +88,6 @@ def kept_queries(
     keep = scores > conf
     order = scores[keep].argsort(descending=True)
     return queries[keep][order], classes[keep][order], scores[keep][order]
-
-
-def detect(
-    model: nn.Module, x: torch.Tensor, scoring: str, *, conf: float = 0.5
-) -> list[Detections]:
-    """The detections of the model's own post-processing on every image of ``x``
-    (:func:`kept_queries`), best first, boxes in ``x``'s pixels, ``candidates`` the queries.
-    Flags are restored."""
-    logits, boxes = _outputs(predict(model, x))  # x: the pixel_values
-    probs = _probs(logits, scoring)
-    out = []
-    for b in range(probs.shape[0]):
-        queries, classes, scores = kept_queries(probs[b], scoring, conf)
-        out.append(
-            Detections(
-                boxes=cxcywh_to_xyxy(boxes[b, queries], tuple(x.shape[-2:])),
-                scores=scores,
-                classes=classes.long(),
-                candidates=queries.long(),
-            )
-        )
-    return out
 
 
 def detr_candidates(output: Any, scoring: str, size: tuple[int, int]) -> Candidates:
@@ -230,9 +206,6 @@ class DetrAdapter(Detector):
             boxes = candidates.boxes[b, queries]
             out.append(Detections(boxes, scores, classes.long(), queries.long()))
         return out
-
-    def detect(self, x: torch.Tensor) -> list[Detections]:
-        return detect(self.model, x, self.scoring, conf=self.conf)
 
     def target(self, dets: Detections, i: int, what: str) -> DetrTarget:
         return DetrTarget(

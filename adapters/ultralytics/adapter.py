@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from taskcam.adapters.detection.candidates import Candidates, Detections
-from taskcam.adapters.detection.detector import Detector, model_class_names
+from taskcam.adapters.detection.detector import Detector, check_settings
 from taskcam.adapters.detection.scoring import WHAT
 from taskcam.adapters.ultralytics.checkpoints import yolo_task
 from taskcam.adapters.ultralytics.detect import YoloDetectionTarget, is_obb, yolo_candidates
@@ -104,10 +104,7 @@ def detect(
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise TaskcamError(f"x: expected Tensor[B, 3, H, W], got {got}")
-    if not 0.0 <= conf <= 1.0 or not 0.0 <= iou <= 1.0 or max_det < 1:
-        raise TaskcamError(
-            f"conf, iou in [0, 1] and max_det >= 1 expected, got {conf}, {iou}, {max_det}"
-        )
+    check_settings(conf, iou, max_det)
     adapter = YoloAdapter(model, conf=conf, iou=iou, max_det=max_det)
     return adapter.select(adapter.candidates(predict(model, x)), size=tuple(x.shape[-2:]))
 
@@ -156,7 +153,7 @@ class YoloAdapter(Detector):
             conf=conf,
             iou=iou,
             max_det=max_det,
-            class_names=model_class_names(model, class_names),
+            class_names=class_names,
         )
         self._stages: Optional[list[str]] = None
 

@@ -4,9 +4,10 @@ RT-DETR (Zhao et al., "DETRs Beat YOLOs on Real-time Object Detection", CVPR 202
 fixed set of ``Q`` object queries, each a box and one sigmoid score per class; there is no NMS.
 ultralytics' predictor stretches the image to a square (no letterbox), keeps the (query,
 class) pairs whose score passes ``conf``, best first, and scales the normalised ``cx, cy, w,
-h`` boxes back to the image. :func:`detect` does the same and remembers each detection's query,
-so a :class:`RTDETRTarget` reads that query's class score (or one side of its box) from any
-later forward: every query of an image is explained in one forward and one batched backward.
+h`` boxes back to the image. :class:`RTDETRAdapter` does the same and remembers each
+detection's query, so a :class:`RTDETRTarget` reads that query's class score (or one side of its
+box) from any later forward: every query of an image is explained in one forward and one batched
+backward.
 
 Example:
     >>> import numpy as np
@@ -28,13 +29,12 @@ import torch
 from torch import nn
 
 from taskcam.adapters.detection.candidates import Candidates, Detections
-from taskcam.adapters.detection.detector import Detector, model_class_names
+from taskcam.adapters.detection.detector import Detector
 from taskcam.adapters.detection.scoring import DetectionTarget
 from taskcam.boxes import cxcywh_to_xyxy
-from taskcam.capture import predict
 from taskcam.errors import TaskcamError
 
-__all__ = ["RTDETRAdapter", "RTDETRTarget", "detect", "is_rtdetr", "ranked_pairs"]
+__all__ = ["RTDETRAdapter", "RTDETRTarget", "is_rtdetr", "ranked_pairs", "rtdetr_candidates"]
 
 
 def is_rtdetr(model: Any) -> bool:
@@ -81,28 +81,6 @@ def ranked_pairs(
     order = flat.argsort(descending=True)
     order = order[flat[order] > conf][:max_det]
     return order // nc, order % nc, flat[order]
-
-
-def detect(
-    model: nn.Module, x: torch.Tensor, *, conf: float = 0.25, max_det: int = 300
-) -> list[Detections]:
-    """RT-DETR's detections of every image of ``x``, as ultralytics' predictor keeps them
-    (:func:`ranked_pairs`); boxes in ``x``'s pixels; ``candidates`` are the queries. The
-    model's flags are restored.
-    """
-    boxes, scores = _queries(predict(model, x))
-    out = []
-    for b in range(scores.shape[0]):
-        query, cls, score = ranked_pairs(scores[b], conf, max_det)
-        out.append(
-            Detections(
-                boxes=cxcywh_to_xyxy(boxes[b, query], tuple(x.shape[-2:])),
-                scores=score,
-                classes=cls.long(),
-                candidates=query.long(),
-            )
-        )
-    return out
 
 
 def rtdetr_candidates(output: Any, size: tuple[int, int]) -> Candidates:
@@ -177,7 +155,7 @@ class RTDETRAdapter(Detector):
             resize="stretch",
             conf=0.25 if conf is None else float(conf),
             max_det=int(max_det),
-            class_names=model_class_names(model, class_names),
+            class_names=class_names,
         )
 
     @property
@@ -201,9 +179,6 @@ class RTDETRAdapter(Detector):
             query, cls, score = ranked_pairs(candidates.scores[b], self.conf, self.max_det)
             out.append(Detections(candidates.boxes[b, query], score, cls.long(), query.long()))
         return out
-
-    def detect(self, x: torch.Tensor) -> list[Detections]:
-        return detect(self.model, x, conf=self.conf, max_det=self.max_det)
 
     def target(self, dets: Detections, i: int, what: str) -> RTDETRTarget:
         size = (self.size, self.size)

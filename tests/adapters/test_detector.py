@@ -242,6 +242,8 @@ def test_bad_decodes_and_whats_are_refused_naming_what_was_wrong():
         det.targets(d, "objectness")[0](det.model(x))
     with pytest.raises(TaskcamError, match="class_id 7 does not exist: the model has 2 classes"):
         CandidateTarget(0, 7, read=_decode_rows)(det.model(x))
+    with pytest.raises(TaskcamError, match=r"conf, iou in \[0, 1\] .* got 1.5, 0.45, 300"):
+        taskcam.Detector(_Rows(rows), _decode_rows, conf=1.5)
     with pytest.raises(TaskcamError, match="resize: expected one of letterbox, stretch, none"):
         taskcam.Detector(_Rows(rows), _decode_rows, resize="crop")
     with pytest.raises(TaskcamError, match="size: expected a positive multiple of stride 32"):
