@@ -418,7 +418,7 @@ def load_model(
             if len(vals) != 3 or (label == "std" and min(vals) <= 0):
                 raise TaskcamError(f"--{label}: expected 3 values (std > 0), got {list(value)}")
             setattr(loaded.preprocess, label, vals)
-            if getattr(loaded.adapter, "decode", None) is not None:  # a detector of yours
+            if loaded.adapter is not None and loaded.adapter.decode is not None:  # yours
                 setattr(loaded.adapter, label, vals)
     ultralytics = type(loaded.model).__module__.startswith("ultralytics.")
     if ultralytics and (mean is not None or std is not None):

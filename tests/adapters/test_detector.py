@@ -201,6 +201,16 @@ def test_selection_nms_none_per_class_boxes_and_keypoints():
     nms.agnostic = True  # one NMS for all classes: row 3 goes with row 0
     assert nms.detect(x)[0].candidates.tolist() == [0, 2]
 
+    def levelled(output: torch.Tensor) -> Candidates:  # rows 0-1 on one level, 2-3 on another
+        return Candidates(output[..., :4], output[..., 4:], levels=torch.tensor([0, 0, 1, 1]))
+
+    pyramid = taskcam.Detector(
+        _Rows(rows), levelled, size=32, conf=0.25, iou=0.5, level_layers=["p3", "p4"]
+    )
+    d = pyramid.detect(x)[0]
+    assert d.levels == ["p3", "p4", "p4"] and pyramid.level_layers() == ["p3", "p4"]
+    assert [t.layer for t in pyramid.targets(d)] == ["p3", "p4", "p4"]  # ODAM's own level
+
     def queries(output: torch.Tensor) -> Candidates:  # no NMS: the best (query, class) pairs
         return Candidates(output[..., :4], output[..., 4:], nms=False)
 
