@@ -91,7 +91,7 @@ def detector_for(
 
         return RTDETRAdapter(model, class_names=class_names, **side)
     if family == "yolo":
-        from taskcam.adapters.ultralytics.adapter import YoloAdapter
+        from taskcam.adapters.ultralytics.yolo import YoloAdapter
 
         return YoloAdapter(model, class_names=class_names, **side)
     if family == "yolov5":
@@ -103,7 +103,7 @@ def detector_for(
 
         return DetrAdapter(model, preprocess, class_names=class_names)
     if family == "torchvision":
-        from taskcam.adapters.torchvision.adapter import TorchvisionDetectionAdapter
+        from taskcam.adapters.torchvision.detectors import TorchvisionDetectionAdapter
 
         return TorchvisionDetectionAdapter(model, class_names=class_names)
     raise TaskcamError(

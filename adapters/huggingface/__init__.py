@@ -4,10 +4,9 @@
 ``config.json`` (nothing is downloaded: ``local_files_only``), builds the architecture it names
 and says what taskcam explains of it:
 
-- image classifiers (``*ForImageClassification``: ViT, DeiT, Swin, ConvNeXt, ...) as they are;
-  their ``ModelOutput.logits`` are the class scores (:func:`taskcam.outputs.logits_of`), their
-  ``id2label`` the class names, and a ViT-style model gets the default layer and token reshape
-  every transformer classifier gets (:mod:`taskcam.adapters.transformers`);
+- image classifiers (``*ForImageClassification``: ViT, DeiT, Swin, ConvNeXt, ...) as they are
+  (:mod:`~taskcam.adapters.huggingface.classifiers`): their ``ModelOutput.logits`` are the
+  class scores, their ``id2label`` the class names;
 - semantic segmenters (``*ForSemanticSegmentation``: SegFormer, UperNet, DPT, BEiT, ...) and
   universal segmenters (Mask2Former, MaskFormer), wrapped in
   :mod:`~taskcam.adapters.huggingface.segmenters` so that their output is per-class logits at
@@ -32,6 +31,7 @@ Example:
     ('segment', ['decode_head.activation'], torch.Size([1, 3, 64, 48]))
 """
 
+from taskcam.adapters.huggingface.classifiers import hf_class_names, is_classifier
 from taskcam.adapters.huggingface.detr import DETR_TYPES, DetrAdapter, DetrTarget
 from taskcam.adapters.huggingface.folders import hf_preprocess, load_hf
 from taskcam.adapters.huggingface.segmenters import SemanticSegmenter, UniversalSegmenter
@@ -43,7 +43,9 @@ __all__ = [
     "DetrTarget",
     "SemanticSegmenter",
     "UniversalSegmenter",
+    "hf_class_names",
     "hf_preprocess",
+    "is_classifier",
     "load_hf",
     "universal_class_logits",
 ]

@@ -4,11 +4,11 @@ it names, the task taskcam explains it for, its preprocessing and class names, i
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Optional
 
 from taskcam.adapters.detection.families import adapter_for
+from taskcam.adapters.huggingface.classifiers import hf_class_names, is_classifier
 from taskcam.adapters.huggingface.detr import DETR_TYPES
 from taskcam.adapters.huggingface.segmenters import (
     DEFAULT_LAYERS,
@@ -22,14 +22,14 @@ from taskcam.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, Preprocess
 __all__ = ["hf_preprocess", "load_hf"]
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise TaskcamError(f"hf:{path.parent}: cannot read {path.name}: {e}") from e
 
 
-def side_of(value: Any) -> Optional[tuple[int, int]]:
+def _side(value: Any) -> Optional[tuple[int, int]]:
     """``(h, w)`` from a processor's or config's size: an int, ``[h, w]``, or a dict with
     ``height``/``width`` or ``shortest_edge`` (a square of that side)."""
     if isinstance(value, int):
@@ -62,11 +62,11 @@ def hf_preprocess(folder: str | Path, config: Any, default_size: int = 224) -> P
         Preprocess(size=(96, 128), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     """
     path = Path(folder) / "preprocessor_config.json"
-    proc = read_json(path) if path.is_file() else {}
+    proc = _read_json(path) if path.is_file() else {}
     size = None
     if proc.get("do_center_crop"):
-        size = side_of(proc.get("crop_size"))
-    size = size or side_of(proc.get("size")) or side_of(getattr(config, "image_size", None))
+        size = _side(proc.get("crop_size"))
+    size = size or _side(proc.get("size")) or _side(getattr(config, "image_size", None))
     mean = tuple(float(v) for v in proc.get("image_mean", IMAGENET_MEAN))
     std = tuple(float(v) for v in proc.get("image_std", IMAGENET_STD))
     if proc.get("do_normalize") is False:
@@ -76,17 +76,7 @@ def hf_preprocess(folder: str | Path, config: Any, default_size: int = 224) -> P
     return Preprocess(size or (default_size, default_size), mean, std)
 
 
-def hf_class_names(config: Any) -> Optional[list[str]]:
-    """``config.id2label`` in id order; ``None`` for the library's placeholder names
-    (``LABEL_0``, ...) that a config without labels gets."""
-    id2label = getattr(config, "id2label", None) or {}
-    names = [str(id2label[k]) for k in sorted(id2label, key=int)]
-    if not names or all(re.fullmatch(r"LABEL_\d+", n) for n in names):
-        return None
-    return names
-
-
-def architecture(folder: Path) -> tuple[Any, str, Any]:
+def _architecture(folder: Path) -> tuple[Any, str, Any]:
     """The folder's config, its first architecture's name and class."""
     if not folder.is_dir():
         raise TaskcamError(f"--model hf:{folder}: no such folder (a save_pretrained folder)")
@@ -120,10 +110,8 @@ def architecture(folder: Path) -> tuple[Any, str, Any]:
     return config, names[0], cls
 
 
-def hf_task(name: str, model_type: str, folder: Path) -> str:
-    if name.endswith("ForImageClassification") or name.endswith(
-        "ForImageClassificationWithTeacher"
-    ):
+def _task(name: str, model_type: str, folder: Path) -> str:
+    if is_classifier(name):
         return "classify"
     if name.endswith("ForSemanticSegmentation") or model_type in UNIVERSAL:
         return "segment"
@@ -152,9 +140,9 @@ def load_hf(folder: str | Path, weights: Optional[str] = None) -> LoadedModel:
             not have or taskcam cannot explain (the message names it), missing weights.
     """
     folder = Path(folder)
-    config, name, cls = architecture(folder)
+    config, name, cls = _architecture(folder)
     model_type = str(getattr(config, "model_type", ""))
-    task = hf_task(name, model_type, folder)
+    task = _task(name, model_type, folder)
     try:
         if weights is None:
             model = cls.from_pretrained(str(folder), local_files_only=True)
@@ -173,7 +161,7 @@ def load_hf(folder: str | Path, weights: Optional[str] = None) -> LoadedModel:
     pre = hf_preprocess(folder, config, 512 if task == "segment" else 224)
     names = hf_class_names(config)
     if task == "detect":
-        pre.size = detection_sides(folder)
+        pre.size = _detection_sides(folder)
     loaded = LoadedModel(
         model.eval(), f"hf:{folder}", task=task, preprocess=pre, class_names=names, layers=layers
     )
@@ -182,11 +170,11 @@ def load_hf(folder: str | Path, weights: Optional[str] = None) -> LoadedModel:
     return loaded
 
 
-def detection_sides(folder: Path) -> tuple[int, int]:
+def _detection_sides(folder: Path) -> tuple[int, int]:
     """``(short side, longest side)`` a DETR-family processor resizes to (800, 1333 if the
     folder has no processor config)."""
     path = folder / "preprocessor_config.json"
-    size = read_json(path).get("size", {}) if path.is_file() else {}
+    size = _read_json(path).get("size", {}) if path.is_file() else {}
     if isinstance(size, dict) and "shortest_edge" in size:
         return int(size["shortest_edge"]), int(size.get("longest_edge", 1333))
-    return side_of(size) or (800, 1333)
+    return _side(size) or (800, 1333)

@@ -1,7 +1,7 @@
 """torchvision detectors (Faster / Mask / Keypoint R-CNN, RetinaNet, FCOS, SSD) explained
-detection by detection; see :mod:`taskcam.adapters.torchvision.adapter`."""
+detection by detection; see :mod:`taskcam.adapters.torchvision.detectors`."""
 
-from taskcam.adapters.torchvision.adapter import (
+from taskcam.adapters.torchvision.detectors import (
     TorchvisionDetectionAdapter,
     TorchvisionDetectionTarget,
     default_layers,

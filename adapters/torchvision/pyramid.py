@@ -12,9 +12,9 @@ from torch import nn
 
 from taskcam.capture import ModelState
 
-__all__ = ["PROBE_SIZE", "nearest_module", "probe_feature_layers"]
+__all__ = ["probe_feature_layers"]
 
-PROBE_SIZE = 256  # input side for finding the layers of a backbone without a fixed size
+_PROBE_SIZE = 256  # input side for finding the layers of a backbone without a fixed size
 
 
 def probe_feature_layers(traced: nn.Module) -> dict[str, Optional[str]]:
@@ -35,7 +35,7 @@ def probe_feature_layers(traced: nn.Module) -> dict[str, Optional[str]]:
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     fixed = getattr(traced.transform, "fixed_size", None)
-    width, height = (int(fixed[0]), int(fixed[1])) if fixed else (PROBE_SIZE, PROBE_SIZE)
+    width, height = (int(fixed[0]), int(fixed[1])) if fixed else (_PROBE_SIZE, _PROBE_SIZE)
     handles = [
         module.register_forward_hook(hook_for(f"backbone.{name}" if name else "backbone"))
         for name, module in backbone.named_modules()
@@ -66,12 +66,12 @@ def probe_feature_layers(traced: nn.Module) -> dict[str, Optional[str]]:
     for key, feature in features.items():
         name = by_tensor.get(id(feature))
         if name is None and isinstance(feature, torch.Tensor):
-            name = nearest_module(feature.grad_fn, by_node)
+            name = _nearest_module(feature.grad_fn, by_node)
         found[key] = name
     return found
 
 
-def nearest_module(node: Any, by_node: dict[Any, str], limit: int = 256) -> Optional[str]:
+def _nearest_module(node: Any, by_node: dict[Any, str], limit: int = 256) -> Optional[str]:
     """Breadth-first walk back through the autograd graph to the nearest module output."""
     queue, seen = [node], set()
     while queue and len(seen) < limit:

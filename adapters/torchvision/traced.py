@@ -29,10 +29,8 @@ __all__ = [
     "FAMILIES",
     "ResizePlacement",
     "TracedDetector",
-    "check_input",
     "check_thresh",
     "detector_family",
-    "family_name",
     "is_torchvision_detector",
     "traced_detector",
 ]
@@ -43,7 +41,7 @@ one-stage ``RetinaNet``, ``FCOS`` and ``SSD`` (SSDlite included)."""
 
 
 # -- families ------------------------------------------------------------------------------------
-def family_name(model: Any) -> Optional[str]:
+def _family(model: Any) -> Optional[str]:
     if isinstance(model, GeneralizedRCNN):
         return "rcnn"
     if isinstance(model, RetinaNet):
@@ -63,7 +61,7 @@ def is_torchvision_detector(model: Any) -> bool:
         >>> is_torchvision_detector(torchvision.models.resnet18(weights=None))
         False
     """
-    return isinstance(model, TracedDetector) or family_name(model) is not None
+    return isinstance(model, TracedDetector) or _family(model) is not None
 
 
 def detector_family(model: Any) -> str:
@@ -79,7 +77,7 @@ def detector_family(model: Any) -> str:
     """
     if isinstance(model, TracedDetector):
         return model.family
-    family = family_name(model)
+    family = _family(model)
     if family is None:
         raise TaskcamError(
             f"model: expected a torchvision detector (GeneralizedRCNN such as FasterRCNN or "
@@ -292,7 +290,7 @@ class TracedDetector(nn.Module):
 
     # -- internals --------------------------------------------------------------------------
     def run(self, x: torch.Tensor, masks: bool, score_thresh: Optional[float]) -> TracedOutput:
-        check_input(x)
+        _check_input(x)
         state = ModelState(self)
         pools = [
             (m, m.scales, m.map_levels) for m in self.modules() if isinstance(m, MultiScaleRoIAlign)
@@ -319,7 +317,7 @@ def check_thresh(value: Optional[float]) -> Optional[float]:
     return None if value is None else float(value)
 
 
-def check_input(x: Any) -> None:
+def _check_input(x: Any) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3 or x.shape[0] < 1:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise TaskcamError(f"x: expected Tensor[B, 3, H, W] in [0, 1], got {got}")

@@ -16,7 +16,7 @@ The package follows ultralytics' own split by task: :mod:`~.checkpoints` (loadin
 :mod:`~.export` (ONNX exports rebuilt in PyTorch), :mod:`~.raw` (reading the output),
 :mod:`~.levels` (the layers a detection is explained at), one module per task
 (:mod:`~.detect`, :mod:`~.segment`, :mod:`~.pose`, :mod:`~.obb`, :mod:`~.classify`),
-:mod:`~.rtdetr`, and :mod:`~.adapter`: :class:`YoloAdapter`, the detector contract
+:mod:`~.rtdetr`, and :mod:`~.yolo`: :class:`YoloAdapter`, the detector contract
 (:class:`taskcam.Detector`) for every YOLO task.
 
 What this relies on in ultralytics 8.x (``ultralytics/nn/modules/head.py``), eval mode:
@@ -54,12 +54,6 @@ Example:
 
 from taskcam.adapters.detection.candidates import Detections
 from taskcam.adapters.detection.placement import PAD_VALUE, LetterboxInfo, letterbox
-from taskcam.adapters.ultralytics.adapter import (
-    YoloAdapter,
-    detect,
-    detection_targets,
-    yolo_target,
-)
 from taskcam.adapters.ultralytics.checkpoints import load_yolo, yolo_task
 from taskcam.adapters.ultralytics.classify import YoloClassifier
 from taskcam.adapters.ultralytics.detect import YoloDetectionTarget, yolo_candidates
@@ -69,6 +63,12 @@ from taskcam.adapters.ultralytics.pose import YoloPoseTarget
 from taskcam.adapters.ultralytics.raw import raw_predictions
 from taskcam.adapters.ultralytics.rtdetr import RTDETRAdapter, RTDETRTarget, is_rtdetr
 from taskcam.adapters.ultralytics.segment import YoloInstanceTarget
+from taskcam.adapters.ultralytics.yolo import (
+    YoloAdapter,
+    detect,
+    detection_targets,
+    yolo_target,
+)
 from taskcam.boxes import rotated_corners
 
 __all__ = [

@@ -13,22 +13,14 @@ from torch import nn
 from taskcam.adapters.ultralytics.export import load_onnx_export
 from taskcam.errors import TaskcamError
 
-__all__ = [
-    "LOADABLE",
-    "TASKS",
-    "head_classes",
-    "load_yolo",
-    "require_ultralytics",
-    "rtdetr_task",
-    "yolo_task",
-]
+__all__ = ["load_yolo", "yolo_task"]
 
-TASKS = ("detect", "segment", "pose", "obb")  # what YoloAdapter explains box by box
-LOADABLE = (*TASKS, "classify")  # what load_yolo builds (classifiers: YoloClassifier)
+_TASKS = ("detect", "segment", "pose", "obb")  # what YoloAdapter explains box by box
+_LOADABLE = (*_TASKS, "classify")  # what load_yolo builds (classifiers: YoloClassifier)
 
 
 # -- loading -------------------------------------------------------------------------------------
-def require_ultralytics() -> None:
+def _ultralytics() -> None:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     try:
         import ultralytics  # noqa: F401
@@ -36,7 +28,7 @@ def require_ultralytics() -> None:
         raise TaskcamError("YOLO models need ultralytics (pip install 'taskcam[yolo]')") from e
 
 
-def yolo_task(model: Any, tasks: Sequence[str] = TASKS) -> str:
+def yolo_task(model: Any, tasks: Sequence[str] = _TASKS) -> str:
     """The task of a loaded ultralytics model, checked to be one of ``tasks`` (by default
     ``"detect"``, ``"segment"`` or ``"pose"``: those the detection adapter explains).
 
@@ -48,13 +40,13 @@ def yolo_task(model: Any, tasks: Sequence[str] = TASKS) -> str:
         TaskcamError: another task (obb, a classifier where detections are wanted); the
             message names it.
     """
-    require_ultralytics()
+    _ultralytics()
     from ultralytics.nn.tasks import guess_model_task
 
     # The architecture decides, from the yaml's head module when there is one: ``model.task``
     # and ``model.args`` may hold ultralytics' default train args ("detect").
     cfg = getattr(model, "yaml", None)
-    task = rtdetr_task(cfg) or guess_model_task(cfg if isinstance(cfg, dict) else model)
+    task = _rtdetr_task(cfg) or guess_model_task(cfg if isinstance(cfg, dict) else model)
     if task not in tasks:
         raise TaskcamError(
             f"{type(model).__name__} is a {task!r} model; taskcam explains ultralytics "
@@ -86,7 +78,7 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
         >>> type(load_yolo("yolov8n-seg.yaml", nc=3)).__name__
         'SegmentationModel'
     """
-    require_ultralytics()
+    _ultralytics()
     from ultralytics.nn.tasks import (
         ClassificationModel,
         DetectionModel,
@@ -109,18 +101,18 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
                 f"YOLO model yaml {str(path_or_yaml)!r} not found (neither a local file nor "
                 "one bundled with ultralytics)"
             ) from e
-        task = rtdetr_task(cfg) or guess_model_task(cfg)
-        if task not in LOADABLE:
+        task = _rtdetr_task(cfg) or guess_model_task(cfg)
+        if task not in _LOADABLE:
             raise TaskcamError(
                 f"{path_or_yaml}: the yaml builds a {task!r} model; taskcam explains "
-                f"ultralytics {', '.join(LOADABLE)} models"
+                f"ultralytics {', '.join(_LOADABLE)} models"
             )
         cls = {
             "segment": SegmentationModel,
             "pose": PoseModel,
             "obb": OBBModel,
             "classify": ClassificationModel,
-        }.get(task, RTDETRDetectionModel if rtdetr_task(cfg) else DetectionModel)
+        }.get(task, RTDETRDetectionModel if _rtdetr_task(cfg) else DetectionModel)
         scales = cfg.get("scales")
         if isinstance(scales, dict) and scales and not cfg.get("scale"):
             # rtdetr-l.yaml: a scale ultralytics' guess (yolov8n...) does not read, so it logs
@@ -130,7 +122,7 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
             cfg["nc"] = nc  # set here rather than overridden (and logged) by ultralytics
         model = cls(cfg, nc=nc, verbose=False)
         model.task = task
-        model.names = {i: str(i) for i in range(head_classes(model))}
+        model.names = {i: str(i) for i in range(_head_classes(model))}
     elif suffix == ".pt":
         if not path.is_file():
             raise TaskcamError(f"YOLO weights {str(path_or_yaml)!r} not found")
@@ -142,10 +134,10 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
                 f"{str(e).strip().splitlines()[0][:300]})"
             ) from e
         try:
-            yolo_task(model, LOADABLE)
+            yolo_task(model, _LOADABLE)
         except TaskcamError as e:
             raise TaskcamError(f"{path_or_yaml}: {e}") from None
-        head_nc = head_classes(model)
+        head_nc = _head_classes(model)
         if nc is not None and nc != head_nc:
             raise TaskcamError(f"nc={nc} but the checkpoint {path_or_yaml} has {head_nc} classes")
     elif suffix == ".onnx":
@@ -163,7 +155,7 @@ def load_yolo(path_or_yaml: Union[str, Path], *, nc: Optional[int] = None) -> nn
     return model.float().eval()
 
 
-def rtdetr_task(cfg: Any) -> Optional[str]:
+def _rtdetr_task(cfg: Any) -> Optional[str]:
     """``"detect"`` for an RT-DETR yaml (its ``RTDETRDecoder`` head), which ultralytics'
     task guess does not name; else None."""
     head = cfg.get("head") if isinstance(cfg, dict) else None
@@ -171,7 +163,7 @@ def rtdetr_task(cfg: Any) -> Optional[str]:
     return "detect" if isinstance(last, list) and "RTDETRDecoder" in map(str, last) else None
 
 
-def head_classes(model: nn.Module) -> int:
+def _head_classes(model: nn.Module) -> int:
     """How many classes the model's head predicts (a ``Classify`` head: its linear layer's)."""
     head = model.model[-1]
     if isinstance(getattr(head, "nc", None), int):

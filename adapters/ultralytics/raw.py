@@ -10,14 +10,7 @@ from torch import nn
 
 from taskcam.errors import TaskcamError
 
-__all__ = [
-    "kpt_shape",
-    "num_classes",
-    "parse_output",
-    "raw_predictions",
-    "split_output",
-    "yolo_head",
-]
+__all__ = ["kpt_shape", "num_classes", "parse_output", "raw_predictions", "yolo_head"]
 
 
 def yolo_head(model: nn.Module) -> nn.Module:
@@ -34,7 +27,7 @@ def kpt_shape(head: nn.Module) -> Optional[tuple[int, int]]:
 
 
 # -- raw outputs ---------------------------------------------------------------------------------
-def split_output(
+def _split(
     output: Any, head: Optional[nn.Module] = None
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """``(preds Tensor[B, 4 + nc (+ nm), A], protos Tensor[B, nm, h, w] or None)``."""
@@ -45,7 +38,7 @@ def split_output(
 def parse_output(
     output: Any, head: Optional[nn.Module] = None
 ) -> tuple[torch.Tensor, Optional[torch.Tensor], bool]:
-    """:func:`split_output` plus whether the candidates are an end-to-end head's one-to-one
+    """:func:`_split` plus whether the candidates are an end-to-end head's one-to-one
     branch."""
     if isinstance(output, dict):
         raise TaskcamError(
@@ -147,7 +140,7 @@ def raw_predictions(output: Any, model: Optional[nn.Module] = None) -> torch.Ten
         >>> raw_predictions(m(torch.rand(1, 3, 64, 64))).shape
         torch.Size([1, 8, 84])
     """
-    return split_output(output, None if model is None else yolo_head(model))[0]
+    return _split(output, None if model is None else yolo_head(model))[0]
 
 
 def num_classes(

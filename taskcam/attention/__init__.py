@@ -8,7 +8,7 @@
   makes it differentiable (:class:`AttentionCapture`, :class:`AttentionRecord`);
 - :mod:`~taskcam.attention.layout`: the blocks, prefix tokens and patch grid of a ViT-style
   model (:func:`vit_layout`), the grid read as the CAM engine's reshapes read it;
-- :mod:`~taskcam.attention.methods`: :func:`rollout` (Abnar & Zuidema, ACL 2020),
+- :mod:`~taskcam.attention.relevance`: :func:`rollout` (Abnar & Zuidema, ACL 2020),
   :func:`grad_rollout` (Chefer, Gur & Wolf, ICCV 2021) and :func:`legrad` (Bousselham et
   al. 2024), also registered as the methods ``rollout``, ``grad-rollout`` and ``legrad``;
 - :mod:`~taskcam.attention.head_report`: :func:`attention_report` (``taskcam attention``) and
@@ -28,8 +28,8 @@ Example:
 from taskcam.attention.discovery import SEARCHED, find_attention_modules
 from taskcam.attention.head_report import attention_report, head_statistics
 from taskcam.attention.layout import Query, ViTLayout, vit_layout
-from taskcam.attention.methods import GradRollout, LeGrad, Rollout, grad_rollout, legrad, rollout
 from taskcam.attention.recording import AttentionCapture, AttentionRecord, capture_attention
+from taskcam.attention.relevance import GradRollout, LeGrad, Rollout, grad_rollout, legrad, rollout
 
 __all__ = [
     "SEARCHED",

@@ -27,8 +27,8 @@ from taskcam.attention.layout import (
     query_index,
     vit_layout,
 )
-from taskcam.attention.methods import grad_rollout, prepare_inputs, rollout
 from taskcam.attention.recording import AttentionCapture, AttentionRecord
+from taskcam.attention.relevance import grad_rollout, prepare_inputs, rollout
 from taskcam.errors import TaskcamError
 from taskcam.explanation import Explanation
 

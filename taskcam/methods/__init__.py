@@ -2,11 +2,11 @@
 
 ``taskcam methods`` lists the registry in this order; :func:`register` adds a method of yours.
 The attention methods (``rollout``, ``grad-rollout``, ``legrad``) live with the rest of the
-attention code, in :mod:`taskcam.attention.methods`, and come last.
+attention code, in :mod:`taskcam.attention.relevance`, and come last.
 """
 
 from taskcam.attention.cross_attention import DetrAttention
-from taskcam.attention.methods import GradRollout, LeGrad, Rollout
+from taskcam.attention.relevance import GradRollout, LeGrad, Rollout
 from taskcam.methods.base import (
     CamTerms,
     LayerContext,

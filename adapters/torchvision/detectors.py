@@ -3,7 +3,7 @@
 The package: :mod:`~.traced` (the detector traced stage by stage, and the placement),
 :mod:`~.stages` (the two-stage and one-stage paths), :mod:`~.postprocess` (torchvision's
 post-processing keeping candidates), :mod:`~.pyramid` (the layer of each feature map),
-:mod:`~.traced_output` (what the traced detector returns) and :mod:`~.adapter` (targets, and
+:mod:`~.traced_output` (what the traced detector returns) and :mod:`~.detectors` (targets, and
 the detector contract, :class:`taskcam.Detector`).
 
 A torchvision detector's ``forward`` returns boxes after NMS and forgets which proposal or
@@ -83,7 +83,6 @@ __all__ = [
     "default_layers",
     "detect",
     "detection_targets",
-    "supported_what",
     "traced_candidates",
 ]
 
@@ -224,7 +223,7 @@ class TorchvisionDetectionTarget(DetectionTarget):
         if self.what == "objectness" and output.objectness is None:
             raise TaskcamError(
                 f"what='objectness': a {output.family} model has no objectness; explain one "
-                f"of {supported_what(output.family)}"
+                f"of {_supported(output.family)}"
             )
         if self.what == "mask" and output.mask_logits is None:
             raise TaskcamError(
@@ -269,7 +268,7 @@ class TorchvisionDetectionTarget(DetectionTarget):
         return traced_candidates(self._output(output))
 
 
-def supported_what(family: str, masks: bool = False) -> tuple[str, ...]:
+def _supported(family: str, masks: bool = False) -> tuple[str, ...]:
     """What a torchvision detector of ``family`` explains: score, box sides, objectness (not
     RetinaNet), mask (Mask R-CNN)."""
     return (WHAT[:6] if family != "retinanet" else WHAT[:5]) + (("mask",) if masks else ())
@@ -360,7 +359,7 @@ class TorchvisionDetectionAdapter(Detector):
 
     @property
     def explains(self) -> tuple[str, ...]:
-        return supported_what(self.family, self.has_masks)
+        return _supported(self.family, self.has_masks)
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, ResizePlacement]:
         """``uint8[H, W, 3]`` RGB -> (``Tensor[1, 3, H, W]`` in [0, 1], placement).
