@@ -255,7 +255,8 @@ class CandidateTarget(DetectionTarget):
     Args:
         candidate, class_id, what, box, layer: as :class:`DetectionTarget`; ``what`` may also
             be ``"objectness"`` or ``kptK.x|y|v``.
-        read: ``output -> Candidates``, the detector's reading of its raw output.
+        read: ``output -> Candidates``, the detector's reading of its raw output; a subclass
+            may implement :meth:`candidates` instead (the query-based families do).
 
     Example:
         >>> read = lambda out: Candidates(out[..., :4], out[..., 4:])
@@ -266,7 +267,7 @@ class CandidateTarget(DetectionTarget):
 
     supports = WHAT[:6]
 
-    def __init__(self, *args: Any, read: Read, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, read: Optional[Read] = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.read = read
 
@@ -274,10 +275,12 @@ class CandidateTarget(DetectionTarget):
         return what in self.supports or keypoint_what(what) is not None
 
     def candidates(self, output: Any) -> Candidates:
+        if self.read is None:  # pragma: no cover - a subclass without candidates()
+            raise TaskcamError(f"{type(self).__name__}: pass read= or implement candidates()")
         return self.read(output)
 
     def __call__(self, output: Any) -> torch.Tensor:
-        c = self.read(output)
+        c = self.candidates(output)
         scores = c.scores  # [B, N, K]
         self.check_class(scores.shape[-1])
         missing = self.absent(scores.shape[1], scores)

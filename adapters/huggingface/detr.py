@@ -37,7 +37,7 @@ from torch import nn
 from taskcam.adapters.detection.candidates import Candidates, Detections
 from taskcam.adapters.detection.detector import Detector
 from taskcam.adapters.detection.placement import StretchPlacement, check_image, stretched_input
-from taskcam.adapters.detection.scoring import DetectionTarget
+from taskcam.adapters.detection.scoring import WHAT, CandidateTarget
 from taskcam.boxes import cxcywh_to_xyxy
 from taskcam.errors import TaskcamError
 from taskcam.loaded import IMAGENET_MEAN, IMAGENET_STD, Preprocess
@@ -98,9 +98,9 @@ def detr_candidates(output: Any, scoring: str, size: tuple[int, int]) -> Candida
     return Candidates(cxcywh_to_xyxy(boxes, size), probs, objectness=probs.amax(dim=-1), nms=False)
 
 
-class DetrTarget(DetectionTarget):
+class DetrTarget(CandidateTarget):
     """One query's probability for its class (softmax or sigmoid, as the model scores), or a
-    side of its box in input pixels.
+    side of its box in input pixels, read from the query's candidate (:func:`detr_candidates`).
 
     Args:
         candidate: the query; class_id, what, box: as :class:`DetectionTarget`.
@@ -108,20 +108,11 @@ class DetrTarget(DetectionTarget):
         size: ``(h, w)`` of the model input.
     """
 
+    supports = WHAT[:5]
+
     def __init__(self, *args: Any, scoring: str, size: tuple[int, int], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.scoring, self.size = scoring, (int(size[0]), int(size[1]))
-
-    def __call__(self, output: Any) -> torch.Tensor:
-        logits, boxes = _outputs(output)
-        probs = _probs(logits, self.scoring)
-        self.check_class(probs.shape[-1])
-        missing = self.absent(probs.shape[1], probs)
-        if missing is not None:
-            return missing
-        if self.what == "score":
-            return probs[:, self.candidate, self.class_id]
-        return self.side(cxcywh_to_xyxy(boxes[:, self.candidate], self.size))
 
     def candidates(self, output: Any) -> Candidates:
         return detr_candidates(output, self.scoring, self.size)

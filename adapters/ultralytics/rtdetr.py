@@ -30,7 +30,7 @@ from torch import nn
 
 from taskcam.adapters.detection.candidates import Candidates, Detections
 from taskcam.adapters.detection.detector import Detector
-from taskcam.adapters.detection.scoring import DetectionTarget
+from taskcam.adapters.detection.scoring import WHAT, CandidateTarget
 from taskcam.boxes import cxcywh_to_xyxy
 from taskcam.errors import TaskcamError
 
@@ -92,8 +92,9 @@ def rtdetr_candidates(output: Any, size: tuple[int, int]) -> Candidates:
     )
 
 
-class RTDETRTarget(DetectionTarget):
-    """One RT-DETR query's sigmoid score for its class, or one side of its box (input pixels).
+class RTDETRTarget(CandidateTarget):
+    """One RT-DETR query's sigmoid score for its class, or one side of its box (input pixels),
+    read from the query's candidate (:func:`rtdetr_candidates`).
 
     Args:
         candidate: the query (``Detections.candidates``).
@@ -109,19 +110,11 @@ class RTDETRTarget(DetectionTarget):
         tensor([0.6000])
     """
 
+    supports = WHAT[:5]
+
     def __init__(self, *args: Any, size: tuple[int, int], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.size = (int(size[0]), int(size[1]))
-
-    def __call__(self, output: Any) -> torch.Tensor:
-        boxes, scores = _queries(output)
-        self.check_class(scores.shape[-1])
-        missing = self.absent(scores.shape[1], scores)
-        if missing is not None:
-            return missing
-        if self.what == "score":
-            return scores[:, self.candidate, self.class_id]
-        return self.side(cxcywh_to_xyxy(boxes[:, self.candidate], self.size))  # [B]
 
     def candidates(self, output: Any) -> Candidates:
         return rtdetr_candidates(output, self.size)
