@@ -50,7 +50,7 @@ from taskcam.capture import model_device, predict
 from taskcam.errors import TaskcamError
 from taskcam.layers import default_layer
 
-__all__ = ["RESIZES", "Decode", "Detector", "check_settings", "model_class_names"]
+__all__ = ["RESIZES", "Decode", "Detector", "check_batch", "check_settings", "model_class_names"]
 
 Decode = Callable[[Any], Candidates]
 """``decode(output) -> Candidates``: a detector's raw output read as candidates."""
@@ -76,6 +76,14 @@ def model_class_names(model: Any, given: Optional[Sequence[str]] = None) -> Opti
     if isinstance(names, (list, tuple)):
         return [str(n) for n in names]
     return None
+
+
+def check_batch(x: Any) -> torch.Tensor:
+    """``x`` when it is a batch ``Tensor[B, C, H, W]``, else an error naming what it is."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TaskcamError(f"x: expected Tensor[B, 3, H, W], got {got}")
+    return x
 
 
 def check_settings(conf: Optional[float], iou: float, max_det: int) -> None:
@@ -313,9 +321,7 @@ class Detector:
         """The detections of every image of ``x``, best first, without gradients: the model's
         output (in eval mode, its state put back) -> :meth:`candidates` -> :meth:`select`,
         each detection naming its pyramid level's layer where the candidates have levels."""
-        if not isinstance(x, torch.Tensor) or x.ndim != 4:
-            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise TaskcamError(f"x: expected Tensor[B, 3, H, W], got {got}")
+        check_batch(x)
         candidates = self.candidates(predict(self.model, x))
         detections = self.select(candidates)
         names = self.level_layers()

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from taskcam.adapters.detection.candidates import Candidates, Detections
-from taskcam.adapters.detection.detector import Detector, check_settings
+from taskcam.adapters.detection.detector import Detector, check_batch
 from taskcam.adapters.detection.scoring import WHAT
 from taskcam.adapters.ultralytics.checkpoints import yolo_task
 from taskcam.adapters.ultralytics.detect import YoloDetectionTarget, is_obb, yolo_candidates
@@ -101,12 +101,7 @@ def detect(
         >>> d.boxes.shape, d.candidates.dtype
         (torch.Size([3, 4]), torch.int64)
     """
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise TaskcamError(f"x: expected Tensor[B, 3, H, W], got {got}")
-    check_settings(conf, iou, max_det)
-    adapter = YoloAdapter(model, conf=conf, iou=iou, max_det=max_det)
-    return adapter.select(adapter.candidates(predict(model, x)), size=tuple(x.shape[-2:]))
+    return YoloAdapter(model, conf=conf, iou=iou, max_det=max_det)._selected(x)
 
 
 class YoloAdapter(Detector):
@@ -212,8 +207,13 @@ class YoloAdapter(Detector):
                 det.masks = instance_masks(coeffs[b][det.candidates], protos[b], det.boxes, size)
         return out
 
+    def _selected(self, x: torch.Tensor) -> list[Detections]:
+        """:func:`detect`: the model's output -> candidates -> ultralytics' selection."""
+        check_batch(x)
+        return self.select(self.candidates(predict(self.model, x)), size=tuple(x.shape[-2:]))
+
     def detect(self, x: torch.Tensor) -> list[Detections]:
-        dets = detect(self.model, x, conf=self.conf, iou=self.iou, max_det=self.max_det)
+        dets = self._selected(x)
         size = tuple(x.shape[-2:])
         for d in dets:
             d.levels = [candidate_layer(self.model, int(c), size) for c in d.candidates]
