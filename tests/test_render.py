@@ -338,3 +338,100 @@ def test_detections_picture_draws_each_map_inside_its_own_box_only():
     assert (labelled != detections_picture(image, maps, boxes, None)).any()
     with pytest.raises(TaskcamError, match="one map \\(and label\\) per box"):
         detections_picture(image, maps, boxes[:1])
+
+
+# ------------------------------------------------------------- outcomes: colours, dashed boxes
+
+
+def _old_draw_box(image: np.ndarray, box: list[float], label: str = "") -> np.ndarray:
+    """``draw_box`` as it was before colours per outcome and dashed boxes (the reference its
+    defaults must still match pixel for pixel)."""
+    import cv2
+
+    from taskcam.render.text import auto_font_scale, text_size
+
+    out = image.copy()
+    h, w = out.shape[:2]
+    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    x1, x2 = max(0, min(x1, w - 1)), max(0, min(x2, w - 1))
+    y1, y2 = max(0, min(y1, h - 1)), max(0, min(y2, h - 1))
+    cv2.rectangle(out, (x1, y1), (x2, y2), (0, 0, 0), 4)
+    cv2.rectangle(out, (x1, y1), (x2, y2), (255, 255, 255), 2)
+    if label:
+        scale = auto_font_scale(h, w)
+        tw, th = text_size(label, scale, 1)
+        ty = y1 - th - 6 if y1 - th - 6 >= 0 else min(y1 + 4, max(0, h - th - 4))
+        tx = max(0, min(x1 + 2, w - tw - 4))
+        out = draw_label(out, label, origin=(tx, ty), font_scale=scale)
+    return out
+
+
+@pytest.fixture
+def detections() -> tuple[np.ndarray, np.ndarray, list[list[float]]]:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    maps = rng.random((2, 60, 90)).astype(np.float32)
+    return image, maps, [[5.4, 6, 40, 50.6], [30, 10, 85, 40]]
+
+
+def test_boxes_by_default_are_drawn_as_before(detections) -> None:
+    from taskcam.boxes import boxes_to_masks
+    from taskcam.render import detections_picture, draw_box
+    from taskcam.render.text import WHITE
+
+    image, maps, boxes = detections
+    for box, label in zip(boxes, ["0: cat 0.90", ""]):
+        assert np.array_equal(draw_box(image, box, label), _old_draw_box(image, box, label))
+    labels = ["0: cat 0.90", "1: dog 0.40"]
+    inside = boxes_to_masks(torch.tensor(boxes), 60, 90).any(0).numpy()
+    combined = np.where(boxes_to_masks(torch.tensor(boxes), 60, 90).numpy(), maps, 0).max(0)
+    before = np.where(inside[..., None], overlay(image, combined), image)
+    for box, label in zip(boxes, labels):
+        before = _old_draw_box(before, box, label)
+    assert np.array_equal(detections_picture(image, maps, boxes, labels), before)
+    white = detections_picture(
+        image, maps, boxes, labels, colors=[WHITE, WHITE], label_boxes=[None, None]
+    )
+    assert np.array_equal(white, before)
+
+
+def test_outcome_colours_land_on_their_boxes_and_labels_are_dashed(detections) -> None:
+    from taskcam.render import OUTCOME_COLORS, detections_picture
+
+    image, maps, boxes = detections
+    assert set(OUTCOME_COLORS) == {"hit", "missed", "false_positive", "label"}
+    assert len(set(OUTCOME_COLORS.values())) == 4
+    hit, fp, label = (OUTCOME_COLORS[k] for k in ("hit", "false_positive", "label"))
+    out = detections_picture(image, maps, boxes, None, colors=[hit, fp])
+    assert out[30, 5].tolist() == list(hit) and out[6, 20].tolist() == list(hit)  # box 0's edges
+    assert out[25, 85].tolist() == list(fp) and out[40, 60].tolist() == list(fp)  # box 1's
+    gt = [20.0, 20.0, 70.0, 55.0]
+    dashed = detections_picture(image, maps, boxes, None, colors=[hit, fp], label_boxes=[gt, None])
+    assert np.array_equal(dashed[:, :16], out[:, :16])  # nothing else changes
+    assert dashed[20, 20].tolist() == list(label) and dashed[55, 70].tolist() == list(label)
+    top = dashed[20, 20:71]
+    assert (top == label).all(1).sum() >= 15 and (top != label).any(1).sum() >= 15
+    with pytest.raises(TaskcamError, match="1 colors for 2 boxes"):
+        detections_picture(image, maps, boxes, colors=[hit])
+    with pytest.raises(TaskcamError, match="3 label_boxes for 2 boxes"):
+        detections_picture(image, maps, boxes, label_boxes=[gt, gt, gt])
+
+
+def test_a_dashed_box_has_gaps_the_picture_shows_through() -> None:
+    from taskcam.render import draw_box
+
+    image = solid((90, 90, 90), 60, 100)
+    solid_box = draw_box(image, [10, 15, 90, 50], color=(255, 0, 255))
+    dashed = draw_box(image, [10, 15, 90, 50], color=(255, 0, 255), dashed=True)
+    for side in (solid_box[15, 10:91], solid_box[15:51, 90]):
+        assert (side == (255, 0, 255)).all()
+    runs = []
+    for side in (dashed[15, 10:91], dashed[50, 10:91], dashed[15:51, 10], dashed[15:51, 90]):
+        on = (side == (255, 0, 255)).all(1)
+        assert on[0]  # each side starts with a dash at its corner
+        assert (side[~on] == (90, 90, 90)).all(1).any()  # the picture between the dashes
+        runs.append(int((np.diff(on.astype(int)) == 1).sum()) + int(on[0]))
+    assert min(runs) >= 2 and max(runs) >= 4
+    assert (dashed[18:48, 13:88] == 90).all()  # inside untouched
+    labelled = draw_box(image, [10, 25, 90, 50], "gt: cat", dashed=True)
+    assert (labelled[:24] != 90).any()  # its label above it

@@ -13,6 +13,7 @@ All functions take images in any form :func:`taskcam.io.to_rgb_uint8` accepts an
 
 from taskcam.render.annotation import (
     COCO_SKELETON,
+    OUTCOME_COLORS,
     box_normalized,
     detections_picture,
     draw_box,
@@ -27,6 +28,7 @@ from taskcam.render.text import draw_label
 __all__ = [
     "COCO_SKELETON",
     "COLORMAPS",
+    "OUTCOME_COLORS",
     "attention_grid",
     "box_normalized",
     "colorize",

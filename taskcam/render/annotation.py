@@ -18,6 +18,7 @@ from taskcam.render.text import BLACK, WHITE, Color, auto_font_scale, draw_label
 
 __all__ = [
     "COCO_SKELETON",
+    "OUTCOME_COLORS",
     "box_normalized",
     "detections_picture",
     "draw_box",
@@ -25,6 +26,18 @@ __all__ = [
     "draw_polygon",
     "outline",
 ]
+
+
+#: Colours (RGB) of a detection run checked against labels (``--labels``): each detection
+#: record's ``outcome`` (``hit``, ``missed``, ``false_positive``) and ``label``, the labelled
+#: (ground-truth) box, drawn dashed. Chosen to read on a jet heatmap with their dark edge:
+#: green, red-orange and magenta boxes, white dashes for the label.
+OUTCOME_COLORS: dict[str, Color] = {
+    "hit": (0, 230, 0),
+    "missed": (255, 80, 0),
+    "false_positive": (255, 0, 255),
+    "label": WHITE,
+}
 
 
 def outline(picture: np.ndarray, mask: np.ndarray, color: Color = WHITE) -> np.ndarray:
@@ -49,21 +62,31 @@ def draw_box(
     *,
     color: Color = WHITE,
     thickness: int = 2,
+    dashed: bool = False,
 ) -> np.ndarray:
     """Draw an xyxy box (image pixels) with a dark edge and its label above it, on a copy.
+
+    ``dashed=True`` draws it in dashes (a labelled, ground-truth box), the picture showing
+    through the gaps; each side starts with a dash at its corner.
 
     Example:
         >>> out = draw_box(np.zeros((50, 80, 3), np.uint8), [10, 20, 40, 45], "cat 0.9")
         >>> out[20, 25].tolist(), out.shape
         ([255, 255, 255], (50, 80, 3))
+        >>> gt = draw_box(np.zeros((50, 80, 3), np.uint8), [10, 20, 70, 45], dashed=True)
+        >>> gt[20, 12].tolist(), gt[20, 21].tolist()  # a dash at the corner, then a gap
+        ([255, 255, 255], [0, 0, 0])
     """
     out = to_rgb_uint8(image).copy()
     h, w = out.shape[:2]
     x1, y1, x2, y2 = (int(round(float(v))) for v in box)
     x1, x2 = max(0, min(x1, w - 1)), max(0, min(x2, w - 1))
     y1, y2 = max(0, min(y1, h - 1)), max(0, min(y2, h - 1))
-    cv2.rectangle(out, (x1, y1), (x2, y2), BLACK, thickness + 2)
-    cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
+    if dashed:
+        _dashed_rectangle(out, (x1, y1), (x2, y2), color, thickness)
+    else:
+        cv2.rectangle(out, (x1, y1), (x2, y2), BLACK, thickness + 2)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
     if label:
         scale = auto_font_scale(h, w)
         tw, th = text_size(label, scale, 1)
@@ -71,6 +94,30 @@ def draw_box(
         tx = max(0, min(x1 + 2, w - tw - 4))  # keep the label inside the picture
         out = draw_label(out, label, origin=(tx, ty), font_scale=scale, color=color)
     return out
+
+
+def _dashed_rectangle(
+    out: np.ndarray, p1: tuple[int, int], p2: tuple[int, int], color: Color, thickness: int
+) -> None:
+    """A rectangle of dashes with a dark edge, drawn in place: dashes of
+    ``max(4, 3 * thickness)`` pixels along each side from its corners, and gaps wide enough
+    for the picture to show between their dark edges."""
+    (x1, y1), (x2, y2) = p1, p2
+    dash = max(4, 3 * thickness)
+    period = 2 * dash + thickness + 2
+    corners = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
+    dashes = []
+    for a, b in zip(corners, corners[1:] + corners[:1]):
+        length = max(abs(b[0] - a[0]), abs(b[1] - a[1]))
+        dx, dy = np.sign(b[0] - a[0]), np.sign(b[1] - a[1])
+        for start in range(0, max(length, 1), period):
+            end = min(start + dash, length)
+            dashes.append(
+                ((a[0] + dx * start, a[1] + dy * start), (a[0] + dx * end, a[1] + dy * end))
+            )
+    for shade, width in ((BLACK, thickness + 2), (color, thickness)):
+        for a, b in dashes:
+            cv2.line(out, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), shade, width)
 
 
 def draw_polygon(
@@ -186,10 +233,16 @@ def detections_picture(
     colormap: str | int = "jet",
     alpha: float = 0.5,
     box_norm: bool = False,
+    colors: Sequence[Color] | None = None,
+    label_boxes: Sequence[Sequence[float] | None] | None = None,
 ) -> np.ndarray:
     """One picture of every detection of an image, as ultralytics' ``visualize`` draws them:
     each detection's map inside its own box (where boxes overlap, the larger value), the
     image untouched outside the boxes, and each box with its label.
+
+    Against labels, each box can have its own colour (its outcome's,
+    :data:`OUTCOME_COLORS`) and its labelled box beside it, dashed in
+    ``OUTCOME_COLORS["label"]`` over the boxes (both show where they coincide).
 
     Args:
         image: the picture, in any form :func:`taskcam.io.to_rgb_uint8` accepts.
@@ -199,9 +252,12 @@ def detections_picture(
         colormap: OpenCV colormap.
         alpha: weight of the heatmap colour.
         box_norm: rescale each map inside its box first (:func:`box_normalized`).
+        colors: ``K`` RGB colours, one per box (``None``: all white).
+        label_boxes: ``K`` xyxy labelled boxes in image pixels, or ``None`` where a box has
+            none (``None``: no labelled boxes).
 
     Raises:
-        TaskcamError: as many maps as boxes (and labels) are needed.
+        TaskcamError: as many maps as boxes (and labels, colours, labelled boxes) are needed.
 
     Example:
         >>> img = np.zeros((40, 60, 3), np.uint8)
@@ -209,6 +265,12 @@ def detections_picture(
         >>> out = detections_picture(img, maps, [[5, 5, 25, 25]], ["0: cat 0.90"], alpha=1.0)
         >>> out[15, 15].tolist(), out[35, 50].tolist()  # red inside its box, untouched outside
         ([128, 0, 0], [0, 0, 0])
+        >>> hit, label = OUTCOME_COLORS["hit"], OUTCOME_COLORS["label"]
+        >>> out = detections_picture(
+        ...     img, maps, [[5, 5, 25, 25]], colors=[hit], label_boxes=[[30, 8, 55, 30]]
+        ... )
+        >>> out[15, 5].tolist() == list(hit), out[8, 31].tolist() == list(label)
+        (True, True)
     """
     rgb = to_rgb_uint8(image)
     h, w = rgb.shape[:2]
@@ -223,6 +285,12 @@ def detections_picture(
             f"{len(boxes)} boxes and {'no' if labels is None else len(labels)} labels; expected "
             "one map (and label) per box"
         )
+    for name, given in (("colors", colors), ("label_boxes", label_boxes)):
+        if given is not None and len(given) != len(boxes):
+            raise TaskcamError(
+                f"detections_picture: {len(given)} {name} for {len(boxes)} boxes; expected one "
+                "per box"
+            )
     combined = np.zeros((h, w), np.float32)
     inside = np.zeros((h, w), bool)
     for heat, box in zip(maps, boxes):
@@ -236,5 +304,9 @@ def detections_picture(
         inside |= mask
     out = np.where(inside[..., None], overlay(rgb, combined, colormap=colormap, alpha=alpha), rgb)
     for k, box in enumerate(boxes):
-        out = draw_box(out, box, labels[k] if labels is not None else "")
+        label = labels[k] if labels is not None else ""
+        out = draw_box(out, box, label, color=colors[k] if colors is not None else WHITE)
+    for label_box in label_boxes or ():
+        if label_box is not None:
+            out = draw_box(out, label_box, color=OUTCOME_COLORS["label"], dashed=True)
     return out
