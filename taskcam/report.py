@@ -15,6 +15,12 @@ For detections the report adds ``box_energy``: the share of the map's energy ins
 detection's own box (:func:`taskcam.metrics.energy_pointing_game`), so sorting it ascending
 lists the detections whose map looks elsewhere first.
 
+A detection run against the user's labels (``--labels``: records with an ``outcome``) adds an
+outcome filter (hit, missed, false positive), each card's outcome as a coloured tag (and a
+missed label's reason, candidate score and the detection that suppressed it), each image's
+counts of hits, missed labels and false positives in its header, and lists missed labels
+first. A run without labels looks as it did.
+
 Example:
     >>> import tempfile
     >>> from pathlib import Path
@@ -54,8 +60,13 @@ REPORT_NAME = "report.html"
 # Fields every target card shows in its own place; the rest are listed as metrics.
 _CARD_FIELDS = {"kind", "index", "class_id", "class_name", "score", "box", "method", "heatmap"}
 _CARD_FIELDS |= {"overlay", "src"}
+# ... and a labelled detection run's (--labels) outcome fields, in an order of their own
+_CARD_FIELDS |= {"outcome", "label", "label_box", "label_class", "reason", "candidate_score"}
+_CARD_FIELDS |= {"suppressed_by", "suppressed_iou", "versus_class", "versus_name", "versus_score"}
 # Numeric fields sorted after the metrics in the sort menu (identifiers rather than measures).
-_ID_FIELDS = ("index", "class_id")
+_ID_FIELDS = ("index", "class_id", "label", "suppressed_by", "versus_class")
+# A labelled run's outcomes, in the order the filter and the counts list them.
+_OUTCOMES = ("hit", "missed", "false_positive")
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
 
@@ -126,6 +137,8 @@ def _page_data(results: dict[str, Any], out: Path, *, embed: bool, box_energy: b
     source resolved (None where the file is missing) and the sortable fields."""
     items = []
     numeric: dict[str, None] = {}
+    outcomes = False  # any record judged against labels
+    totals = dict.fromkeys(_OUTCOMES, 0)
     for item in results["items"]:
         if not isinstance(item, dict):
             continue
@@ -143,7 +156,15 @@ def _page_data(results: dict[str, Any], out: Path, *, embed: bool, box_energy: b
             for key, value in record.items():
                 if key not in ("src",) and isinstance(value, (bool, int, float)):
                     numeric.setdefault(key, None)
+            outcomes = outcomes or isinstance(record.get("outcome"), str)
             targets.append(record)
+        counts = item.get("outcomes")
+        if isinstance(counts, dict):
+            counts = {k: v for k, v in counts.items() if k in _OUTCOMES and isinstance(v, int)}
+            for k, v in counts.items():
+                totals[k] += v
+        else:
+            counts = None
         label = Path(image).name or image
         if isinstance(item.get("frame"), int):  # a frame of a video (taskcam.video)
             label += f" · frame {item['frame']}"
@@ -163,6 +184,8 @@ def _page_data(results: dict[str, Any], out: Path, *, embed: bool, box_energy: b
                     if isinstance(path, str)
                 },
                 "message": item.get("message"),
+                # --labels: the image's labels hit and missed, its detections matching none
+                "outcomes": counts,
                 "targets": targets,
             }
         )
@@ -189,6 +212,9 @@ def _page_data(results: dict[str, Any], out: Path, *, embed: bool, box_energy: b
         "items": items,
         "sortable": first + middle + last,
         "card_fields": sorted(_CARD_FIELDS),
+        # --labels: the outcome filter, tags and counts are shown, missed labels first
+        "outcomes": list(_OUTCOMES) if outcomes else [],
+        "outcome_totals": totals if outcomes else None,
     }
 
 

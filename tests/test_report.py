@@ -432,3 +432,234 @@ def test_cli_report_and_explain_report(tmp_path, capsys):
     assert main(["report", str(out), "--title", "mine"]) == 0
     assert str(out / "report.html") in capsys.readouterr().out
     assert "<title>mine</title>" in (out / "report.html").read_text()
+
+
+# -- a detector against labels (--labels) --------------------------------------------------------
+def _labelled_items(out: Path) -> list[dict]:
+    """Two images' records as a labelled detection run writes them (docs/results.md, "Against
+    labels"), each with a real overlay: image 0 has 2 hits, 2 missed labels (one suppressed,
+    one of the wrong class: 3 records) and a false positive; image 1 a false positive and a
+    label with no candidate."""
+
+    def record(stem: str, n: int, index, class_id: int, name: str, score: float, **extra):
+        overlay = f"{stem}/r{n}_gradcam.png"
+        save_image(out / overlay, np.full((24, 32, 3), 40 * n % 255, np.uint8))
+        fields = {"kind": "detection", "index": index, "class_id": class_id, "class_name": name}
+        fields |= {"score": score, "box": [2.0, 3.0, 20.0, 18.0], "method": "gradcam"}
+        fields |= {"heatmap": f"{stem}/r{n}_gradcam.npy", "overlay": overlay, "empty": False}
+        return fields | extra
+
+    hit = {"outcome": "hit", "label_box": [2.0, 3.0, 21.0, 18.0]}
+    missed = {"outcome": "missed", "label_box": [4.0, 4.0, 22.0, 20.0]}
+    suppressed = missed | {"label": 1, "label_class": "dog", "reason": "suppressed"}
+    suppressed |= {"candidate_score": 0.44, "suppressed_by": 2, "suppressed_iou": 0.72}
+    wrong = missed | {"label": 2, "label_class": "cat", "reason": "wrong_class"}
+    wrong |= {"candidate_score": 0.08, "versus_score": 0.61}
+    contrast = wrong | {"explains": "contrast", "versus_class": 0, "versus_name": "cat"}
+    nothing = missed | {"label": 0, "label_class": "person", "reason": "no_candidate"}
+    nothing |= {"candidate_score": 0.02}
+    a = [
+        record("a", 0, 0, 0, "cat", 0.93, **hit, label=0, label_class="cat"),
+        record("a", 1, 1, 0, "cat", 0.55, outcome="false_positive"),
+        record("a", 2, 2, 1, "dog", 0.71, **hit, label=3, label_class="dog"),
+        record("a", 3, None, 1, "dog", 0.44, **suppressed),
+        record("a", 4, None, 0, "cat", 0.08, **wrong),  # the label class's score,
+        record("a", 5, None, 1, "dog", 0.61, **wrong),  # the class that won,
+        record("a", 6, None, 1, "dog", 0.53, **contrast),  # and the difference
+    ]
+    b = [
+        record("b", 7, 0, 2, "person", 0.81, outcome="false_positive"),
+        record("b", 8, None, 2, "person", 0.02, **nothing),
+    ]
+    size = {"width": 32, "height": 24}
+    return [
+        {"image": "in/a.png", **size, "targets": a, "outcomes": _counts(2, 2, 1)},
+        {"image": "in/b.png", **size, "targets": b, "outcomes": _counts(0, 1, 1)},
+    ]
+
+
+def _counts(hit: int, missed: int, false_positive: int) -> dict[str, int]:
+    return {"hit": hit, "missed": missed, "false_positive": false_positive}
+
+
+def _labelled_document(items: list[dict]) -> dict:
+    from taskcam.results import results_document
+
+    return results_document(
+        model="zoo:shapes-yolo", task="detect", methods=["gradcam"], layers=["l"], items=items
+    )
+
+
+@pytest.fixture(scope="module")
+def labelled_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("labelled")
+    document = _labelled_document(_labelled_items(out))
+    (out / "results.json").write_text(json.dumps(document))
+    write_report(out)
+    return out
+
+
+def _outcomes(page) -> list[tuple[int, str]]:
+    """The shown cards' (image, outcome), in display order."""
+    return [
+        (c["image"], c["outcome"])
+        for c in page.page.eval_on_selector_all(
+            "#gallery .card",
+            "cs => cs.map(c => ({image: +c.dataset.image, outcome: c.dataset.outcome}))",
+        )
+    ]
+
+
+def test_labelled_results_follow_the_schema(labelled_run):
+    """The records this page is tested with are what docs/results.schema.json describes."""
+    import copy
+
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parents[1] / "docs" / "results.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    validator.check_schema(schema)
+    document = json.loads((labelled_run / "results.json").read_text())
+    validator.validate(document)
+    for edit in (
+        lambda t: t[3].update(index=0),  # a missed label is no detection
+        lambda t: t[3].pop("reason"),  # a missed label says why
+        lambda t: t[0].update(reason="below_conf"),  # a hit has no reason
+        lambda t: t[6].pop("versus_name"),  # a contrast names both classes
+        lambda t: t[1].update(outcome="maybe"),
+        lambda t: t[0].update(index=None),  # only missed labels have no index
+    ):
+        broken = copy.deepcopy(document)
+        edit(broken["items"][0]["targets"])
+        with pytest.raises(jsonschema.ValidationError):
+            validator.validate(broken)
+
+
+def test_outcome_filter_shows_only_missed_labels(labelled_run, opened):
+    targets = _targets(labelled_run)
+    page = opened(labelled_run / "report.html")
+    assert page.page.is_visible("#f-outcome")
+    options = page.page.eval_on_selector_all(
+        "#f-outcome option", "os => os.map(o => [o.value, o.textContent])"
+    )
+    assert options == [
+        ["", "all"],
+        ["hit", "hit (2)"],
+        ["missed", "missed (5)"],
+        ["false_positive", "false positive (2)"],
+    ]
+    assert len(page.cards()) == len(targets) == 9
+    page.page.select_option("#f-outcome", "missed")
+    assert [o for _, o in _outcomes(page)] == ["missed"] * 5
+    assert page.page.inner_text("#count") == "5 of 9 targets shown"
+    page.page.select_option("#f-outcome", "false_positive")
+    assert [c["cls"] for c in page.cards()] == ["cat", "person"]
+    page.page.click("#reset")
+    assert len(page.cards()) == 9
+    assert page.errors == [] and page.failed == []
+
+
+def test_each_image_shows_its_counts_and_missed_labels_come_first(labelled_run, opened):
+    page = opened(labelled_run / "report.html")
+    counts = page.page.eval_on_selector_all(
+        ".image-group",
+        """gs => gs.map(g => [...g.querySelectorAll('header .outcomes span')].map(
+                s => [s.dataset.outcome, +s.dataset.count, s.textContent]))""",
+    )
+    assert counts == [
+        [
+            ["hit", 2, "2 hits"],
+            ["missed", 2, "2 missed"],
+            ["false_positive", 1, "1 false positive"],
+        ],
+        [
+            ["hit", 0, "0 hits"],
+            ["missed", 1, "1 missed"],
+            ["false_positive", 1, "1 false positive"],
+        ],
+    ]
+    summary = page.page.inner_text("#summary")
+    assert summary.endswith("against labels: 2 hits, 3 missed, 2 false positives")
+    # by default each image lists its missed labels first, then results order
+    assert page.page.inner_text("#sort-field option:first-child") == "missed first"
+    missed, rest = ["missed"] * 4, ["hit", "false_positive", "hit"]
+    assert _outcomes(page) == [(0, o) for o in missed + rest] + [
+        (1, "missed"),
+        (1, "false_positive"),
+    ]
+    order = page.page.eval_on_selector_all("#gallery .card", "cs => cs.map(c => +c.dataset.target)")
+    assert order == [3, 4, 5, 6, 0, 1, 2, 1, 0]
+    page.page.uncheck("#group")  # not grouped: every missed label first
+    assert [o for _, o in _outcomes(page)][:5] == ["missed"] * 5
+    page.page.select_option("#sort-field", "score")  # a sort of one's own: that order only
+    scores = [c["score"] for c in page.cards()]
+    assert scores == sorted(scores)
+    assert page.errors == []
+
+
+def test_cards_show_their_outcome_and_why_a_label_was_missed(labelled_run, opened):
+    page = opened(labelled_run / "report.html")
+    page.page.uncheck("#group")
+    cards = page.page.locator("#gallery .card")
+
+    def card(target: int):
+        return page.page.locator(f"#gallery .card[data-image='0'][data-target='{target}']")
+
+    assert cards.count() == 9
+    hit, suppressed, contrast = card(0), card(3), card(6)
+    assert hit.locator(".badge.outcome").inner_text() == "hit"
+    assert hit.locator(".badge.reason").count() == 0
+    assert hit.locator(".title").inner_text() == "#0 cat (0)"
+    assert hit.locator("dd[data-field=label_class]").inner_text() == "cat #0"
+    assert suppressed.locator(".title").inner_text() == "label 1 dog (1)"
+    assert suppressed.locator(".badge.outcome").inner_text() == "missed"
+    assert suppressed.locator(".badge.reason").inner_text() == "suppressed"
+    fields = {
+        f: suppressed.locator(f"dd[data-field={f}]").inner_text()
+        for f in ("candidate_score", "suppressed_by", "label_box", "box")
+    }
+    assert fields == {
+        "candidate_score": "0.44",
+        "suppressed_by": "#2 (IoU 0.72)",
+        "label_box": "[4, 4, 22, 20]",
+        "box": "[2, 3, 20, 18]",
+    }
+    assert "candidate box" in suppressed.locator("dl").inner_text()
+    assert contrast.locator(".title").inner_text() == "label 2 dog (1) \u2212 cat (0)"
+    assert contrast.locator(".badge.reason").inner_text() == "wrong class"
+    colours = {
+        o: page.page.eval_on_selector(
+            f".card[data-outcome={o}] .badge.outcome", "b => getComputedStyle(b).backgroundColor"
+        )
+        for o in ("hit", "missed", "false_positive")
+    }
+    assert len(set(colours.values())) == 3 and "rgba(0, 0, 0, 0)" not in colours.values()
+    # one method: no card has another to compare with, though several missed records share
+    # their index (null) and class
+    disabled = page.page.eval_on_selector_all(".compare-btn", "bs => bs.map(b => b.disabled)")
+    assert disabled == [True] * 9
+    assert page.errors == [] and page.failed == []
+
+
+def test_a_run_without_labels_shows_no_outcomes(labelled_run, tmp_path, opened):
+    document = json.loads((labelled_run / "results.json").read_text())
+    fields = {"outcome", "label", "label_box", "label_class", "reason", "candidate_score"}
+    fields |= {"suppressed_by", "suppressed_iou", "versus_class", "versus_name", "versus_score"}
+    for item in document["items"]:
+        item.pop("outcomes")
+        item["targets"] = [
+            {k: v for k, v in t.items() if k not in fields}
+            for t in item["targets"]
+            if t["index"] is not None
+        ]
+    out = tmp_path / "unlabelled"
+    shutil.copytree(labelled_run, out)
+    (out / "results.json").write_text(json.dumps(document))
+    page = opened(write_report(out))
+    assert len(page.cards()) == 4
+    assert page.page.is_hidden("#outcome-filter")
+    assert page.page.locator(".badge.outcome, .badge.reason, .image-group .outcomes").count() == 0
+    assert page.page.inner_text("#sort-field option:first-child") == "results order"
+    assert "against labels" not in page.page.inner_text("#summary")
+    assert [c["target"] for c in page.cards()] == [0, 1, 2, 0]
+    assert page.errors == [] and page.failed == []
