@@ -13,12 +13,15 @@
 - :mod:`~taskcam.adapters.detection.nms`: post-processing that keeps each detection's
   candidate (single-label NMS, the best pairs of an end-to-end head);
 - :mod:`~taskcam.adapters.detection.specs`: the ``--targets`` spec of detectors;
+- :mod:`~taskcam.adapters.detection.labels`: ground-truth labels (YOLO, COCO, Pascal VOC,
+  ``--box``) in the model's class numbering;
 - :mod:`~taskcam.adapters.detection.families`: the one place a model's family, and so its
   adapter, is chosen (:func:`~taskcam.adapters.detection.families.adapter_for`).
 """
 
 from taskcam.adapters.detection.candidates import Candidates, Detections
 from taskcam.adapters.detection.detector import RESIZES, Detector, model_class_names
+from taskcam.adapters.detection.labels import Labels, box_labels, parse_box, read_labels
 from taskcam.adapters.detection.nms import nms_keep, top_pairs
 from taskcam.adapters.detection.placement import (
     LetterboxInfo,
@@ -48,17 +51,21 @@ __all__ = [
     "DetectionTarget",
     "Detections",
     "Detector",
+    "Labels",
     "LetterboxInfo",
     "MatchTarget",
     "Placement",
     "StretchPlacement",
+    "box_labels",
     "check_what",
     "drise_similarity",
     "keypoint_what",
     "letterbox",
     "model_class_names",
     "nms_keep",
+    "parse_box",
     "parse_detection_targets",
+    "read_labels",
     "stretched_input",
     "top_pairs",
 ]
