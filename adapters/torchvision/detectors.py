@@ -344,6 +344,19 @@ class TorchvisionDetectionAdapter(Detector):
         self.model.score_thresh = check_thresh(value)
 
     @property
+    def score_threshold(self) -> float:
+        """:attr:`conf`, else the detector's own threshold."""
+        if self.conf is not None:
+            return float(self.conf)
+        own = getattr(self.detector, "roi_heads", self.detector)
+        return float(getattr(own, "score_thresh", 0.0))
+
+    @property
+    def multi_label(self) -> bool:
+        """torchvision's post-processing keeps (candidate, class) pairs."""
+        return True
+
+    @property
     def detector(self) -> nn.Module:
         return self.model.detector
 
