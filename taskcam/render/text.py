@@ -70,9 +70,11 @@ def draw_label(
         _, th, base = text_metrics(line or " ", font_scale, thickness)
         y_base = y + th  # putText wants the baseline's left end
         if outline is not None:
-            cv2.putText(
-                out, line, (x, y_base), FONT, font_scale, outline, thickness + 2, cv2.LINE_AA
-            )
+            # the letters' own strokes, widened: a thicker putText spaces its letters wider,
+            # so its outline would drift right of the text
+            ink = np.zeros(out.shape[:2], np.uint8)
+            cv2.putText(ink, line, (x, y_base), FONT, font_scale, 255, thickness, cv2.LINE_8)
+            out[cv2.dilate(ink, np.ones((3, 3), np.uint8)) > 0] = outline
         cv2.putText(out, line, (x, y_base), FONT, font_scale, color, thickness, cv2.LINE_AA)
         y += max(th, line_h) + base + max(2, thickness + 1)
     return out
