@@ -67,6 +67,26 @@ def _parser() -> argparse.ArgumentParser:
         "(YOLO pose) kptK.x|y|v: keypoint K's coordinate or visibility",
     )
     ex.add_argument("--conf", type=float, help="detect: score threshold (default: the model's)")
+    ex.add_argument(
+        "--labels",
+        metavar="PATH",
+        help="detect: your labels (a YOLO label folder or data.yaml, a COCO JSON file, Pascal "
+        "VOC XML), matched to images by file name: each label is hit or missed, each detection "
+        "without a label a false positive, and each missed label gets a map of what was there "
+        "and why it was dropped",
+    )
+    ex.add_argument(
+        "--box",
+        action="append",
+        metavar="X1,Y1,X2,Y2[:CLASS]",
+        help="detect: a label by hand on a one-image run (image pixels; repeatable)",
+    )
+    ex.add_argument(
+        "--iou",
+        type=float,
+        default=0.5,
+        help="detect: the IoU a detection needs to hit a label of its class (default 0.5)",
+    )
     ex.add_argument("--out", default="taskcam-out", help="output folder (default taskcam-out)")
     ex.add_argument(
         "--overwrite",
@@ -362,6 +382,9 @@ def _run_options(args: argparse.Namespace) -> Any:
         stride=args.stride,
         faithfulness=args.faithfulness,
         faithfulness_steps=args.faithfulness_steps,
+        labels_from=args.labels,
+        boxes=tuple(args.box) if args.box else None,
+        match_iou=args.iou,
     )
 
 

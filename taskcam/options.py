@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from taskcam.adapters.detection import check_what, keypoint_what
+from taskcam.adapters.detection.matching import check_iou
 from taskcam.errors import TaskcamError
 from taskcam.loaded import LoadedModel
 from taskcam.results import RESULTS_VERSION
@@ -70,6 +71,14 @@ class RunOptions:
             ``faithfulness``. Costs ``2 faithfulness_steps`` forwards per target and
             method.
         faithfulness_steps: steps of those curves.
+        labels_from: detectors: the user's labels (``--labels``: a YOLO label folder or its
+            ``data.yaml``, a COCO JSON file, Pascal VOC XML), matched to images by file name:
+            every label and detection gets an outcome (hit, missed, false positive) and each
+            missed label a map of what was there (:mod:`taskcam.adapters.detection.outcomes`).
+        boxes: detectors: labels by hand for a run of one image (``--box
+            X1,Y1,X2,Y2[:CLASS]``, image pixels; without a class, the class of the detection
+            that overlaps the box most).
+        match_iou: the IoU a detection needs to hit a label of its class (``--iou``).
 
     Raises:
         TaskcamError: a value of the wrong type or range, an unknown method or colormap (each
@@ -102,6 +111,9 @@ class RunOptions:
     stride: int = 1
     faithfulness: bool = False
     faithfulness_steps: int = 8
+    labels_from: Optional[str] = None
+    boxes: Optional[tuple[str, ...]] = None
+    match_iou: float = 0.5
 
     def __post_init__(self) -> None:
         from taskcam.masking import check_batch_size
@@ -126,6 +138,15 @@ class RunOptions:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise TaskcamError(f"--faithfulness-steps: expected a whole number >= 1, got {steps!r}")
         check_batch_size(self.batch_size)
+        check_iou(self.match_iou)
+        if self.boxes is not None:
+            if isinstance(self.boxes, str) or not all(isinstance(b, str) for b in self.boxes):
+                raise TaskcamError(
+                    f"--box: expected X1,Y1,X2,Y2[:CLASS] strings, got {self.boxes!r}"
+                )
+            object.__setattr__(self, "boxes", tuple(self.boxes) or None)
+        if self.labels_from is not None and self.boxes:
+            raise TaskcamError("--labels and --box: give the labels one way (a file, or boxes)")
         colorize([[0.0]], self.colormap)  # an unknown colormap: the error lists the names
         if isinstance(self.alpha, bool) or not (
             isinstance(self.alpha, (int, float)) and 0.0 <= self.alpha <= 1.0
@@ -171,6 +192,12 @@ class RunOptions:
         if keypoint_what(self.what) is not None:
             check_keypoints(loaded, self.what)
         if not loaded.is_detector:
+            if self.labels_from is not None or self.boxes:
+                flag = "--labels" if self.labels_from is not None else "--box"
+                raise TaskcamError(
+                    f"{flag}: labels are matched to a detector's detections; {loaded.spec} is "
+                    f"a {loaded.task} model"
+                )
             return
         if self.aug_smooth:
             raise TaskcamError(
@@ -221,6 +248,10 @@ class RunOptions:
         # before these options existed still resume)
         if self.faithfulness:
             settings["faithfulness_steps"] = self.faithfulness_steps
+        if self.labels_from is not None or self.boxes:
+            settings["labels_from"] = self.labels_from
+            settings["boxes"] = list(self.boxes or ())
+            settings["match_iou"] = self.match_iou
         for name, default in (("alpha", 0.5), ("labels", True), ("box_norm", False)):
             if getattr(self, name) != default:
                 settings[name] = getattr(self, name)

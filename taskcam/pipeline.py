@@ -93,6 +93,8 @@ def explain_files(
     if videos:
         if len(videos) != len(inputs):
             raise TaskcamError("explain images and videos in separate runs (separate --out)")
+        if options.labels_from is not None or options.boxes:
+            raise TaskcamError("--labels / --box: labels are matched on images, not videos")
         return explain_videos(loaded, videos, out_dir, options)
     if options.stride != 1:
         raise TaskcamError(f"--stride {options.stride}: only for video inputs")
@@ -111,6 +113,7 @@ def explain_images(
     paths = list_images(inputs)
     if not paths:
         raise TaskcamError(f"no images found in {[str(p) for p in inputs]}")
+    explainer.start(paths)
     run = RunLog(Path(out_dir), settings, options.overwrite)
     explainer.adopt_layers(run.layers)  # the default layer an interrupted run found
     failures: list[tuple[str, str]] = []

@@ -126,6 +126,10 @@ class ImageExplainer:
         if not self.layer_names and layers:
             self.layer_names = list(layers)
 
+    def start(self, paths: Sequence[Path]) -> None:
+        """Prepare for a run over ``paths`` (detectors read their ``--labels``); nothing by
+        default."""
+
     def item(self, path: Path, image: np.ndarray, stem: str) -> dict[str, Any]:
         """Explain one decoded image file into ``out/stem`` and return its item."""
         return self.explain(image, stem, source=str(path)).item
