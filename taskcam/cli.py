@@ -204,6 +204,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--out", default="taskcam-eval", help="folder for eval.csv and eval.json")
     ev.add_argument("--no-progress", action="store_true")
+    _label_eval_flags(ev)
 
     demo = sub.add_parser("demo", help="EfficientNet-Lite0 on scikit-image photos, every method")
     demo.add_argument("--out", default="taskcam-demo")
@@ -251,8 +252,54 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label_eval_flags(ev: argparse.ArgumentParser) -> None:
+    """``taskcam eval IMAGES --model SPEC --labels PATH``: methods scored on your detector and
+    your labelled images instead of the zoo's shapes."""
+    ev.add_argument("inputs", nargs="*", metavar="IMAGE", help="with --labels: images, folders")
+    ev.add_argument("--model", help="with --labels: the detector (any explain --model SPEC)")
+    ev.add_argument("--weights", help="with --labels: state dict / checkpoint, or 'none'")
+    ev.add_argument(
+        "--labels",
+        metavar="PATH",
+        help="score methods on your images and labels (YOLO folder or data.yaml, COCO JSON, "
+        "VOC XML), split by outcome (hit, missed, false positive), beside maps drawn without "
+        "the model, with the detector's own precision and recall",
+    )
+    ev.add_argument("--conf", type=float, help="with --labels: the detector's score threshold")
+    ev.add_argument("--iou", type=float, default=0.5, help="with --labels: the hit IoU (0.5)")
+
+
+def _cmd_label_eval(args: argparse.Namespace) -> int:
+    from taskcam.label_eval import evaluate_labels
+    from taskcam.models import load_model
+
+    if not args.model or not args.inputs:
+        raise TaskcamError("eval --labels: name the detector (--model SPEC) and the images")
+    result = evaluate_labels(
+        load_model(args.model, weights=args.weights),
+        args.inputs,
+        args.labels,
+        _split(args.method) or None,
+        iou=args.iou,
+        conf=args.conf,
+        steps=args.steps,
+        tolerance=15 if args.tolerance is None else args.tolerance,
+        baseline=args.baseline,
+        progress=not args.no_progress,
+    )
+    print(result.format())
+    csv_path, json_path = result.write(args.out)
+    print(f"-> {csv_path}, {json_path}")
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from taskcam.evaluate import DEFAULT_METHODS, evaluate, format_table, write_table
+
+    if args.labels is not None:
+        return _cmd_label_eval(args)
+    if args.inputs or args.model:
+        raise TaskcamError("eval IMAGES --model SPEC: give their --labels too")
 
     rows = evaluate(
         _split(args.models),

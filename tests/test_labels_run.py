@@ -100,8 +100,6 @@ def test_labels_are_refused_where_they_mean_nothing(dataset, tmp_path):
             load_model("zoo:shapes-cnn"), [images], tmp_path / "c", labels_from=str(dataset)
         )
     with pytest.raises(TaskcamError, match="--box names boxes on one image; this run has 4"):
-        explain_files(
-            load_model("zoo:shapes-yolo"), [images], tmp_path / "d", boxes=["0,0,9,9:0"]
-        )
+        explain_files(load_model("zoo:shapes-yolo"), [images], tmp_path / "d", boxes=["0,0,9,9:0"])
     with pytest.raises(TaskcamError, match=r"--iou: expected an IoU in \(0, 1\], got 0"):
         explain_files(load_model("zoo:shapes-yolo"), [images], tmp_path / "e", match_iou=0)
