@@ -195,3 +195,36 @@ def test_detr_attention_refuses_deformable_detr(saved):
     targets = adapter.targets(adapter.detect(x)[0].select([0]))
     with pytest.raises(TaskcamError, match=r"detr-attention: .* \(deformable_detr\) has none"):
         taskcam.explain(loaded.model, x, [targets], method="detr-attention")
+
+
+@pytest.mark.parametrize("family", ["detr", "deformable_detr"])
+def test_a_missed_label_is_explained_through_its_best_query(saved, photo, family):
+    """No NMS: a label of another class at a kept query's box is missed because of that
+    query's scores (the label class's below the threshold, or another class above it)."""
+    from taskcam.adapters.detection.labels import Labels
+    from taskcam.adapters.detection.outcomes import label_outcomes
+    from taskcam.capture import predict
+    from taskcam.io import read_image
+
+    folder, model = saved[family]
+    adapter = DetrAdapter(model, conf=0.0)
+    image = read_image(photo)
+    x, placement = adapter.prepare(image)
+    dets = adapter.detect(x)[0]
+    box = placement.boxes_to_image(dets.boxes[:1].float())
+    k = int(dets.classes[0])
+    other = (k + 1) % 3
+    adapter.conf = float(dets.scores[0]) - 1e-4  # the best pair passes, the label's does not
+    result = label_outcomes(adapter, image, Labels(box.repeat(2, 1), torch.tensor([k, other])))
+    assert result.match.detection_of[0] == 0  # the query's own class: a hit
+    (miss,) = result.missed
+    assert miss.label == 1 and miss.reason in ("wrong_class", "below_conf")
+    cands = adapter.candidates(predict(adapter.model, x))
+    scores = cands.scores[0, :, other]
+    assert miss.candidate_score == pytest.approx(float(scores[miss.candidate]), abs=1e-5)
+    assert miss.candidate_score <= adapter.conf
+    targets = [t for o in result.outcomes for _, t in o.targets]
+    exp = taskcam.explain(adapter.model, x, [targets], layers=adapter.default_layers())
+    assert exp.maps.shape[1] == len(targets) and torch.isfinite(exp.maps).all()
+    first = len(targets) - len(miss.targets)  # the miss's own score comes after the detections
+    assert float(exp.scores[0, first]) == pytest.approx(miss.candidate_score, abs=1e-4)
