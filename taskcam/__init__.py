@@ -2,7 +2,8 @@
 
 The names a user needs without digging: the engine (:func:`explain`, :class:`Explainer`), the
 target contract (:class:`Target` and its capabilities, :class:`ClassTarget`), the detector
-contract (:class:`Detector`, :class:`Candidates`, :class:`Detections`), the method registry,
+contract (:class:`Detector`, :class:`Candidates`, :class:`Detections`), a detector's errors
+against labels (:class:`Labels`, :func:`read_labels`, :func:`label_outcomes`), the method registry,
 and the run path (:func:`load_model`, :class:`RunOptions`, :func:`explain_files`, imported on
 first use).
 
@@ -16,7 +17,14 @@ Example:
 
 from typing import Any
 
-from taskcam.adapters.detection import Candidates, Detections, Detector
+from taskcam.adapters.detection import (
+    Candidates,
+    Detections,
+    Detector,
+    Labels,
+    label_outcomes,
+    read_labels,
+)
 from taskcam.engine import Explainer, Explanation, explain, normalize_maps
 from taskcam.errors import TaskcamError
 from taskcam.layers import default_layer, resolve_layers
@@ -44,6 +52,7 @@ __all__ = [
     "Detector",
     "Explainer",
     "Explanation",
+    "Labels",
     "LayerTarget",
     "MaskTarget",
     "Method",
@@ -58,8 +67,10 @@ __all__ = [
     "explain_files",
     "get_method",
     "infer_reshape",
+    "label_outcomes",
     "load_model",
     "normalize_maps",
+    "read_labels",
     "register",
     "resolve_layers",
 ]

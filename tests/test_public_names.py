@@ -34,3 +34,11 @@ def test_import_taskcam_loads_no_picture_or_model_library():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_detectors_errors_against_labels_are_public():
+    from taskcam.adapters.detection.labels import Labels, read_labels
+    from taskcam.adapters.detection.outcomes import label_outcomes
+
+    assert taskcam.Labels is Labels and taskcam.read_labels is read_labels
+    assert taskcam.label_outcomes is label_outcomes

@@ -13,6 +13,9 @@
 - :mod:`~taskcam.adapters.detection.nms`: post-processing that keeps each detection's
   candidate (single-label NMS, the best pairs of an end-to-end head);
 - :mod:`~taskcam.adapters.detection.specs`: the ``--targets`` spec of detectors;
+- :mod:`~taskcam.adapters.detection.matching` and :mod:`~taskcam.adapters.detection.outcomes`:
+  detections matched to labels, and each label's or detection's outcome (hit, missed and why,
+  false positive) with the targets that explain it (:func:`label_outcomes`);
 - :mod:`~taskcam.adapters.detection.labels`: ground-truth labels (YOLO, COCO, Pascal VOC,
   ``--box``) in the model's class numbering;
 - :mod:`~taskcam.adapters.detection.families`: the one place a model's family, and so its
@@ -22,7 +25,9 @@
 from taskcam.adapters.detection.candidates import Candidates, Detections
 from taskcam.adapters.detection.detector import RESIZES, Detector, model_class_names
 from taskcam.adapters.detection.labels import Labels, box_labels, parse_box, read_labels
+from taskcam.adapters.detection.matching import MATCH_IOU, match_labels
 from taskcam.adapters.detection.nms import nms_keep, top_pairs
+from taskcam.adapters.detection.outcomes import ErrorAnalysis, Outcome, label_outcomes
 from taskcam.adapters.detection.placement import (
     LetterboxInfo,
     Placement,
@@ -51,7 +56,10 @@ __all__ = [
     "DetectionTarget",
     "Detections",
     "Detector",
+    "ErrorAnalysis",
     "Labels",
+    "MATCH_IOU",
+    "Outcome",
     "LetterboxInfo",
     "MatchTarget",
     "Placement",
@@ -66,6 +74,8 @@ __all__ = [
     "parse_box",
     "parse_detection_targets",
     "read_labels",
+    "label_outcomes",
+    "match_labels",
     "stretched_input",
     "top_pairs",
 ]
