@@ -248,7 +248,10 @@ class Yolov5Adapter(Detector):
 
     Args:
         model: a YOLOv5 ``DetectionModel`` / ``Model`` (:func:`load_yolov5`).
-        size: the square letterbox side (640 as ``detect.py``; a multiple of 32).
+        size: the letterbox side (640 as ``detect.py``; a multiple of 32): an image's longer
+            side is scaled to it and the shorter one padded up to the next multiple of the
+            stride, the minimal rectangle ``detect.py`` pads a ``.pt`` model's input to
+            (``letterbox(im, imgsz, stride=stride, auto=pt)``).
         conf, iou, max_det: ``detect.py``'s settings (0.25, 0.45, 1000).
         class_names: names by class id (default: ``model.names``).
     """
@@ -274,6 +277,7 @@ class Yolov5Adapter(Detector):
             max_det=max_det,
             class_names=class_names,
         )
+        self.rect = True  # detect.py's letterbox for a PyTorch model: auto=pt
 
     @property
     def family(self) -> str:

@@ -162,6 +162,9 @@ class Detector:
 
     #: ``"detect"``, or ``"segment"`` for instance segmenters whose detections are regions
     task: str = "detect"
+    #: ``letterbox`` pads to the minimal rectangle (ultralytics' and YOLOv5's predict for a
+    #: PyTorch model) instead of the square ``size × size`` (the default: a fixed input)
+    rect: bool = False
 
     def __init__(
         self,
@@ -255,7 +258,8 @@ class Detector:
         """
         check_image(image)
         if self.resize == "letterbox":
-            x, placement = letterbox(image, int(self.size), self.stride)  # type: ignore[arg-type]
+            side = int(self.size)  # type: ignore[arg-type]
+            x, placement = letterbox(image, side, self.stride, auto=self.rect)
         else:
             if self.resize == "stretch":
                 size = self.size if isinstance(self.size, tuple) else (self.size, self.size)

@@ -1,6 +1,7 @@
 """How an image is placed on a detector's input, and how boxes and maps come back to it.
 
-:func:`letterbox` is ultralytics' (and YOLOv5's) square letterbox; :func:`stretched_input`
+:func:`letterbox` is ultralytics' (and YOLOv5's) letterbox, to the square or, as their own
+predict pads a PyTorch model's input, to the minimal rectangle; :func:`stretched_input`
 resizes the whole image (RT-DETR stretches to a square, DETR keeps the aspect ratio). Each
 returns the input and a placement, which is all a run needs to bring a detection's box and its
 maps back to the original image (:class:`Placement`).
@@ -68,14 +69,16 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class LetterboxInfo:
-    """How :func:`letterbox` placed an image on the ``S × S`` input, to undo it.
+    """How :func:`letterbox` placed an image on the input, to undo it.
 
     Attributes:
         height, width: the original image's size.
-        size: the input side ``S``.
+        size: the input's longer side ``S`` (the side asked for).
         ratio: the scale applied, ``min(S / height, S / width)``.
         left, top: the padding before the resized image, in input pixels.
         new_width, new_height: the resized image's size inside the input.
+        input_height, input_width: the input's size: ``S × S`` for the square letterbox, less
+            on the shorter side for the minimal rectangle (0 when built: ``S``).
     """
 
     height: int
@@ -86,6 +89,18 @@ class LetterboxInfo:
     top: int
     new_width: int
     new_height: int
+    input_height: int = 0
+    input_width: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("input_height", "input_width"):
+            if not getattr(self, name):
+                object.__setattr__(self, name, self.size)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the input."""
+        return self.input_height, self.input_width
 
     def boxes_to_image(self, boxes: torch.Tensor) -> torch.Tensor:
         """``Tensor[N, 4]`` xyxy in input pixels -> original-image pixels, clipped to the image."""
@@ -100,14 +115,14 @@ class LetterboxInfo:
         return boxes * self.ratio + offset
 
     def map_to_image(self, maps: torch.Tensor) -> torch.Tensor:
-        """``Tensor[..., S, S]`` -> ``Tensor[..., height, width]``: crop the padding, resize.
+        """``Tensor[..., h, w]`` on the input's grid -> ``Tensor[..., height, width]``: crop the
+        padding, resize.
 
         Bilinear resizing keeps maps in [0, 1] in [0, 1].
         """
-        if maps.shape[-2:] != (self.size, self.size):
-            raise TaskcamError(
-                f"maps: expected Tensor[..., {self.size}, {self.size}], got {tuple(maps.shape)}"
-            )
+        if maps.shape[-2:] != self.input_size:
+            h, w = self.input_size
+            raise TaskcamError(f"maps: expected Tensor[..., {h}, {w}], got {tuple(maps.shape)}")
         crop = maps[
             ..., self.top : self.top + self.new_height, self.left : self.left + self.new_width
         ]
@@ -115,26 +130,35 @@ class LetterboxInfo:
 
 
 def letterbox(
-    image: np.ndarray, size: int = 640, stride: int = 32
+    image: np.ndarray, size: int = 640, stride: int = 32, auto: bool = False
 ) -> tuple[torch.Tensor, LetterboxInfo]:
-    """Resize keeping the aspect ratio and pad to ``size × size``, as ultralytics does.
+    """Resize keeping the aspect ratio and pad, as ultralytics does: to ``size × size``, or
+    with ``auto`` to the minimal rectangle.
 
-    Same arithmetic as ``ultralytics.data.augment.LetterBox(auto=False)``: scale
-    ``r = min(S / h, S / w)``, bilinear resize to ``round(w r) × round(h r)``, gray 114 padding
-    split evenly (the odd pixel goes bottom/right).
+    Same arithmetic as ``ultralytics.data.augment.LetterBox(auto=auto, stride=stride)``:
+    scale ``r = min(S / h, S / w)``, bilinear resize to ``round(w r) × round(h r)``, gray 114
+    padding split evenly (the odd pixel goes bottom/right). The square pads each side up to
+    ``S``; the minimal rectangle (``auto``, what ultralytics' and YOLOv5's ``predict`` do for a
+    PyTorch model) only up to the next multiple of ``stride``, so the longer side is ``S`` and
+    the shorter one less for a non-square image.
 
     Args:
         image: ``uint8[H, W, 3]`` RGB.
-        size: the input side ``S``; a multiple of ``stride``.
+        size: the input's (longer) side ``S``; a multiple of ``stride``.
         stride: the model's largest stride.
+        auto: pad to the minimal rectangle instead of the square.
 
     Returns:
-        ``(x, info)``: ``x: Tensor[1, 3, S, S]`` float in [0, 1], and the placement.
+        ``(x, info)``: ``x: Tensor[1, 3, h, w]`` float in [0, 1] (``h = w = S`` unless
+        ``auto``), and the placement.
 
     Example:
         >>> x, info = letterbox(np.zeros((200, 320, 3), np.uint8), size=256)
         >>> x.shape, info.top, info.new_height
         (torch.Size([1, 3, 256, 256]), 48, 160)
+        >>> x, info = letterbox(np.zeros((200, 320, 3), np.uint8), size=256, auto=True)
+        >>> x.shape, info.top, info.new_height, info.input_size
+        (torch.Size([1, 3, 160, 256]), 0, 160, (160, 256))
     """
     import cv2
 
@@ -146,14 +170,20 @@ def letterbox(
     new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
     if (new_w, new_h) != (w, h):
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    dw, dh = (size - new_w) / 2, (size - new_h) / 2
+    pad_w, pad_h = size - new_w, size - new_h
+    if auto:  # the minimal rectangle
+        pad_w, pad_h = pad_w % stride, pad_h % stride
+    dw, dh = pad_w / 2, pad_h / 2
     top, bottom = round(dh - 0.1), round(dh + 0.1)
     left, right = round(dw - 0.1), round(dw + 0.1)
     padded = cv2.copyMakeBorder(
         image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3
     )
     x = torch.from_numpy(np.ascontiguousarray(padded)).permute(2, 0, 1)[None].float() / 255.0
-    return x, LetterboxInfo(h, w, size, r, left, top, new_w, new_h)
+    info = LetterboxInfo(
+        h, w, size, r, left, top, new_w, new_h, new_h + top + bottom, new_w + left + right
+    )
+    return x, info
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@
 this adapter works on the underlying ``DetectionModel`` / ``SegmentationModel`` instead:
 
 1. :func:`letterbox` prepares an image exactly as ultralytics does (gray 114 padding; shared
-   with every detector: :mod:`taskcam.adapters.detection.placement`);
+   with every detector: :mod:`taskcam.adapters.detection.placement`): :class:`YoloAdapter`
+   pads to the minimal rectangle as ``predict`` does for a PyTorch model (``auto=True``), and
+   to the square for a static ONNX export (:func:`fixed_input`);
 2. :func:`detect` runs the model once without gradients and applies its own NMS over the raw
    anchor candidates, so each kept detection remembers its *candidate* (anchor index);
 3. :class:`YoloDetectionTarget` reads that candidate's class score (or a box side) from the
@@ -45,7 +47,9 @@ What this relies on in ultralytics 8.x (``ultralytics/nn/modules/head.py``), eva
 Example:
     >>> import numpy as np, torch, taskcam
     >>> model = load_yolo("yolov8n.yaml", nc=4)  # random weights
-    >>> x, info = letterbox(np.zeros((200, 320, 3), np.uint8), size=256)
+    >>> x, info = letterbox(np.zeros((200, 320, 3), np.uint8), size=256, auto=True)
+    >>> x.shape  # the minimal rectangle, as predict pads it
+    torch.Size([1, 3, 160, 256])
     >>> dets = detect(model, x, conf=0.0, max_det=2)
     >>> exp = taskcam.explain(model, x, detection_targets(dets), layers=default_layers(model)[:1])
     >>> info.map_to_image(exp.maps).shape
@@ -57,6 +61,7 @@ from taskcam.adapters.detection.placement import PAD_VALUE, LetterboxInfo, lette
 from taskcam.adapters.ultralytics.checkpoints import load_yolo, yolo_task
 from taskcam.adapters.ultralytics.classify import YoloClassifier
 from taskcam.adapters.ultralytics.detect import YoloDetectionTarget, yolo_candidates
+from taskcam.adapters.ultralytics.export import fixed_input
 from taskcam.adapters.ultralytics.levels import backbone_stages, candidate_layer, default_layers
 from taskcam.adapters.ultralytics.obb import YoloObbTarget
 from taskcam.adapters.ultralytics.pose import YoloPoseTarget
@@ -88,6 +93,7 @@ __all__ = [
     "default_layers",
     "detect",
     "detection_targets",
+    "fixed_input",
     "is_rtdetr",
     "letterbox",
     "load_yolo",

@@ -14,7 +14,7 @@ from torch import nn
 
 from taskcam.errors import TaskcamError
 
-__all__ = ["load_onnx_export"]
+__all__ = ["fixed_input", "load_onnx_export"]
 
 # The architectures an ONNX export is matched against, per task; each with scales n, s, m, l, x.
 _ONNX_FAMILIES = {
@@ -50,7 +50,39 @@ def load_onnx_export(path: Path) -> nn.Module:
     except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends vary by version
         raise TaskcamError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from e
     task, names, imgsz = _export_metadata(path, proto)
-    return _rebuild_export(path, task, names, imgsz, _export_weights(proto))
+    model = _rebuild_export(path, task, names, imgsz, _export_weights(proto))
+    model.args["exported"], model.args["dynamic"] = "onnx", _dynamic(proto)
+    return model
+
+
+def fixed_input(model: nn.Module) -> bool:
+    """Whether ultralytics predicts ``model`` at its fixed square input: a model rebuilt from a
+    static ONNX export (:func:`load_onnx_export`), which ultralytics runs at the export's
+    shape. PyTorch checkpoints and yaml models, and dynamic exports, are predicted on the
+    minimal rectangle instead (``LetterBox(auto=True)``).
+
+    Example:
+        >>> from taskcam.adapters.ultralytics import load_yolo
+        >>> fixed_input(load_yolo("yolov8n.yaml"))
+        False
+    """
+    args = getattr(model, "args", None)
+    return isinstance(args, dict) and args.get("exported") == "onnx" and not args.get("dynamic")
+
+
+def _dynamic(proto: Any) -> bool:
+    """Whether ultralytics runs the export with dynamic shapes: its ``dynamic`` export argument
+    (metadata ``args``), else a named (symbolic) batch dimension of its first output, as
+    ultralytics' ONNX backend reads it."""
+    meta = {p.key: p.value for p in proto.metadata_props}
+    try:
+        args = ast.literal_eval(meta.get("args", "{}"))
+    except (ValueError, SyntaxError):
+        args = {}
+    if isinstance(args, dict) and "dynamic" in args:
+        return bool(args["dynamic"])
+    dims = proto.graph.output[0].type.tensor_type.shape.dim if proto.graph.output else []
+    return bool(dims) and dims[0].WhichOneof("value") == "dim_param"
 
 
 def _export_metadata(path: Path, proto: Any) -> tuple[str, dict, Any]:

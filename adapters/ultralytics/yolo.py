@@ -14,6 +14,7 @@ from taskcam.adapters.detection.detector import Detector, check_batch
 from taskcam.adapters.detection.scoring import WHAT
 from taskcam.adapters.ultralytics.checkpoints import yolo_task
 from taskcam.adapters.ultralytics.detect import YoloDetectionTarget, is_obb, yolo_candidates
+from taskcam.adapters.ultralytics.export import fixed_input
 from taskcam.adapters.ultralytics.levels import backbone_stages, candidate_layer, default_layers
 from taskcam.adapters.ultralytics.obb import YoloObbTarget, obb_detections
 from taskcam.adapters.ultralytics.pose import YoloPoseTarget
@@ -112,7 +113,10 @@ class YoloAdapter(Detector):
     Args:
         model: a ``DetectionModel`` / ``SegmentationModel`` / ``PoseModel`` / ``OBBModel``
             (see :func:`load_yolo`).
-        size: the letterbox input side.
+        size: the letterbox input side: an image's longer side is scaled to it and, as
+            ``yolo predict`` does, the shorter one padded only up to the next multiple of the
+            stride (the minimal rectangle), except for a model rebuilt from a static ONNX
+            export, which ultralytics predicts at its fixed square (:func:`fixed_input`).
         conf, iou, max_det: detection settings, as ultralytics' ``predict`` (end-to-end heads
             select without NMS and ignore ``iou``).
         class_names: names by class id (default: ``model.names``).
@@ -122,6 +126,8 @@ class YoloAdapter(Detector):
         >>> from taskcam.adapters.ultralytics import load_yolo
         >>> ad = YoloAdapter(load_yolo("yolov8n.yaml", nc=4), size=128, conf=0.0, max_det=2)
         >>> x, placement = ad.prepare(np.zeros((90, 160, 3), np.uint8))
+        >>> x.shape  # 160 x 90 scaled to 128 x 72, padded to 128 x 96: the minimal rectangle
+        torch.Size([1, 3, 96, 128])
         >>> dets = ad.detect(x)[0]
         >>> ad.default_layers()
         ['model.4', 'model.6', 'model.9']
@@ -150,6 +156,7 @@ class YoloAdapter(Detector):
             max_det=max_det,
             class_names=class_names,
         )
+        self.rect = not fixed_input(model)  # as ultralytics' predictor pads
         self._stages: Optional[list[str]] = None
 
     @property

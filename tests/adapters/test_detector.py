@@ -232,6 +232,20 @@ def test_selection_nms_none_per_class_boxes_and_keypoints():
     assert [float(t(out)) for t in det.targets(d, "y2")] == [10.0, 31.0, 11.0]
 
 
+def test_the_letterbox_is_square_unless_the_detector_pads_to_the_minimal_rectangle():
+    """A detector of yours keeps its fixed square input; ``rect`` pads as ultralytics' and
+    YOLOv5's predict pad a PyTorch model's input (their adapters set it)."""
+    det = taskcam.Detector(_Rows(torch.rand(1, 5, 6)), _decode_rows, size=64, stride=16)
+    image = np.full((30, 64, 3), 200, np.uint8)
+    x, placement = det.prepare(image)
+    assert not det.rect and x.shape[-2:] == (64, 64) and placement.input_size == (64, 64)
+    det.rect = True
+    x, placement = det.prepare(image)
+    assert x.shape[-2:] == (32, 64) and placement.input_size == (32, 64)  # 30 -> 32: stride 16
+    assert (placement.top, placement.new_height) == (1, 30)
+    assert_close(placement.map_to_image(torch.ones(1, 32, 64)), torch.ones(1, 30, 64))
+
+
 def test_bad_decodes_and_whats_are_refused_naming_what_was_wrong():
     rows = torch.rand(1, 5, 6)
     x = torch.zeros(1, 3, 32, 32)

@@ -152,6 +152,45 @@ def test_letterbox_checks_its_inputs():
         letterbox(np.zeros((8, 8, 3), np.uint8), size=100)
 
 
+def _asset(name: str) -> np.ndarray:
+    """One of ultralytics' own photos, BGR as cv2 reads it: ``bus.jpg`` (810 × 1080, portrait),
+    ``zidane.jpg`` (1280 × 720, landscape)."""
+    import ultralytics
+
+    return cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / name))
+
+
+@pytest.mark.parametrize(
+    "name, size, shape",
+    [("bus.jpg", 640, (640, 480)), ("bus.jpg", 320, (320, 256)), ("zidane.jpg", 640, (384, 640))],
+)
+def test_minimal_rectangle_letterbox_is_ultralytics_and_round_trips(name, size, shape):
+    from ultralytics.data.augment import LetterBox
+
+    image = cv2.cvtColor(_asset(name), cv2.COLOR_BGR2RGB)
+    x, info = letterbox(image, size=size, auto=True)
+    assert x.shape == (1, 3, *shape) and info.input_size == shape and info.size == size
+    ref = LetterBox(size, auto=True, stride=32)(image=image)  # predict's, for a .pt model
+    assert np.array_equal((x[0].permute(1, 2, 0) * 255).round().byte().numpy(), ref)
+    square, _ = letterbox(image, size=size)
+    assert square.shape == (1, 3, size, size)
+
+    h, w = image.shape[:2]
+    boxes = torch.tensor([[10.0, 20.0, 300.0, 500.0], [0.0, 0.0, w, h]])
+    assert (info.boxes_to_image(info.boxes_to_input(boxes)) - boxes).abs().max() <= 1.0
+    inside = torch.zeros(2, 1, *shape)
+    rows, cols = (
+        slice(info.top, info.top + info.new_height),
+        slice(info.left, info.left + info.new_width),
+    )
+    inside[..., rows, cols] = 1.0  # the image region, padding left at 0
+    maps = info.map_to_image(inside)
+    assert maps.shape == (2, 1, h, w)
+    assert_close(maps, torch.ones_like(maps))
+    with pytest.raises(TaskcamError, match=rf"expected Tensor\[\.\.\., {shape[0]}, {shape[1]}\]"):
+        info.map_to_image(torch.zeros(1, size, size))
+
+
 # -- raw predictions and NMS tracing -------------------------------------------------------------
 def test_raw_predictions_shapes(det_model, seg_model):
     with torch.no_grad():
@@ -313,9 +352,14 @@ def test_other_yolo_generations_are_traced_and_explained(yaml):
 
 
 # -- end-to-end heads: what predict returns ------------------------------------------------------
-def _calibrated(yaml: str, image: np.ndarray) -> torch.nn.Module:
-    """A random-weight model whose batch norms took their statistics from ``image``: as built,
-    activations shrink layer after layer and every class score is its bias (ties galore)."""
+def _calibrated(
+    yaml: str, image: np.ndarray, size: int = 0, spread: bool = False
+) -> torch.nn.Module:
+    """A random-weight model whose batch norms took their statistics from ``image``, letterboxed
+    as predict does at ``size`` (default :data:`E2E_SIZE`): as built, activations shrink layer
+    after layer and every class score is its bias (ties galore). With ``spread``, the class
+    logits' biases are zeroed too, so that scores spread over (0, 1) instead of lying near the
+    tiny prior ultralytics initialises them to."""
     torch.manual_seed(0)
     model = load_yolo(yaml)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -324,10 +368,14 @@ def _calibrated(yaml: str, image: np.ndarray) -> torch.nn.Module:
         m.momentum = 1.0  # running statistics := this batch's
     model.train()
     with torch.no_grad():
-        model(letterbox(image, E2E_SIZE)[0])
+        model(letterbox(image, size or E2E_SIZE, auto=True)[0])
     model.eval()
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
+    if spread:
+        with torch.no_grad():
+            for branch in model.model[-1].cv3:
+                branch[-1].bias.zero_()
     return model
 
 
@@ -416,6 +464,54 @@ def test_end_to_end_heads_explain_the_one_to_one_detections_predict_returns(yaml
     (result,) = yolo.predict(image[..., ::-1].copy(), **kwargs)
     _assert_detections_are_predicts(dets, info, result)
     assert not head.end2end
+
+
+def _conf_between(scores: torch.Tensor) -> float:
+    """A threshold that keeps 11 to 30 detections, halfway across the widest gap between two
+    scores there, so that predict's fused model (rounding differently) keeps the same ones."""
+    gaps = scores[:-1] - scores[1:]
+    n = int(gaps[10:30].argmax()) + 11
+    return float(scores[n - 1] + scores[n]) / 2
+
+
+@pytest.mark.parametrize("name, size", [("bus.jpg", 320), ("zidane.jpg", 640)])
+def test_detections_on_a_non_square_photo_are_what_predict_shows(name, size):
+    """``yolo predict`` pads a PyTorch model's input to the minimal rectangle: the same
+    detections, scores and boxes; the square letterbox taskcam padded to before gives others."""
+    from ultralytics import YOLO
+
+    from taskcam.adapters.ultralytics import YoloAdapter
+
+    yolo = YOLO("yolov8n.yaml")  # built first (see the end-to-end test above)
+    bgr = _asset(name)
+    image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    model = _calibrated("yolov8n.yaml", image, size, spread=True)
+    adapter = YoloAdapter(model, size=size, conf=0.0, max_det=300)
+    x, info = adapter.prepare(image)
+    assert x.shape[-2:] == letterbox(image, size, auto=True)[0].shape[-2:] != (size, size)
+    adapter.conf = _conf_between(adapter.detect(x)[0].scores)
+    (dets,) = adapter.detect(x)
+    yolo.model = copy.deepcopy(model)  # predict fuses its own copy
+    kwargs = dict(imgsz=size, conf=adapter.conf, max_det=300, verbose=False, save=False)
+    (result,) = yolo.predict(bgr, **kwargs)
+    _assert_detections_are_predicts(dets, info, result)
+    # each detection names its level, counted on the rectangular grid
+    h, w = x.shape[-2:]
+    finest = (h // 8) * (w // 8)
+    for c, level in zip(dets.candidates.tolist(), dets.levels):
+        assert (level == "model.15") == (c < finest)
+    # the square letterbox scores otherwise (what taskcam showed before)
+    square = YoloAdapter(model, size=size, conf=adapter.conf, max_det=300)
+    square.rect = False
+    xs, squared = square.prepare(image)
+    assert xs.shape[-2:] == (size, size)
+    with pytest.raises(AssertionError):
+        _assert_detections_are_predicts(square.detect(xs)[0], squared, result)
+    # maps of the rectangular input come back to the photo
+    targets = adapter.targets(dets.select(range(2)), "x2")
+    exp = taskcam.explain(model, x, [targets], layers=default_layers(model), method="odam")
+    maps = info.map_to_image(exp.maps)
+    assert maps.shape == (1, 2, *image.shape[:2]) and not exp.empty.any()
 
 
 # -- ultralytics ONNX exports; a trained YOLOv8n on real photos ---------------------------------
@@ -545,6 +641,43 @@ def test_ultralytics_onnx_exports_are_rebuilt(yaml, simplify, tmp_path, monkeypa
     (dets,) = detect(model, x, conf=0.0, max_det=2)
     exp = taskcam.explain(model, x, detection_targets([dets], "x2"), layers=default_layers(model))
     assert exp.maps.shape == (1, 2, 64, 64) and torch.isfinite(exp.maps).all()
+
+
+def test_exports_are_padded_as_predict_pads_them(tmp_path, monkeypatch):
+    """ultralytics predicts a static export at its fixed square and a dynamic one (NudeNet's, a
+    YOLOv8n trained on people) on the minimal rectangle: so do the models rebuilt from them."""
+    pytest.importorskip("onnxruntime")
+    from ultralytics import YOLO
+
+    from taskcam.adapters.ultralytics import YoloAdapter, fixed_input
+
+    bgr = _asset("bus.jpg")
+    image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    monkeypatch.chdir(tmp_path)  # the exporter writes next to the yaml's name
+    yolo = YOLO("yolov8n.yaml")
+    yolo.model.load_state_dict(_calibrated("yolov8n.yaml", image, 320, spread=True).state_dict())
+    static = yolo.export(format="onnx", imgsz=320, simplify=False, verbose=False)
+    model = load_yolo(static)
+    assert fixed_input(model) and not fixed_input(load_yolo("yolov8n.yaml"))
+    adapter = YoloAdapter(model, size=320, conf=0.0, max_det=300)
+    x, info = adapter.prepare(image)
+    assert x.shape[-2:] == (320, 320)  # as the export was traced
+    adapter.conf = _conf_between(adapter.detect(x)[0].scores)
+    kwargs = dict(imgsz=320, conf=adapter.conf, max_det=300, verbose=False, save=False)
+    (result,) = YOLO(static, task="detect").predict(bgr, **kwargs)
+    _assert_detections_are_predicts(adapter.detect(x)[0], info, result)
+
+    nudenet = load_yolo(_nudenet_onnx())  # its height and width are dynamic
+    assert not fixed_input(nudenet)
+    adapter = YoloAdapter(nudenet, size=320)
+    x, info = adapter.prepare(image)
+    assert x.shape[-2:] == (320, 256)
+    (dets,) = adapter.detect(x)
+    (result,) = YOLO(str(_nudenet_onnx()), task="detect").predict(bgr, **{**kwargs, "conf": 0.25})
+    _assert_detections_are_predicts(dets, info, result)  # the feet, at 0.26 and 0.25
+    # saved as a checkpoint, it is a PyTorch model again: the minimal rectangle
+    torch.save({"model": load_yolo(static), "train_args": {"imgsz": 320}}, tmp_path / "re.pt")
+    assert not fixed_input(load_yolo(tmp_path / "re.pt"))
 
 
 def test_end_to_end_top_k_output_is_told_apart_from_anchor_predictions():

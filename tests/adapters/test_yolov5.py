@@ -70,6 +70,27 @@ def test_detections_equal_the_package_nms(yolov5n, conf):
     assert torch.equal(ours.classes, theirs[:, 5].long())
 
 
+def test_a_non_square_photo_is_padded_as_detect_py_pads_it(yolov5n):
+    """``detect.py`` letterboxes a ``.pt`` model's input to the minimal rectangle
+    (``auto=pt``) and scales boxes back with ``scale_boxes``: so do we."""
+    general = package_module("utils.general")
+    letterbox = package_module("utils.augmentations").letterbox
+    image = data.chelsea()  # 451 x 300
+    adapter = Yolov5Adapter(yolov5n, size=320, conf=0.05)
+    x, placement = adapter.prepare(image)
+    theirs = letterbox(image, 320, stride=32, auto=True)[0]
+    assert x.shape[-2:] == theirs.shape[:2] == (224, 320)
+    assert np.array_equal((x[0].permute(1, 2, 0) * 255).round().byte().numpy(), theirs)
+    ours = adapter.detect(x)[0]
+    with torch.no_grad():
+        (det,) = non_max_suppression(yolov5n(x)[0], 0.05, 0.45, max_det=1000)
+    assert len(ours) == len(det) > 0
+    back = general.scale_boxes(x.shape[2:], det[:, :4].clone(), image.shape)
+    # it takes the top padding as 5.57 input pixels (unrounded) where the image lies 5 down:
+    # 0.57 / 0.71 = 0.8 image pixels apart
+    torch.testing.assert_close(placement.boxes_to_image(ours.boxes), back, atol=0.85, rtol=0)
+
+
 def test_targets_read_their_own_candidate(yolov5n):
     adapter = Yolov5Adapter(yolov5n, size=256, conf=0.001)
     x, _ = adapter.prepare(data.astronaut())
