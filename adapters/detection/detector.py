@@ -56,8 +56,9 @@ Decode = Callable[[Any], Candidates]
 """``decode(output) -> Candidates``: a detector's raw output read as candidates."""
 
 RESIZES = ("letterbox", "stretch", "none")
-"""How :meth:`Detector.prepare` places an image: ultralytics' square letterbox, a resize of
-the whole image to ``size``, or the image as it is (the model resizes it itself)."""
+"""How :meth:`Detector.prepare` places an image: ultralytics' letterbox (square, or with
+:attr:`Detector.rect` the minimal rectangle ``predict`` pads a PyTorch model's input to), a
+resize of the whole image to ``size``, or the image as it is (the model resizes it itself)."""
 
 
 def model_class_names(model: Any, given: Optional[Sequence[str]] = None) -> Optional[list[str]]:
@@ -234,6 +235,18 @@ class Detector:
     def explains(self) -> tuple[str, ...]:
         """What a detection's target can explain (``--what``), keypoints aside."""
         return WHAT[:6]
+
+    @property
+    def score_threshold(self) -> float:
+        """The score a detection must pass, as a number (:attr:`conf`, 0 when None)."""
+        return 0.0 if self.conf is None else float(self.conf)
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether one candidate can be kept once per class (torchvision's detectors, whose
+        post-processing selects (candidate, class) pairs), rather than for its best class
+        only (single-label NMS, the default)."""
+        return False
 
     def describe(self) -> str:
         """How messages name this detector: ``a FasterRCNN (rcnn)``."""

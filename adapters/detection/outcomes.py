@@ -10,9 +10,10 @@ detection gets an outcome, and every outcome a target to explain.
 
   - ``wrong_class``: another class scored higher there and passed the threshold (the detector
     saw an object and named it otherwise; for detectors that keep a candidate once per class,
-    such as torchvision's, the label's class also stayed below it): its score for the label's
-    class, for the other class, and the contrast (the other class's score minus the label
-    class's) are explained;
+    such as torchvision's, the label's class also stayed below it): at the overlapping
+    candidate where that class scored highest, its score for the label's class, for the
+    other class, and the contrast (the other class's score minus the label class's) are
+    explained;
   - ``below_conf``: its score is not above the detector's threshold;
   - ``suppressed``: it passed the threshold but the model's NMS dropped it for a kept
     detection of its class that overlaps it more than the NMS IoU (``suppressed_by``); or it
@@ -259,15 +260,19 @@ def label_outcomes(
         An :class:`ErrorAnalysis`; explain its targets with :func:`taskcam.explain` on ``x``.
 
     Example:
+        >>> from taskcam.adapters import adapter_for
         >>> from taskcam.adapters.detection.labels import Labels
         >>> from taskcam.models import load_model
         >>> from taskcam.data import make_sample
-        >>> yolo = load_model("zoo:shapes-yolo").adapter
-        >>> sample = make_sample(3, size=320)
-        >>> labels = Labels(torch.tensor([[0.0, 0, 40, 40]]), torch.tensor([0]))  # empty corner
-        >>> result = label_outcomes(yolo, sample.image, labels)
-        >>> [(o.outcome, o.reason) for o in result.missed]
-        [('missed', 'no_candidate')]
+        >>> yolo = adapter_for(load_model("zoo:shapes-yolo"))
+        >>> sample = make_sample(5, seed=123)  # a cross, a square and a circle
+        >>> right = Labels(torch.tensor(sample.boxes), torch.tensor(sample.labels))
+        >>> label_outcomes(yolo, sample.image, right).counts
+        {'hit': 3, 'missed': 0, 'false_positive': 0}
+        >>> wrong = Labels(torch.tensor(sample.boxes), torch.tensor([3, 1, 2]))  # not a circle
+        >>> result = label_outcomes(yolo, sample.image, wrong)
+        >>> [(o.label, o.reason, yolo.class_names[o.versus_class]) for o in result.missed]
+        [(2, 'wrong_class', 'circle')]
     """
     x, placement = detector.prepare(image)
     return analyse_input(detector, x, placement, labels, iou=iou, what=what)
@@ -363,12 +368,21 @@ class _MissedLabel:
             return self._no_candidate(out, in_image, label_box, k)
         c = int(near[int(scores[near, k].argmax())])
         s = float(scores[c, k])
-        best, other = (float(v) for v in scores[c].max(dim=0))
+        # the strongest other class over the candidates there
+        others = scores[near].clone()
+        others[:, k] = -1.0
+        best_at = int(others.max(dim=1).values.argmax())
+        best, other = (float(v) for v in others[best_at].max(dim=0))
         other = int(other)
-        out.candidate, out.candidate_score, out.box = c, s, self.boxes(k)[c]
+        wrong = other != k and best > self.conf and best > s
+        if wrong and (self.single_label or s <= self.conf):
+            c = int(near[best_at])  # both classes explained at the candidate that won
+        else:
+            wrong = False
+        out.candidate, out.candidate_score, out.box = c, float(scores[c, k]), self.boxes(k)[c]
         mine = self.target(c, k)
         out.targets = [("score", mine)]
-        if other != k and best > self.conf and best > s and (self.single_label or s <= self.conf):
+        if wrong:
             versus = self.target(c, other)
             out.reason, out.versus_class, out.versus_score = "wrong_class", other, best
             out.targets += [("versus", versus), ("contrast", ContrastTarget(versus, mine))]
