@@ -270,7 +270,7 @@ def _label_eval_flags(ev: argparse.ArgumentParser) -> None:
 
 
 def _cmd_label_eval(args: argparse.Namespace) -> int:
-    from taskcam.label_eval import evaluate_labels
+    from taskcam.evaluate.labels import evaluate_labels
     from taskcam.models import load_model
 
     if not args.model or not args.inputs:

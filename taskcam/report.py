@@ -158,13 +158,9 @@ def _page_data(results: dict[str, Any], out: Path, *, embed: bool, box_energy: b
                     numeric.setdefault(key, None)
             outcomes = outcomes or isinstance(record.get("outcome"), str)
             targets.append(record)
-        counts = item.get("outcomes")
-        if isinstance(counts, dict):
-            counts = {k: v for k, v in counts.items() if k in _OUTCOMES and isinstance(v, int)}
-            for k, v in counts.items():
-                totals[k] += v
-        else:
-            counts = None
+        counts = _outcome_counts(item)
+        for k, v in (counts or {}).items():
+            totals[k] += v
         label = Path(image).name or image
         if isinstance(item.get("frame"), int):  # a frame of a video (taskcam.video)
             label += f" · frame {item['frame']}"
@@ -216,6 +212,14 @@ def _page_data(results: dict[str, Any], out: Path, *, embed: bool, box_energy: b
         "outcomes": list(_OUTCOMES) if outcomes else [],
         "outcome_totals": totals if outcomes else None,
     }
+
+
+def _outcome_counts(item: dict[str, Any]) -> Optional[dict[str, int]]:
+    """An item's ``outcomes`` (labels hit and missed, detections matching none), or None."""
+    counts = item.get("outcomes")
+    if not isinstance(counts, dict):
+        return None
+    return {k: v for k, v in counts.items() if k in _OUTCOMES and isinstance(v, int)}
 
 
 def _finite(value: Any) -> Any:
