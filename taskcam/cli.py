@@ -198,9 +198,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (16)")
     ev.add_argument(
         "--baseline",
-        default="mean",
         choices=("mean", "blur", "zero"),
-        help="what deleted pixels become (mean colour: a blurred shape is still recognised)",
+        help="what deleted pixels become (default: the mean colour on the shapes, where a "
+        "blurred shape is still recognised; a blur on your photos with --labels)",
     )
     ev.add_argument("--out", default="taskcam-eval", help="folder for eval.csv and eval.json")
     ev.add_argument("--no-progress", action="store_true")
@@ -284,7 +284,7 @@ def _cmd_label_eval(args: argparse.Namespace) -> int:
         conf=args.conf,
         steps=args.steps,
         tolerance=15 if args.tolerance is None else args.tolerance,
-        baseline=args.baseline,
+        baseline=args.baseline or "blur",
         progress=not args.no_progress,
     )
     print(result.format())
@@ -308,7 +308,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         sanity_images=args.sanity_images,
         steps=args.steps,
-        baseline=args.baseline,
+        baseline=args.baseline or "mean",
         progress=not args.no_progress,
     )
     print(format_table(rows))

@@ -1,6 +1,6 @@
 """Issue 27's bar on a real, trained YOLOv8 (NudeNet's YOLOv8n export, which its wheel ships)
-and real photos with YOLO-format labels written here (kept out of the repository): every label
-appears once with an outcome, the outcomes equal an independent matching of ultralytics' own
+and real photos with YOLO-format labels written by the test (:mod:`taskcam.data.people`: the
+photos of the installed packages, labelled by eye): every label appears once with an outcome, the outcomes equal an independent matching of ultralytics' own
 predictions at the same threshold, every missed label has a map and a reason, and
 ``taskcam eval --labels`` prints a table per method."""
 
@@ -10,28 +10,14 @@ import importlib.util
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from taskcam.cli import main
+from taskcam.data.people import PEOPLE_LABELS as LABELS
+from taskcam.data.people import write_people_dataset
 
 CONF = 0.1
-
-# people's faces and shoes in ultralytics' bus.jpg and zidane.jpg and scikit-image's astronaut,
-# drawn by eye (class, x1, y1, x2, y2 in image pixels): NudeNet calls the first man on the bus
-# a woman, misses the second man's face, Zidane's face and the first man's shoes
-LABELS = {
-    "bus.jpg": [
-        ("FACE_MALE", 100, 408, 158, 466),
-        ("FACE_MALE", 268, 400, 315, 455),
-        ("FEET_COVERED", 248, 803, 302, 862),
-        ("FEET_COVERED", 665, 812, 748, 878),
-        ("FEET_COVERED", 50, 845, 100, 895),
-    ],
-    "zidane.jpg": [("FACE_MALE", 490, 200, 665, 395), ("FACE_MALE", 900, 120, 1070, 300)],
-    "astronaut.png": [("FACE_FEMALE", 170, 80, 275, 185)],
-}
 
 
 def _onnx() -> Path:
@@ -65,30 +51,12 @@ def _greedy(predictions, labels, thr=0.5):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """The photos in ``images/``, their labels in ``labels/`` and a ``data.yaml`` naming the
-    model's classes."""
-    import ultralytics
-    from skimage import data
+    model's classes (:mod:`taskcam.data.people`)."""
     from ultralytics import YOLO
 
     root = tmp_path_factory.mktemp("people")
-    (root / "images").mkdir()
-    (root / "labels").mkdir()
-    assets = Path(ultralytics.__file__).parent / "assets"
-    for name in ("bus.jpg", "zidane.jpg"):
-        (root / "images" / name).write_bytes((assets / name).read_bytes())
-    cv2.imwrite(str(root / "images" / "astronaut.png"), data.astronaut()[..., ::-1])
     names = YOLO(str(_onnx()), task="detect").names
-    ids = {v: k for k, v in names.items()}
-    for image, rows in LABELS.items():
-        h, w = cv2.imread(str(root / "images" / image)).shape[:2]
-        lines = [
-            f"{ids[c]} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} "
-            f"{(y2 - y1) / h:.6f}"
-            for c, x1, y1, x2, y2 in rows
-        ]
-        (root / "labels" / f"{Path(image).stem}.txt").write_text("\n".join(lines) + "\n")
-    listed = "\n".join(f"  {k}: {v}" for k, v in sorted(names.items()))
-    (root / "data.yaml").write_text(f"path: {root}\nval: images\nnames:\n{listed}\n")
+    write_people_dataset(root, names)
     return root, names
 
 
