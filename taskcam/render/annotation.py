@@ -263,7 +263,7 @@ def detections_picture(
         >>> img = np.zeros((40, 60, 3), np.uint8)
         >>> maps = np.zeros((1, 40, 60), np.float32); maps[0, 10:20, 10:20] = 1.0
         >>> out = detections_picture(img, maps, [[5, 5, 25, 25]], ["0: cat 0.90"], alpha=1.0)
-        >>> out[15, 15].tolist(), out[35, 50].tolist()  # red inside its box, untouched outside
+        >>> out[19, 15].tolist(), out[35, 50].tolist()  # red inside its box, untouched outside
         ([128, 0, 0], [0, 0, 0])
         >>> hit, label = OUTCOME_COLORS["hit"], OUTCOME_COLORS["label"]
         >>> out = detections_picture(
