@@ -1,8 +1,9 @@
 """Issue 27's bar on a real, trained YOLOv8 (NudeNet's YOLOv8n export, which its wheel ships)
 and real photos with YOLO-format labels written by the test (:mod:`taskcam.data.people`: the
-photos of the installed packages, labelled by eye): every label appears once with an outcome, the outcomes equal an independent matching of ultralytics' own
-predictions at the same threshold, every missed label has a map and a reason, and
-``taskcam eval --labels`` prints a table per method."""
+photos of the installed packages, labelled by eye): every label appears once with an outcome,
+the outcomes equal an independent matching of ultralytics' own predictions at the same
+threshold, every missed label has a map and a reason, and ``taskcam eval --labels`` prints a
+table per method."""
 
 from __future__ import annotations
 
