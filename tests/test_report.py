@@ -663,3 +663,16 @@ def test_a_run_without_labels_shows_no_outcomes(labelled_run, tmp_path, opened):
     assert "against labels" not in page.page.inner_text("#summary")
     assert [c["target"] for c in page.cards()] == [0, 1, 2, 0]
     assert page.errors == [] and page.failed == []
+
+
+def test_images_with_the_most_missed_labels_come_first(tmp_path, opened):
+    out = tmp_path / "reordered"
+    items = list(reversed(_labelled_items(out)))  # b (1 missed) before a (2 missed)
+    (out / "results.json").write_text(json.dumps(_labelled_document(items)))
+    page = opened(write_report(out))
+    shown = page.page.eval_on_selector_all(".image-group", "gs => gs.map(g => +g.dataset.image)")
+    assert shown == [1, 0]  # a's two missed labels first, although it comes second
+    page.page.select_option("#sort-field", "score")  # a sort of one's own: the run's order
+    shown = page.page.eval_on_selector_all(".image-group", "gs => gs.map(g => +g.dataset.image)")
+    assert shown == [0, 1]
+    assert page.errors == []

@@ -268,7 +268,12 @@
         if (!byItem[c.item]) { byItem[c.item] = []; order.push(c.item); }
         byItem[c.item].push(c);
       });
-      order.sort(function (a, b) { return a - b; });
+      // a labelled run in "missed first" order: the images with the most missed labels first
+      var missedFirst = !$("sort-field").value && OUTCOMES.length;
+      var missedIn = function (ii) { return (DATA.items[ii].outcomes || {}).missed || 0; };
+      order.sort(function (a, b) {
+        return (missedFirst ? missedIn(b) - missedIn(a) : 0) || a - b;
+      });
       order.forEach(function (ii) {
         var item = DATA.items[ii];
         var head = el("header", {}, [
