@@ -11,6 +11,7 @@ from torch.testing import assert_close
 
 import taskcam
 from taskcam.adapters import adapter_for
+from taskcam.adapters.detection.families import detector_for
 from taskcam.adapters.detection.labels import Labels
 from taskcam.adapters.detection.matching import match_labels
 from taskcam.adapters.detection.outcomes import (
@@ -237,3 +238,29 @@ def test_a_label_class_the_model_lacks_is_refused(yolo):
     labels = Labels(torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([7]))
     with pytest.raises(TaskcamError, match="class id 7 does not exist.*4 classes"):
         label_outcomes(yolo, np.zeros((64, 64, 3), np.uint8), labels)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["yolov8n-seg.yaml", "yolov8n-pose.yaml", "yolo26n.yaml", "rtdetr-l.yaml"],
+)
+def test_every_ultralytics_task_explains_its_errors(spec):
+    """Random weights: a label at a detection's box with its class is a hit; with another
+    class, a miss whose targets (the family's own) explain with ODAM."""
+    from taskcam.adapters.ultralytics import load_yolo
+
+    torch.manual_seed(0)
+    model = load_yolo(spec, nc=3)
+    detector = detector_for(model, size=160)
+    detector.conf, detector.max_det = 0.0, 4  # a few detections of random weights
+    image = make_sample(5, seed=123, size=160).image
+    x, placement = detector.prepare(image)
+    dets = detector.detect(x)[0]
+    assert len(dets) > 0, spec
+    box = placement.boxes_to_image(dets.boxes[:1].float())
+    k = int(dets.classes[0])
+    labels = Labels(box.repeat(2, 1), torch.tensor([k, (k + 1) % 3]))
+    result = label_outcomes(detector, image, labels)
+    assert result.match.detection_of[0] == 0 and [o.label for o in result.missed] == [1]
+    exp, targets = _explained(detector, result)
+    assert exp.maps.shape[1] == len(targets) and torch.isfinite(exp.maps).all()
