@@ -151,8 +151,8 @@ class Outcome:
         label_class: the label's class id, or None.
         reason: a missed label's :data:`REASONS`, else None.
         candidate: the candidate explained for a missed label (None for ``no_candidate``).
-        candidate_score: its score for the label's class (``no_candidate``: the best among
-            the candidates summed).
+        candidate_score: its score for the label's class (``no_candidate``: the class's score
+            summed over the candidates centred in the label box, what is explained).
         suppressed_by: ``suppressed``: the detection that took its place, else None.
         suppressed_iou: that detection's IoU with the candidate.
         versus_class, versus_score: ``wrong_class``: the class that scored higher, its score.
@@ -434,7 +434,7 @@ class _MissedLabel:
         boxes = self.boxes(k)[idx]
         bounds = torch.cat([boxes[:, :2].amin(dim=0), boxes[:, 2:].amax(dim=0)])
         scores = self.candidates.scores[0, idx, k].detach()
-        out.reason, out.candidate_score, out.box = "no_candidate", float(scores.max()), bounds
+        out.reason, out.candidate_score, out.box = "no_candidate", float(scores.sum()), bounds
         out.targets = [("score", RegionTarget(self.detector.candidates, idx.tolist(), k, bounds))]
         return out
 
