@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= taskcam-demo
 
-.PHONY: demo test lint format bench clean chromium
+.PHONY: demo test docs lint format bench clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ test: $(VENV)/.dev-installed chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
+
+# The documentation and its API reference (mkdocs.yml, docs/), strict: a warning is an error.
+docs: $(VENV)/.dev-installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
+	@echo "open site/index.html"
 
 bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/classic.py
