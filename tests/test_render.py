@@ -343,12 +343,10 @@ def test_detections_picture_draws_each_map_inside_its_own_box_only():
 # ------------------------------------------------------------- outcomes: colours, dashed boxes
 
 
-def _old_draw_box(image: np.ndarray, box: list[float], label: str = "") -> np.ndarray:
-    """``draw_box`` as it was before colours per outcome and dashed boxes (the reference its
-    defaults must still match pixel for pixel)."""
+def _old_box(image: np.ndarray, box: list[float]) -> np.ndarray:
+    """``draw_box``'s box as it was before supervision drew it (the reference an unlabelled
+    box must still match pixel for pixel on a picture under 800 pixels a side)."""
     import cv2
-
-    from taskcam.render.text import auto_font_scale, text_size
 
     out = image.copy()
     h, w = out.shape[:2]
@@ -357,12 +355,6 @@ def _old_draw_box(image: np.ndarray, box: list[float], label: str = "") -> np.nd
     y1, y2 = max(0, min(y1, h - 1)), max(0, min(y2, h - 1))
     cv2.rectangle(out, (x1, y1), (x2, y2), (0, 0, 0), 4)
     cv2.rectangle(out, (x1, y1), (x2, y2), (255, 255, 255), 2)
-    if label:
-        scale = auto_font_scale(h, w)
-        tw, th = text_size(label, scale, 1)
-        ty = y1 - th - 6 if y1 - th - 6 >= 0 else min(y1 + 4, max(0, h - th - 4))
-        tx = max(0, min(x1 + 2, w - tw - 4))
-        out = draw_label(out, label, origin=(tx, ty), font_scale=scale)
     return out
 
 
@@ -375,24 +367,107 @@ def detections() -> tuple[np.ndarray, np.ndarray, list[list[float]]]:
 
 
 def test_boxes_by_default_are_drawn_as_before(detections) -> None:
+    import cv2
+
     from taskcam.boxes import boxes_to_masks
     from taskcam.render import detections_picture, draw_box
     from taskcam.render.text import WHITE
 
     image, maps, boxes = detections
-    for box, label in zip(boxes, ["0: cat 0.90", ""]):
-        assert np.array_equal(draw_box(image, box, label), _old_draw_box(image, box, label))
-    labels = ["0: cat 0.90", "1: dog 0.40"]
+    for box in boxes:
+        assert np.array_equal(draw_box(image, box), _old_box(image, box))
     inside = boxes_to_masks(torch.tensor(boxes), 60, 90).any(0).numpy()
     combined = np.where(boxes_to_masks(torch.tensor(boxes), 60, 90).numpy(), maps, 0).max(0)
     before = np.where(inside[..., None], overlay(image, combined), image)
-    for box, label in zip(boxes, labels):
-        before = _old_draw_box(before, box, label)
-    assert np.array_equal(detections_picture(image, maps, boxes, labels), before)
+    # every box's dark edge first, then every box: no edge cuts across another box's line
+    both = before.copy()
+    for shade, width in (((0, 0, 0), 4), ((255, 255, 255), 2)):
+        for box in boxes:
+            x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+            cv2.rectangle(both, (x1, y1), (x2, y2), shade, width)
+    assert np.array_equal(detections_picture(image, maps, boxes, None), both)
+    labels = ["0: cat 0.90", "1: dog 0.40"]
+    labelled = detections_picture(image, maps, boxes, labels)
     white = detections_picture(
         image, maps, boxes, labels, colors=[WHITE, WHITE], label_boxes=[None, None]
     )
-    assert np.array_equal(white, before)
+    assert np.array_equal(white, labelled)
+    changed = (labelled != both).any(-1)  # only the labels: white backgrounds, dark text
+    assert changed.any() and (labelled[changed] == 255).all(-1).mean() > 0.5
+
+
+def _fills(picture: np.ndarray, color: tuple[int, int, int], rows: slice) -> tuple[int, ...]:
+    """The bounding rectangle (x1, y1, x2, y2) of the pixels of exactly ``color`` in
+    ``rows``, and the share of it they fill."""
+    ys, xs = np.nonzero((picture[rows] == color).all(-1))
+    assert len(xs), f"no {color} pixels"
+    y0 = rows.start or 0
+    rect = (int(xs.min()), int(ys.min()) + y0, int(xs.max()), int(ys.max()) + y0)
+    area = (rect[2] - rect[0] + 1) * (rect[3] - rect[1] + 1)
+    return (*rect, len(xs) / area)
+
+
+def test_labels_of_close_boxes_are_filled_in_their_colours_and_do_not_overlap() -> None:
+    from taskcam.render import detections_picture, draw_boxes
+
+    red, blue = (255, 0, 0), (0, 0, 255)
+    image = np.zeros((200, 400, 3), np.uint8)
+    boxes = [[130, 100, 190, 180], [195, 100, 255, 180]]  # 5 px apart
+    labels = ["0: person 0.91", "1: person 0.88"]  # each much wider than its box
+    maps = np.zeros((2, 200, 400), np.float32)
+    for out in (
+        draw_boxes(image, boxes, labels, colors=[red, blue]),
+        detections_picture(image, maps, boxes, labels, colors=[red, blue]),
+    ):
+        above = slice(0, 100 - 3)  # above the boxes and their dark edges
+        a, b = _fills(out, red, above), _fills(out, blue, above)
+        for x1, y1, x2, y2, filled in (a, b):
+            assert x2 - x1 > 100 and filled > 0.6  # a filled background, its text in it
+            label = out[y1 : y2 + 1, x1 : x2 + 1]
+            assert ((label == 255).all(-1)).any()  # white text on a dark colour
+        assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1]  # disjoint
+        assert out[140, 130].tolist() == list(red) and out[140, 255].tolist() == list(blue)
+
+
+def test_label_text_is_readable_and_sized_to_the_picture() -> None:
+    from taskcam.render import draw_box
+    from taskcam.render.text import label_font, text_color_on
+
+    green = (0, 230, 0)
+    assert text_color_on(green) == (0, 0, 0) and text_color_on((255, 80, 0)) == (255, 255, 255)
+    heights = []
+    for scale in (0.4, 1, 8):  # 60 x 80, 150 x 200, 1200 x 1600
+        image = np.zeros((round(150 * scale), round(200 * scale), 3), np.uint8)
+        box = [50 * scale, 80 * scale, 150 * scale, 140 * scale]
+        out = draw_box(image, box, "0: cat 0.90", color=green)
+        x1, y1, x2, y2, filled = _fills(out, green, slice(0, round(80 * scale) - 3))
+        assert filled > 0.6 and ((out[y1 : y2 + 1, x1 : x2 + 1] == 0).all(-1)).any()  # black text
+        heights.append(y2 - y1 + 1)
+    assert heights[0] < heights[1] and heights[2] > 2 * heights[1]  # sized to the picture
+    assert label_font(60, 80)[0] < label_font(150, 200)[0] < label_font(1200, 1600)[0]
+
+
+def test_masks_keypoints_and_rotated_boxes_are_still_drawn() -> None:
+    from taskcam.render import draw_keypoints, draw_polygon, outline
+
+    image = solid((90, 90, 90), 80, 100)
+    mask = np.zeros((80, 100), bool)
+    mask[20:60, 30:70] = True
+    drawn = outline(image, mask, (0, 255, 0))
+    assert drawn[20, 50].tolist() == [0, 255, 0] and drawn[40, 30].tolist() == [0, 255, 0]
+    assert drawn[18, 50].tolist() == [0, 0, 0]  # its dark edge
+    assert (drawn[25:55, 35:65] == 90).all() and (drawn[:10] == 90).all()  # nothing else
+    assert np.array_equal(outline(image, np.zeros_like(mask)), image)
+    points = [[20, 20, 0.9], [80, 20, 0.9], [50, 60, 0.2]]
+    kp = draw_keypoints(image, points, skeleton=[(0, 1), (1, 2)], highlight=0)
+    assert kp[20, 50].tolist() == [255, 255, 255]  # the visible edge
+    assert (kp[40, 65] == 90).all() and (kp[60, 50] == 90).all()  # the hidden point, its edge
+    assert kp[20, 25].tolist() == [255, 255, 255] and kp[20, 85].tolist() != [255, 255, 255]
+    poly = draw_polygon(
+        image, [[20, 40], [50, 10], [80, 40], [50, 70]], "3: plane", color=(255, 0, 255)
+    )
+    assert poly[40, 20].tolist() == [255, 0, 255] and (poly[40, 50] == 90).all()
+    assert (poly[:10] == (255, 0, 255)).all(-1).any()  # its label's background, above it
 
 
 def test_outcome_colours_land_on_their_boxes_and_labels_are_dashed(detections) -> None:
