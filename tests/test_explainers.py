@@ -153,3 +153,37 @@ def test_class_records_carry_each_methods_own_score(tmp_path):
     assert result.maps["gradcam"].shape == (2, 64, 64)
     assert json.loads(json.dumps(result.item)) == result.item  # plain JSON
     assert (tmp_path / "one" / "grid.png").is_file()
+
+
+def test_guided_backprop_is_drawn_as_its_gradient_image_not_a_heatmap(tmp_path):
+    """Guided Backprop's picture is the input gradient as an image, as its paper shows it:
+    gray where the gradient is zero, colours where it is not; not a jet overlay of the photo
+    (Grad-CAM's stays one). With ``aug_smooth`` (no gradient image kept) its magnitude, gray."""
+    from taskcam.io import load_image
+    from taskcam.render import overlay
+
+    image = make_sample(1, seed=SEED, size=64, max_objects=1).image
+    loaded = load_model("zoo:shapes-cnn")
+    for smooth in (False, True):
+        options = RunOptions(methods=("gradcam", "guided-backprop"), aug_smooth=smooth)
+        out = tmp_path / str(smooth)
+        records = image_explainer(loaded, options, out).explain(image, "one", source="one.png")
+        by_method = {r["method"]: r for r in records.item["targets"]}
+        heat = np.load(out / by_method["guided-backprop"]["heatmap"])
+        picture = load_image(out / by_method["guided-backprop"]["overlay"]).astype(int)
+        assert not np.array_equal(picture, overlay(image, heat))
+        gradcam = load_image(out / by_method["gradcam"]["overlay"])
+        assert np.array_equal(
+            gradcam, overlay(image, np.load(out / by_method["gradcam"]["heatmap"]))
+        )
+        spread = picture.max(-1) - picture.min(-1)  # 0 on gray
+        if smooth:  # the map in gray: no colour, brighter where the map is higher
+            assert (spread == 0).all()
+            assert np.abs(picture[..., 0] - np.rint(heat * 255)).max() <= 1
+            continue
+        # mostly gray (gradients are small almost everywhere), where jet colours everything
+        gray = int(np.median(picture))
+        assert np.median(spread) <= 10 and 100 < gray < 150
+        assert np.median(np.ptp(gradcam.astype(int), axis=-1)) > 40
+        strong = heat > 0.5  # a strong gradient: coloured, away from gray
+        assert strong.any() and np.abs(picture[strong] - gray).max(-1).mean() > 40

@@ -27,6 +27,7 @@ __all__ = [
     "Fields",
     "ImageExplainer",
     "ImageResult",
+    "gradient_pictures",
     "maps_to_image",
     "output_stems",
     "to_image_mask",
@@ -79,6 +80,59 @@ def output_stems(paths: Sequence[Path]) -> dict[str, str]:
         used.add(name)
         stems[str(path)] = name
     return stems
+
+
+def gradient_pictures(
+    exp: Explanation,
+    method: Method,
+    to_image: Callable[[torch.Tensor], np.ndarray],
+    maps: np.ndarray,
+    *,
+    smoothed: bool = False,
+) -> Optional[list[np.ndarray]]:
+    """A pixel-space method's pictures as the papers show them (Springenberg et al. 2015,
+    Selvaraju et al. 2017, fig. 1): each target's input gradient as an RGB image, its mean
+    on gray and one standard deviation a tenth of the brightness range, as Keras' and
+    pytorch-grad-cam's ``deprocess_image`` show it; where the
+    maps were averaged over augmentations (``aug_smooth``: the gradient image the engine
+    keeps is the plain pass's) or no gradient image was kept, the map, which is the
+    gradient's magnitude, in gray. ``None`` for the other methods (drawn as heatmaps).
+
+    Args:
+        exp: the method's explanation of one image (``pixel_grads``:
+            ``Tensor[1, T, 3, h, w]`` in input pixels, or ``None``).
+        method: the method.
+        to_image: one image's maps ``Tensor[N, h, w]`` in [0, 1] -> ``float32[N, H, W]``.
+        maps: the maps on the image's grid, ``float32[T, H, W]`` in [0, 1].
+        smoothed: the maps were averaged over augmentations (``aug_smooth``).
+
+    Returns:
+        ``T`` pictures ``uint8[H, W, 3]``, or ``None``.
+
+    Example:
+        >>> from taskcam.methods import get_method
+        >>> grads = torch.zeros(1, 1, 3, 4, 4); grads[0, 0, 0, 1, 1] = 1.0  # red at (1, 1)
+        >>> exp = Explanation(torch.zeros(1, 1, 4, 4), {}, torch.zeros(1, 1),
+        ...                   torch.zeros(1, 1, dtype=torch.bool), "guided-backprop", [],
+        ...                   pixel_grads=grads)
+        >>> pics = gradient_pictures(exp, get_method("guided-backprop"),
+        ...                          lambda m: m.numpy(), np.zeros((1, 4, 4), np.float32))
+        >>> pics[0][0, 0].tolist(), pics[0][1, 1].tolist()  # gray, and red above gray
+        ([124, 124, 124], [255, 124, 124])
+    """
+    if not method.pixel_space:
+        return None
+    if exp.pixel_grads is None or smoothed:
+        gray = np.rint(np.clip(maps, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return [np.repeat(g[..., None], 3, axis=-1) for g in gray]
+    grads = exp.pixel_grads[0].detach().float()  # [T, 3, h, w]
+    flat = grads.flatten(1)
+    centred = flat - flat.mean(1, keepdim=True)
+    shown = (centred / (centred.std(1, keepdim=True) + 1e-5) * 0.1 + 0.5).clamp(0, 1)
+    t, c, h, w = grads.shape
+    on_image = to_image(shown.reshape(t * c, h, w))  # [T * 3, H, W]
+    rgb = np.rint(on_image.reshape(t, c, *on_image.shape[-2:]) * 255.0).astype(np.uint8)
+    return list(np.ascontiguousarray(rgb.transpose(0, 2, 3, 1)))
 
 
 @dataclass
@@ -198,12 +252,18 @@ class ImageExplainer:
             method_maps = to_image(exp.maps[0])
             maps[method.name] = method_maps
             faith = self._faithfulness(scored, targets, exp)
+            gradients = gradient_pictures(
+                exp, method, to_image, method_maps, smoothed=self.options.aug_smooth
+            )
             row = []
             for t, target in enumerate(targets):
                 base = f"{folder}/{files[t]}_{method.name}"
                 np.save(out / f"{base}.npy", method_maps[t])
                 record = {**fields(t, exp), **faith[t]}
-                picture = overlay(image, self._shown(method_maps[t], record), **self._style)
+                if gradients is not None:  # Guided Backprop: the gradient image itself
+                    picture = gradients[t]
+                else:
+                    picture = overlay(image, self._shown(method_maps[t], record), **self._style)
                 picture = decorate(t, record, picture)
                 save_image(out / f"{base}.png", picture)
                 row.append(picture)
