@@ -325,6 +325,35 @@ def test_screenshot(det_run, opened, tmp_path):
     assert picture.std() > 20  # overlays and text, not a blank page
 
 
+def test_thumbnails_show_in_a_screenshot_taken_at_once(det_run, opened, tmp_path):
+    """A headless screenshot taken as soon as the page has loaded (no scrolling, no forced
+    loading) shows every card's thumbnail: none left blank by lazy loading or by decoding
+    after the capture (the overlays are drawn, not the gray placeholder)."""
+    out = tmp_path / "many"  # the run's images over and over: pages of cards
+    shutil.copytree(det_run, out)
+    results = json.loads((out / "results.json").read_text())
+    results["items"] = results["items"] * 8
+    (out / "results.json").write_text(json.dumps(results))
+    page = opened(write_report(out))
+    shot = tmp_path / "report.png"
+    page.page.screenshot(path=str(shot), full_page=True)
+    thumbs = page.page.eval_on_selector_all(
+        "#gallery .card img",
+        """is => is.map(i => { const r = i.getBoundingClientRect();
+             return [i.complete && i.naturalWidth > 0, r.left, r.top + window.scrollY,
+                     r.width, r.height]; })""",
+    )
+    assert len(thumbs) == 8 * len(_targets(det_run)) >= 32
+    assert all(loaded for loaded, *_ in thumbs)
+    picture = cv2.imread(str(shot))
+    assert picture.shape[0] > 3 * 900  # well below the first screen
+    for _, left, top, width, height in thumbs:
+        x, y = round(left), round(top)
+        assert width > 100 and height > 100 and y + height <= picture.shape[0]
+        crop = picture[y + 4 : y + round(height) - 4, x + 4 : x + round(width) - 4]
+        assert crop.std() > 10, f"blank thumbnail at {(x, y)}"  # an overlay, not #ddd
+
+
 # -- odd and bad input -----------------------------------------------------------------------
 def _write_results(out: Path, items: list) -> Path:
     out.mkdir(parents=True, exist_ok=True)

@@ -41,9 +41,16 @@
     if (typeof v === "boolean") return v ? 1 : 0;
     return typeof v === "number" && isFinite(v) ? v : null;
   }
+  // the first EAGER thumbnails load with the page (its load event waits for them, so a
+  // headless browser's screenshot shows them); lazy ones load when scrolled to, never in a
+  // screenshot taken at once
+  var EAGER = 120;
+  var pictures = 0;
   function picture(src, alt) {
     if (!src) return el("div", { className: "missing", text: "overlay file missing" });
-    return el("img", { src: src, alt: alt, loading: "lazy", decoding: "async" });
+    var attrs = { src: src, alt: alt };
+    if (pictures++ >= EAGER) attrs.loading = "lazy";
+    return el("img", attrs);
   }
   function rounded(box) {
     return box.map(function (v) { return typeof v === "number" ? Math.round(v * 10) / 10 : v; });
