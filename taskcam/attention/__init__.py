@@ -25,6 +25,9 @@ Example:
     torch.Size([1, 1, 32, 32])
 """
 
+# The method registry first: it registers the attention methods of relevance.py, which subclass
+# its Method (imported the other way round, relevance.py would meet the registry half-built).
+import taskcam.methods  # noqa: F401  # isort: skip
 from taskcam.attention.discovery import SEARCHED, find_attention_modules
 from taskcam.attention.head_report import attention_report, head_statistics
 from taskcam.attention.layout import Query, ViTLayout, vit_layout
