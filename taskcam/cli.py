@@ -206,8 +206,19 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", action="store_true")
     _label_eval_flags(ev)
 
-    demo = sub.add_parser("demo", help="EfficientNet-Lite0 on scikit-image photos, every method")
-    demo.add_argument("--out", default="taskcam-demo")
+    demo = sub.add_parser(
+        "demo",
+        help="explained detections (NudeNet's YOLOv8n on photos, against labels too), "
+        "segmentation classes, a ViT's attention report and a classifier, linked from "
+        "OUT/index.html",
+    )
+    demo.add_argument("--out", default="taskcam-demo", help="output folder (taskcam-demo)")
+    demo.add_argument(
+        "--every-method",
+        action="store_true",
+        help="instead: every classifier method on EfficientNet-Lite0 over scikit-image's "
+        "photos (grid per photo, filters.png, features.png; minutes, not seconds)",
+    )
     demo.add_argument("--no-progress", action="store_true")
 
     rep = sub.add_parser("report", help="write OUT_DIR/report.html from an explain run's results")
@@ -480,7 +491,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "demo":
             from taskcam.demo import run_demo
 
-            run_demo(args.out, progress=not args.no_progress)
+            run_demo(args.out, every_method=args.every_method, progress=not args.no_progress)
             return 0
         return _cmd_explain(args)
     except TaskcamError as e:
