@@ -42,7 +42,7 @@ from taskcam.errors import TaskcamError
 from taskcam.explainers import ImageExplainer, image_explainer, output_stems
 from taskcam.loaded import LoadedModel
 from taskcam.options import RunOptions, check_stride, run_options
-from taskcam.render import draw_box, draw_label, overlay
+from taskcam.render import draw_boxes, draw_label, overlay
 from taskcam.results import RunSummary, results_document, write_results
 from taskcam.runlog import RunLog
 
@@ -125,13 +125,11 @@ def _annotate(
         picture = np.ascontiguousarray(image)
         return draw_label(picture, "no targets") if not records else picture
     picture = overlay(image, maps.max(axis=0), colormap=options.colormap, alpha=options.alpha)
-    labels = []
-    for record in records:
-        text = f"{record['index']}: {record['class_name']} {record['score']:.2f}"
-        if record.get("box") is not None:
-            picture = draw_box(picture, record["box"], text if options.labels else "")
-        else:
-            labels.append(f"{record['class_name']} {record['score']:.2f}")
+    boxed = [r for r in records if r.get("box") is not None]
+    if boxed:  # drawn together, so that close boxes' labels are moved apart
+        texts = [f"{r['index']}: {r['class_name']} {r['score']:.2f}" for r in boxed]
+        picture = draw_boxes(picture, [r["box"] for r in boxed], texts if options.labels else None)
+    labels = [f"{r['class_name']} {r['score']:.2f}" for r in records if r.get("box") is None]
     if labels and options.labels:
         picture = draw_label(picture, "\n".join(labels))
     return picture
