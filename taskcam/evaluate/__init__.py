@@ -43,8 +43,6 @@ are not computed for them (a re-initialised detector no longer produces the dete
 
 from __future__ import annotations
 
-import csv
-import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -60,6 +58,7 @@ from tqdm import tqdm
 from taskcam.data.shapes import HELDOUT_SEED, make_sample
 from taskcam.engine import Explainer
 from taskcam.errors import TaskcamError
+from taskcam.evaluate.tables import aligned_table, write_rows
 from taskcam.faithfulness import BASELINE_MAPS, baseline_maps, faithfulness
 from taskcam.methods import get_method
 from taskcam.metrics import energy_pointing_game, pointing_game, randomization_check, road
@@ -68,9 +67,11 @@ __all__ = [
     "COLUMNS",
     "DEFAULT_METHODS",
     "EvalRow",
+    "aligned_table",
     "evaluate",
     "format_table",
     "heldout_classification",
+    "write_rows",
     "write_table",
 ]
 
@@ -559,7 +560,7 @@ def _match_score(model: torch.nn.Module, match):
 
 def format_table(rows: Sequence[EvalRow]) -> str:
     """The rows as an aligned text table."""
-    cells = [list(COLUMNS)]
+    cells = []
     for r in rows:
         d = r.as_dict()
         cells.append(
@@ -568,21 +569,9 @@ def format_table(rows: Sequence[EvalRow]) -> str:
                 for c in COLUMNS
             ]
         )
-    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return aligned_table(COLUMNS, cells)
 
 
 def write_table(rows: Sequence[EvalRow], out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``eval.csv`` and ``eval.json`` to ``out_dir``; returns their paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = out / "eval.csv", out / "eval.json"
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow(r.as_dict())
-    json_path.write_text(json.dumps([r.as_dict() for r in rows], indent=2))
-    return csv_path, json_path
+    return write_rows(COLUMNS, [r.as_dict() for r in rows], out_dir)

@@ -19,8 +19,6 @@ The detector's own ``precision`` and ``recall`` at the run's threshold and IoU h
 
 from __future__ import annotations
 
-import csv
-import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -38,6 +36,7 @@ from taskcam.adapters.detection.matching import MATCH_IOU
 from taskcam.adapters.detection.outcomes import OUTCOMES, label_outcomes
 from taskcam.engine import Explainer
 from taskcam.errors import TaskcamError
+from taskcam.evaluate.tables import aligned_table, write_rows
 from taskcam.faithfulness import baseline_maps, target_faithfulness
 from taskcam.io import list_images, read_image
 from taskcam.loaded import LoadedModel
@@ -120,7 +119,7 @@ class LabelEval:
             f"{self.recall:.3f} ({c['hit']} hit, {c['missed']} missed: {why}; "
             f"{c['false_positive']} false positive)"
         )
-        cells = [list(LABEL_COLUMNS)]
+        cells = []
         for row in self.rows:
             values = asdict(row)
             cells.append(
@@ -129,30 +128,20 @@ class LabelEval:
                     for v in (values[name] for name in LABEL_COLUMNS)
                 ]
             )
-        widths = [max(len(r[i]) for r in cells) for i in range(len(LABEL_COLUMNS))]
-        lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join([head, *lines])
+        return "\n".join([head, aligned_table(LABEL_COLUMNS, cells)])
 
     def write(self, out_dir: str | Path) -> tuple[Path, Path]:
         """``eval.csv`` (the rows) and ``eval.json`` (rows, counts, precision, recall)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        csv_path, json_path = out / "eval.csv", out / "eval.json"
-        with csv_path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LABEL_COLUMNS)
-            writer.writeheader()
-            writer.writerows(asdict(r) for r in self.rows)
+        rows = [asdict(r) for r in self.rows]
         summary = {
             "images": self.images,
             "counts": self.counts,
             "reasons": self.reasons,
             "precision": self.precision,
             "recall": self.recall,
-            "rows": [asdict(r) for r in self.rows],
+            "rows": rows,
         }
-        json_path.write_text(json.dumps(summary, indent=2))
-        return csv_path, json_path
+        return write_rows(LABEL_COLUMNS, rows, out_dir, summary)
 
 
 @dataclass
