@@ -22,9 +22,10 @@
   adapter, is chosen (:func:`~taskcam.adapters.detection.families.adapter_for`).
 """
 
+from taskcam.adapters.detection.box_specs import box_labels, hand_labels, parse_box
 from taskcam.adapters.detection.candidates import Candidates, Detections
 from taskcam.adapters.detection.detector import RESIZES, Detector, model_class_names
-from taskcam.adapters.detection.labels import Labels, box_labels, parse_box, read_labels
+from taskcam.adapters.detection.labels import Labels, read_labels
 from taskcam.adapters.detection.matching import MATCH_IOU, match_labels
 from taskcam.adapters.detection.nms import nms_keep, top_pairs
 from taskcam.adapters.detection.outcomes import ErrorAnalysis, Outcome, label_outcomes
@@ -65,6 +66,7 @@ __all__ = [
     "Placement",
     "StretchPlacement",
     "box_labels",
+    "hand_labels",
     "check_what",
     "drise_similarity",
     "keypoint_what",

@@ -1,12 +1,11 @@
 """A run's ground-truth labels (``--labels``, ``--box``): :func:`read_labels` reads YOLO,
 COCO or Pascal VOC labels with supervision's dataset loaders (imported only then: ``pip install
-'taskcam[labels]'``) and numbers their classes as the model does; :func:`parse_box` and
-:func:`box_labels` read boxes given on the command line."""
+'taskcam[labels]'``) and numbers their classes as the model does;  the boxes given on
+the command line are read by :mod:`taskcam.adapters.detection.box_specs`."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -21,7 +20,7 @@ import torch
 
 from taskcam.errors import TaskcamError
 
-__all__ = ["Labels", "box_labels", "parse_box", "read_labels"]
+__all__ = ["Labels", "find_class", "read_labels", "show_names"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 DATA_YAMLS = ("data.yaml", "dataset.yaml")  # a YOLO dataset's class names, beside its labels
@@ -84,7 +83,7 @@ class Labels:
         return cls(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), [])
 
 
-def _show(names: Sequence[str]) -> str:
+def show_names(names: Sequence[str]) -> str:
     """A list of names for a message, cut after :data:`SHOWN` of them."""
     names = [str(n) for n in names]
     if len(names) <= SHOWN:
@@ -96,115 +95,11 @@ def _same(a: str, b: str) -> bool:
     return a == b or a.casefold() == b.casefold()
 
 
-def _find_class(name: str, class_names: Sequence[str]) -> Optional[int]:
+def find_class(name: str, class_names: Sequence[str]) -> Optional[int]:
     """The id of ``name`` among ``class_names``: an exact match first, then ignoring case."""
     exact = [i for i, known in enumerate(class_names) if known == name]
     folded = [i for i, known in enumerate(class_names) if _same(known, name)]
     return (exact or folded or [None])[0]
-
-
-def parse_box(
-    spec: str, class_names: Optional[Sequence[str]] = None
-) -> tuple[list[float], Optional[int]]:
-    """One ``--box X1,Y1,X2,Y2[:CLASS]``: the box in image pixels and its class id.
-
-    Args:
-        spec: four numbers, the box's corners in the original image's pixels, then optionally
-            ``:CLASS``, a class id or a class name of the model (matched exactly, then
-            ignoring case).
-        class_names: the model's class names by id, or None when it has none (then ids are
-            taken as they are and names refused).
-
-    Returns:
-        ``([x1, y1, x2, y2], class_id)``, ``class_id`` None where the spec names no class.
-
-    Raises:
-        TaskcamError: not four numbers, ``x2 <= x1`` or ``y2 <= y1``, or a class the model
-            does not have (naming the spec and the model's classes).
-
-    Example:
-        >>> parse_box("10,20,110,220:Dog", ["cat", "dog"])
-        ([10.0, 20.0, 110.0, 220.0], 1)
-        >>> parse_box("10,20,110,220")
-        ([10.0, 20.0, 110.0, 220.0], None)
-    """
-    coords, sep, wanted = str(spec).strip().partition(":")
-    try:
-        box = [float(p) for p in coords.split(",")]
-    except ValueError:
-        box = []
-    if len(box) != 4 or not all(math.isfinite(v) for v in box):
-        raise TaskcamError(
-            f"--box {spec!r}: expected X1,Y1,X2,Y2[:CLASS], four numbers in image pixels "
-            "and optionally a class id or name (e.g. 10,20,110,220:person)"
-        )
-    if box[2] <= box[0] or box[3] <= box[1]:
-        raise TaskcamError(
-            f"--box {spec!r}: X1,Y1,X2,Y2 are the top-left and bottom-right corners, so X2 "
-            "must exceed X1 and Y2 exceed Y1"
-        )
-    return box, (_box_class(spec, wanted.strip(), class_names) if sep else None)
-
-
-def _box_class(spec: str, wanted: str, class_names: Optional[Sequence[str]]) -> int:
-    """The class id ``wanted`` (an id or a name) names, for ``--box``."""
-    names = None if class_names is None else [str(n) for n in class_names]
-    if wanted.isdecimal() and (names is None or int(wanted) < len(names)):
-        return int(wanted)
-    cid = None if names is None or wanted.isdecimal() else _find_class(wanted, names)
-    if cid is None:
-        known = "has no class names" if names is None else f"has classes {_show(names)}"
-        raise TaskcamError(
-            f"--box {spec!r}: no class {wanted!r} (a class id or name of the model): the model "
-            f"{known}"
-        )
-    return cid
-
-
-def box_labels(
-    specs: Sequence[str],
-    class_names: Optional[Sequence[str]] = None,
-    default_class: Optional[int] = None,
-) -> Labels:
-    """The labels of ``--box`` specs (see :func:`parse_box`), for one image.
-
-    Args:
-        specs: ``X1,Y1,X2,Y2[:CLASS]`` each.
-        class_names: the model's class names by id, or None when it has none.
-        default_class: the class of a box that names none; None refuses such a box.
-
-    Raises:
-        TaskcamError: a bad spec, a box without a class when ``default_class`` is None, or a
-            ``default_class`` the model does not have.
-
-    Example:
-        >>> labels = box_labels(["0,0,50,40:cat", "5,5,9,9"], ["cat", "dog"], default_class=1)
-        >>> labels.classes.tolist(), labels.names
-        ([0, 1], ['cat', 'dog'])
-    """
-    names = None if class_names is None else [str(n) for n in class_names]
-    beyond = names is not None and default_class is not None and default_class >= len(names)
-    if default_class is not None and (default_class < 0 or beyond):
-        raise TaskcamError(
-            f"--box: default class {default_class} does not exist; the model's classes are "
-            f"{_show(names or [])}"
-        )
-    boxes, classes = [], []
-    for spec in specs:
-        box, cid = parse_box(spec, names)
-        if cid is None and default_class is None:
-            known = f" ({_show(names)})" if names is not None else ""
-            raise TaskcamError(
-                f"--box {spec!r} has no class: write X1,Y1,X2,Y2:CLASS with a class id or name "
-                f"of the model{known}"
-            )
-        boxes.append(box)
-        classes.append(default_class if cid is None else cid)
-    return Labels(
-        torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-        torch.tensor(classes, dtype=torch.long),
-        [names[c] if names is not None else str(c) for c in classes],
-    )
 
 
 def read_labels(
@@ -362,20 +257,20 @@ def _class_map(
         if by_id:
             return {i: i for i in used}
         raise TaskcamError(
-            f"--labels {source}: the labels name their classes ({_show(label_names)}), but the "
-            "model has no class names to match them to; give the model its class names, or "
+            f"--labels {source}: the labels name their classes ({show_names(label_names)}), but "
+            "the model has no class names to match them to; give the model its class names, or "
             "give YOLO labels (class ids)"
         )
     agree = all(_same(a, b) for a, b in zip(label_names, class_names))
     if by_id and len(label_names) <= len(class_names) and agree:
         return {i: i for i in used}
-    mapping = {i: _find_class(label_names[i], class_names) for i in sorted(used)}
+    mapping = {i: find_class(label_names[i], class_names) for i in sorted(used)}
     missing = [label_names[i] for i, j in mapping.items() if j is None]
     if missing:
         raise TaskcamError(
-            f"--labels {source}: class{'es' if len(missing) > 1 else ''} {_show(missing)} not "
-            f"among the model's classes; the labels' classes: {_show(label_names)}; the "
-            f"model's classes: {_show(class_names)}"
+            f"--labels {source}: class{'es' if len(missing) > 1 else ''} {show_names(missing)} not "
+            f"among the model's classes; the labels' classes: {show_names(label_names)}; the "
+            f"model's classes: {show_names(class_names)}"
         )
     return {i: j for i, j in mapping.items() if j is not None}
 
@@ -503,7 +398,7 @@ def _read_yolo(
             whose = f"the labels' ({names_from})" if label_names is not None else "the model's"
             raise TaskcamError(
                 f"--labels {label_for[key]}: class {max(ids)} does not exist; {whose} "
-                f"{len(known)} classes are {_show(known)}"
+                f"{len(known)} classes are {show_names(known)}"
             )
         used |= ids
     mapping = _class_map(
@@ -548,7 +443,7 @@ def _read_coco(
         listed = [str(image.get("file_name")) for image in data["images"]]
         raise TaskcamError(
             f"--labels {source}: none of the run's images is in it (matched by file name: "
-            f"{_show(sorted(wanted))}; it lists {_show(listed)})"
+            f"{show_names(sorted(wanted))}; it lists {show_names(listed)})"
         )
     ids = {image.get("id") for image in entries.values()}
     kept = [
@@ -587,7 +482,7 @@ def _read_voc(
     if source.is_file() and not label_for:
         raise TaskcamError(
             f"--labels {source}: a Pascal VOC file labels the image of the same name, and no "
-            f"image of the run is named {source.stem!r}: {_show(keys)}"
+            f"image of the run is named {source.stem!r}: {show_names(keys)}"
         )
     images, labels, order, renames = _place(label_for, tmp, ".xml")
     with _read_errors(source, renames):

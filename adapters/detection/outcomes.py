@@ -47,7 +47,6 @@ __all__ = [
     "Outcome",
     "RegionTarget",
     "analyse_input",
-    "hand_labels",
     "label_outcomes",
 ]
 
@@ -314,8 +313,8 @@ def analyse_input(
         outcomes.append(outcome)
     if match.missed:
         candidates = detector.candidates(predict(detector.model, x))
+        miss = _MissedLabel(detector, candidates, placement, dets, iou)
         for j in match.missed:
-            miss = _MissedLabel(detector, candidates, placement, dets, iou)
             outcomes.append(miss.outcome(j, label_boxes[j], int(label_classes[j])))
     return ErrorAnalysis(x, placement, dets, match, outcomes)
 
@@ -437,50 +436,3 @@ class _MissedLabel:
         out.reason, out.candidate_score, out.box = "no_candidate", float(scores.sum()), bounds
         out.targets = [("score", RegionTarget(self.detector.candidates, idx.tolist(), k, bounds))]
         return out
-
-
-def hand_labels(
-    specs: Any,
-    class_names: Optional[list[str]],
-    boxes: torch.Tensor,
-    classes: torch.Tensor,
-) -> Any:
-    """Labels named by hand (``--box X1,Y1,X2,Y2[:CLASS]``, image pixels); a box without a
-    class takes the class of the detection that overlaps it most (``boxes``, ``classes``: the
-    image's detections in image pixels).
-
-    Raises:
-        TaskcamError: a malformed spec, an unknown class, or a box without a class that no
-            detection overlaps (the message names the spec).
-
-    Example:
-        >>> labels = hand_labels(["0,0,10,10", "20,20,30,30:1"], ["cat", "dog"],
-        ...                      torch.tensor([[1.0, 0, 10, 10]]), torch.tensor([0]))
-        >>> labels.classes.tolist()
-        [0, 1]
-    """
-    from torchvision.ops import box_iou
-
-    from taskcam.adapters.detection.labels import Labels, parse_box
-
-    out_boxes, out_classes = [], []
-    for spec in specs:
-        box, k = parse_box(spec, class_names)
-        if k is None:
-            overlap = (
-                box_iou(torch.tensor([box]), boxes.float().cpu())[0]
-                if len(boxes)
-                else torch.zeros(0)
-            )
-            if len(overlap) == 0 or float(overlap.max()) <= 0:
-                raise TaskcamError(
-                    f"--box {spec}: no detection overlaps it to take its class from; name the "
-                    "class: X1,Y1,X2,Y2:CLASS"
-                )
-            k = int(classes[int(overlap.argmax())])
-        out_boxes.append(box)
-        out_classes.append(k)
-    return Labels(
-        torch.tensor(out_boxes, dtype=torch.float32).reshape(-1, 4),
-        torch.tensor(out_classes, dtype=torch.long),
-    )

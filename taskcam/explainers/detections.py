@@ -15,8 +15,9 @@ import torch
 
 from taskcam.adapters import adapter_for
 from taskcam.adapters.detection import Detections, keypoint_what, parse_detection_targets
+from taskcam.adapters.detection.box_specs import hand_labels
 from taskcam.adapters.detection.labels import read_labels
-from taskcam.adapters.detection.outcomes import ErrorAnalysis, analyse_input, hand_labels
+from taskcam.adapters.detection.outcomes import ErrorAnalysis, analyse_input
 from taskcam.boxes import rotated_corners
 from taskcam.engine import Explanation
 from taskcam.errors import ImageError, TaskcamError

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from taskcam.adapters.detection.labels import Labels, box_labels, parse_box, read_labels
+from taskcam.adapters.detection.box_specs import box_labels, parse_box
+from taskcam.adapters.detection.labels import Labels, read_labels
 from taskcam.errors import TaskcamError
 
 pytest.importorskip("supervision")
