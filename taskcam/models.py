@@ -343,6 +343,16 @@ def loaded_detector(detector: Any, spec: Optional[str] = None) -> LoadedModel:
     )
 
 
+# prefix -> (module, loader): detector families whose loaders take ``(rest, weights)`` and load
+# ``--weights`` themselves (a checkpoint of their library's own layout)
+_THIRD_PARTY = {
+    "effdet": ("taskcam.adapters.effdet", "load_effdet"),
+    "rfdetr": ("taskcam.adapters.rfdetr", "load_rfdetr"),
+    "yolox": ("taskcam.adapters.yolox", "load_yolox"),
+    "onnx": ("taskcam.adapters.blackbox", "load_onnx"),
+}
+
+
 def load_model(
     spec: str,
     weights: Optional[str] = None,
@@ -404,9 +414,12 @@ def load_model(
         from taskcam.adapters.huggingface import load_hf
 
         loaded = load_hf(rest, weights)
+    elif prefix in _THIRD_PARTY:
+        module_name, loader = _THIRD_PARTY[prefix]
+        loaded = getattr(importlib.import_module(module_name), loader)(rest, weights)
     else:
         loaded = _factory(spec)
-    if weights is not None and not random_init and prefix != "yolo":
+    if weights is not None and not random_init and prefix not in ("yolo", *_THIRD_PARTY):
         load_weights(loaded.model, weights)
     if dims is not None:
         loaded.preprocess.size = (dims[0], dims[-1])

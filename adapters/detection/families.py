@@ -3,8 +3,9 @@ family by its library (cheaply, by class and module names, without importing any
 model does not come from) and :func:`adapter_for` keeps a loaded model's adapter.
 
 Families, in the order they are recognised: a :class:`~taskcam.Detector` already (a user's
-wrapped detector, returned as it is); ultralytics RT-DETR and YOLO (detect, segment, pose,
-OBB); the original YOLOv5; Hugging Face DETR, Conditional DETR and Deformable DETR; torchvision
+wrapped detector or a black box, returned as it is); ultralytics RT-DETR and YOLO (detect,
+segment, pose, OBB); the original YOLOv5; Hugging Face DETR, Conditional DETR and Deformable
+DETR; EfficientDet (``effdet``); RF-DETR (``rfdetr``); YOLOX (``libreyolo``); torchvision
 detectors (Faster / Mask / Keypoint R-CNN, RetinaNet, FCOS, SSD).
 """
 
@@ -19,7 +20,7 @@ from taskcam.loaded import LoadedModel, Preprocess
 
 __all__ = ["adapter_for", "detector_for", "family_of"]
 
-FAMILIES = ("rtdetr", "yolo", "yolov5", "detr", "torchvision")
+FAMILIES = ("rtdetr", "yolo", "yolov5", "detr", "effdet", "rfdetr", "yolox", "torchvision")
 """The families taskcam wraps, as :func:`family_of` names them."""
 
 
@@ -49,6 +50,21 @@ def family_of(model: Any) -> Optional[str]:
 
         if getattr(getattr(model, "config", None), "model_type", None) in DETR_TYPES:
             return "detr"
+    if module.startswith("effdet."):
+        from taskcam.adapters.effdet import is_effdet
+
+        if is_effdet(model):
+            return "effdet"
+    if module.startswith("rfdetr."):
+        from taskcam.adapters.rfdetr import is_rfdetr
+
+        if is_rfdetr(model):
+            return "rfdetr"
+    if module.startswith("libreyolo."):
+        from taskcam.adapters.yolox import is_yolox
+
+        if is_yolox(model):
+            return "yolox"
     from taskcam.adapters.torchvision.traced import is_torchvision_detector
 
     return "torchvision" if is_torchvision_detector(model) else None
@@ -102,6 +118,18 @@ def detector_for(
         from taskcam.adapters.huggingface.detr import DetrAdapter
 
         return DetrAdapter(model, preprocess, class_names=class_names)
+    if family == "effdet":
+        from taskcam.adapters.effdet import EffDetAdapter
+
+        return EffDetAdapter(model, class_names=class_names, **side)
+    if family == "rfdetr":
+        from taskcam.adapters.rfdetr import RFDETRAdapter
+
+        return RFDETRAdapter(model, class_names=class_names, **side)
+    if family == "yolox":
+        from taskcam.adapters.yolox import YoloxAdapter
+
+        return YoloxAdapter(model, class_names=class_names, **side)
     if family == "torchvision":
         from taskcam.adapters.torchvision.detectors import TorchvisionDetectionAdapter
 
@@ -109,7 +137,7 @@ def detector_for(
     raise TaskcamError(
         f"{name or 'model'}: a {type(model).__name__} is not a detector taskcam knows "
         "(ultralytics YOLO or RT-DETR, the original YOLOv5, a torchvision detector, a Hugging "
-        "Face DETR); wrap it in taskcam.Detector(model, decode) to explain its detections"
+        "Face DETR, EfficientDet, RF-DETR, YOLOX); wrap it in taskcam.Detector(model, decode) to explain its detections"
     )
 
 
