@@ -154,8 +154,13 @@ class RunOptions:
             raise TaskcamError(f"--alpha: expected a number in [0, 1], got {self.alpha!r}")
 
     def method_names(self, loaded: LoadedModel) -> tuple[str, ...]:
-        """The methods run on ``loaded``: as given, else its kind's default."""
-        return self.methods or (("odam",) if loaded.is_detector else ("gradcam",))
+        """The methods run on ``loaded``: as given, else its kind's default (``fast-drise``
+        for a black box, which has no layers)."""
+        if self.methods:
+            return self.methods
+        if getattr(loaded.adapter, "black_box", False):
+            return ("fast-drise",)
+        return ("odam",) if loaded.is_detector else ("gradcam",)
 
     def check(self, loaded: LoadedModel) -> None:
         """Refuse options that have no meaning for ``loaded``.
@@ -171,6 +176,8 @@ class RunOptions:
         from taskcam.methods import get_method
 
         methods = [get_method(m) for m in self.method_names(loaded)]
+        if getattr(loaded.adapter, "black_box", False):
+            check_black_box(loaded, methods, self.layers)
         attention = [m.name for m in methods if m.attention and not m.needs_detections]
         if attention and loaded.is_detector:
             raise TaskcamError(
@@ -276,6 +283,28 @@ def check_stride(stride: Any) -> int:
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise TaskcamError(f"--stride: expected a whole number >= 1, got {stride!r}")
     return stride
+
+
+def check_black_box(loaded: LoadedModel, methods: Sequence[Any], layers: Any) -> None:
+    """Refuse what a black box (``onnx:PATH``, :class:`taskcam.adapters.blackbox.BlackBox`)
+    cannot give: methods that read a layer or take gradients, and ``--layer``.
+
+    Raises:
+        TaskcamError: naming the methods refused, why, and the methods that explain it.
+    """
+    refused = [m.name for m in methods if m.uses_layers or m.needs_grad or m.attention]
+    if refused:
+        raise TaskcamError(
+            f"--method {', '.join(refused)}: {loaded.spec} is a black box (run by ONNX Runtime "
+            "or a callable, no PyTorch graph): it has no layer activations to hook and no "
+            "gradients to take; explain it with fast-drise, drise or rise, which only run it "
+            "on perturbed images"
+        )
+    if layers:
+        raise TaskcamError(
+            f"--layer {','.join(layers)}: {loaded.spec} is a black box without layers; its "
+            "methods (fast-drise, drise, rise) perturb the image"
+        )
 
 
 def check_masks(loaded: LoadedModel) -> None:

@@ -166,6 +166,10 @@ class Detector:
     #: ``letterbox`` pads to the minimal rectangle (ultralytics' and YOLOv5's predict for a
     #: PyTorch model) instead of the square ``size × size`` (the default: a fixed input)
     rect: bool = False
+    #: the model is run, never differentiated nor hooked (an ONNX Runtime session, a plain
+    #: callable): only the methods that read no layer (``rise``, ``drise``, ``fast-drise``)
+    #: explain it (:class:`taskcam.adapters.blackbox.BlackBox`)
+    black_box: bool = False
 
     def __init__(
         self,
