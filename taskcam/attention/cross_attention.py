@@ -5,9 +5,9 @@ each predicted object, the last decoder layer's attention of that object's query
 encoder's feature map: it lights the object's extremities. :class:`DetrAttention` draws that
 map for each detection of a Hugging Face ``DetrForObjectDetection`` or
 ``ConditionalDetrForObjectDetection`` (their decoders attend densely over one feature map;
-Deformable DETR samples a few points per level instead, and is refused). The weights are read
-with the library's eager attention for that one forward, which gives the same outputs as its
-default kernel, and put back afterwards.
+Deformable DETR and RF-DETR sample a few points per level instead, and are refused). The
+weights are read with the library's eager attention for that one forward, which gives the same
+outputs as its default kernel, and put back afterwards.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from taskcam.targets import Target, target_scores
 __all__ = ["DetrAttention"]
 
 _DENSE = ("detr", "conditional_detr")
+_DEFORMABLE = ("deformable_detr", "rfdetr")  # sampled points, no dense map
 
 
 def _grid_and_attention(model: nn.Module, inputs: torch.Tensor) -> tuple[Any, torch.Tensor, Any]:
@@ -82,10 +83,19 @@ class DetrAttention(Method):
         self, model: nn.Module, inputs: torch.Tensor, targets: list[list[Target]]
     ) -> Explanation:
         model_type = getattr(getattr(model, "config", None), "model_type", None)
+        if type(model).__module__.startswith("rfdetr."):  # RF-DETR's LWDETR has no config
+            model_type = "rfdetr"
         if model_type not in _DENSE:
+            why = (
+                ": its decoder's deformable attention samples a few points per query and "
+                "feature level instead of attending over the whole feature map, so there is no "
+                "attention map over the image; explain its detections with odam, gradcam or "
+                "fast-drise"
+            )
             raise TaskcamError(
                 f"detr-attention: reads the dense decoder cross-attention of DETR and "
                 f"Conditional DETR; {type(model).__name__} ({model_type}) has none"
+                f"{why if model_type in _DEFORMABLE else ''}"
             )
         output, attention, (h, w) = _grid_and_attention(model, inputs)
         weights = attention.mean(dim=1)  # [B, Q, h*w]
