@@ -17,7 +17,10 @@ Models (``--models``):
 * ``nudenet-320``, ``nudenet-640``: NudeNet's trained YOLOv8n (``nudenet`` on PyPI ships it as
   ``320n.onnx``; taskcam rebuilds the ``DetectionModel`` from it) at a 320 and a 640 letterbox,
   on the people photos that ship with scikit-image and ultralytics (astronaut, camera, bus,
-  zidane).
+  zidane);
+* ``nudenet-onnx``: the same file as a black box (``--model onnx:PATH``), run by ONNX Runtime
+  at its 320 px, explained by the methods that read no layer (``drise``, ``fast-drise``;
+  the others are skipped for it).
 
 Layer choices (``--choices``): YOLO ``head@level`` (the neck outputs the head reads, each
 detection at its own stride: taskcam's default before this benchmark), ``head@all`` (all three
@@ -57,7 +60,7 @@ from taskcam.faithfulness import BASELINE_MAPS, baseline_maps, target_faithfulne
 from taskcam.methods import get_method
 from taskcam.metrics import boxes_to_masks, energy_pointing_game
 
-MODELS = ("shapes-yolo", "shapes-fasterrcnn", "nudenet-320", "nudenet-640")
+MODELS = ("shapes-yolo", "shapes-fasterrcnn", "nudenet-320", "nudenet-640", "nudenet-onnx")
 METHODS = ("odam", "gradcam", "layercam", "hirescam", "eigencam", "drise", "fast-drise")
 YOLO_CHOICES = (
     "head@level",
@@ -125,6 +128,10 @@ def load(name: str, n_images: int, conf: float) -> tuple[Any, Any, dict[str, np.
     from taskcam.data.shapes import HELDOUT_SEED, make_sample
     from taskcam.zoo import build_zoo_model
 
+    if name == "nudenet-onnx":
+        from taskcam.adapters.blackbox import BlackBox
+
+        return BlackBox.from_onnx(nudenet_onnx(), conf=conf), {}, photos()
     if name.startswith("nudenet-"):
         model = load_yolo(nudenet_onnx())
         adapter = YoloAdapter(model, size=int(name.split("-")[1]), conf=conf)
@@ -165,6 +172,8 @@ def measure(
 ) -> dict[str, Any]:
     adapter, sets, images = load(name, n_images, conf)
     model = adapter.model
+    if adapter.black_box:  # only the methods that read no layer run a black box
+        methods = [m for m in methods if not get_method(m).uses_layers]
     # black-box methods (drise, fast-drise) read no layer: one entry each
     keys = [(m, c) for m in methods for c in (choices if get_method(m).uses_layers else ["-"])]
     per: dict[tuple, dict[str, list]] = {
