@@ -228,7 +228,7 @@ class RFDETRAdapter(Detector):
             pairs ranked, and COCO's names for 91 classes).
         class_names: names by class id (default: as ``predict`` labels them).
         size: the input side, or ``(h, w)``, each a multiple of the backbone's patch size ×
-            windows (32 for nano to large; default: the model's resolution).
+            windows (32; 56 for base; default: the model's resolution).
         conf: score threshold (``predict``'s default 0.5).
         preprocess: the size, mean and std read at each image (shared with a
             :class:`~taskcam.loaded.LoadedModel`, so ``--size/--mean/--std`` apply).
@@ -350,11 +350,13 @@ class RFDETRAdapter(Detector):
         check_image(image)
         height, width = image.shape[:2]
         h, w = self.preprocess.size
-        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))  # [3, H, W] uint8
-        x = x.to(torch.get_default_dtype()).div_(torch.tensor(255.0))
+        # on the model's device, in predict's order: the bytes go over, then widen and resize
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(self.device)
+        scale = torch.tensor(255, dtype=torch.get_default_dtype(), device=x.device)
+        x = x.to(scale.dtype).div_(scale)  # [3, H, W] in [0, 1]
         x = F.resize(x, [h, w], antialias=False)[None]  # [1, 3, h, w]
         x = F.normalize(x, list(self.preprocess.mean), list(self.preprocess.std))
-        return x.to(self.device), StretchPlacement(height, width, (h, w))
+        return x, StretchPlacement(height, width, (h, w))
 
     def candidates(self, output: Any) -> Candidates:
         return rfdetr_candidates(output, tuple(self.preprocess.size))
