@@ -309,7 +309,7 @@ class RFDETRAdapter(Detector):
 
     @mean.setter
     def mean(self, value: Optional[Sequence[float]]) -> None:
-        self.preprocess.mean = tuple(float(v) for v in (value or IMAGENET_MEAN))  # type: ignore[assignment]
+        self.preprocess.mean = _three(value or IMAGENET_MEAN)
 
     @property
     def std(self) -> tuple[float, ...]:  # type: ignore[override]
@@ -317,7 +317,7 @@ class RFDETRAdapter(Detector):
 
     @std.setter
     def std(self, value: Optional[Sequence[float]]) -> None:
-        self.preprocess.std = tuple(float(v) for v in (value or IMAGENET_STD))  # type: ignore[assignment]
+        self.preprocess.std = _three(value or IMAGENET_STD)
 
     @property
     def family(self) -> str:
@@ -394,6 +394,12 @@ class RFDETRAdapter(Detector):
         """
         stages = self.model.backbone[0].projector.stages
         return [f"backbone.0.projector.stages.{i}" for i in range(len(stages))]
+
+
+def _three(values: Sequence[float]) -> tuple[float, float, float]:
+    """Three floats (a mean or a std per channel)."""
+    a, b, c = (float(v) for v in values)
+    return a, b, c
 
 
 def _dims(value: Union[int, Sequence[int]]) -> tuple[int, int]:
