@@ -286,9 +286,12 @@ def _factory(spec: str) -> LoadedModel:
         raise TaskcamError(f"--model {spec}: {module_name} has no callable {attr!r}")
     model = factory()
     from taskcam.adapters.detection import Detector
+    from taskcam.adapters.detection.families import detector_for, family_of
 
     if isinstance(model, Detector):  # a detector wrapped in the contract: explained as it says
         return loaded_detector(model, spec)
+    if family_of(model) in ("effdet", "rfdetr", "yolox"):  # their wrappers are not Modules
+        return loaded_detector(detector_for(model, name=spec), spec)
     if not isinstance(model, nn.Module):
         raise TaskcamError(
             f"--model {spec}: {attr}() returned {type(model).__name__}, not a Module or a "
@@ -307,8 +310,6 @@ def _factory(spec: str) -> LoadedModel:
             "ClassificationModel",
         ):
             return _yolo_loaded(model, spec)
-    from taskcam.adapters.detection.families import family_of
-
     if family_of(model) == "torchvision":
         return LoadedModel(model, spec, task="detect", preprocess=_detector_preprocess(model))
     return LoadedModel(model, spec)

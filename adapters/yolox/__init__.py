@@ -8,7 +8,7 @@ is a source archive that does not build beside our torch (see ``docs/yolox.md``)
 - :class:`YoloxAdapter`: the :class:`~taskcam.Detector` contract for it: every grid cell a
   candidate scored ``objectness × class probability`` (:mod:`~taskcam.adapters.yolox.head`),
   libreyolo's own post-processing and preprocessing (:mod:`~taskcam.adapters.yolox.inputs`),
-  each detection explained at its level's neck output;
+  the backbone's stages explained by default, each detection naming its level's neck output;
 - :func:`load_yolox`: ``--model yolox:NAME`` (:mod:`~taskcam.adapters.yolox.loading`).
 
 Example:
@@ -16,7 +16,7 @@ Example:
     >>> loaded = load_yolox("nano", "none")
     >>> x, placement = loaded.adapter.prepare(np.zeros((60, 80, 3), np.uint8))
     >>> x.shape, is_yolox(loaded.model), loaded.adapter.default_layers()[0]
-    (torch.Size([1, 3, 416, 416]), True, 'backbone.C3_p3')
+    (torch.Size([1, 3, 416, 416]), True, 'backbone.backbone.dark3')
 """
 
 from taskcam.adapters.yolox.adapter import YoloxAdapter, is_yolox

@@ -21,10 +21,16 @@ from taskcam.adapters.yolox.inputs import yolox_input
 from taskcam.capture import predict
 from taskcam.errors import TaskcamError
 
-__all__ = ["NECK", "YoloxAdapter", "is_yolox", "yolox_class_names", "yolox_module"]
+__all__ = ["BACKBONE", "NECK", "YoloxAdapter", "is_yolox", "yolox_class_names", "yolox_module"]
 
 NECK = ("backbone.C3_p3", "backbone.C3_n3", "backbone.C3_n4")
-"""The PAFPN outputs YOLOX's head reads (strides 8, 16, 32), as ``LibreYOLOXModel`` names them."""
+"""The PAFPN outputs YOLOX's head reads (strides 8, 16, 32), as ``LibreYOLOXModel`` names them:
+each detection names its level's (ODAM's per-level maps when they are hooked)."""
+
+BACKBONE = ("backbone.backbone.dark3", "backbone.backbone.dark4", "backbone.backbone.dark5")
+"""The CSPDarknet stages that feed the PAFPN (strides 8, 16, 32): the layers explained by
+default, their maps fused, as for ultralytics YOLO, whose backbone stages beat the neck
+outputs by deletion/insertion on every trained model measured (docs/evaluation.md)."""
 
 _CLASSES = ("LibreYOLOX", "LibreYOLOXModel")  # libreyolo's wrapper and its nn.Module
 _INPUT_SIZES = {"n": 416, "t": 416}  # libreyolo's LibreYOLOX.INPUT_SIZES; 640 for s, m, l, x
@@ -94,7 +100,9 @@ class YoloxAdapter(Detector):
     its matches by, the level); the detections are libreyolo's own post-processing
     (:func:`~taskcam.adapters.yolox.head.select`); the image is placed as libreyolo's
     ``predict`` places it (:func:`yolox_input`: top-left, gray 114, BGR in ``[0, 255]``).
-    Each detection is explained at the neck output of its own level (:data:`NECK`).
+    By default the backbone's stages are explained, fused (:data:`BACKBONE`), as for
+    ultralytics YOLO; each detection names the neck output of its own level (:data:`NECK`),
+    which ``--layer`` can hook for ODAM's per-level maps.
 
     Args:
         model: a ``LibreYOLOX`` (:attr:`detector`) or the ``LibreYOLOXModel`` it runs
@@ -112,7 +120,7 @@ class YoloxAdapter(Detector):
         >>> ad = YoloxAdapter(LibreYOLOXModel("n", nb_classes=3), size=64, conf=0.0, max_det=2)
         >>> x, placement = ad.prepare(np.zeros((48, 64, 3), np.uint8))
         >>> dets = ad.detect(x)[0]
-        >>> x.shape, len(dets), dets.levels[0] in NECK, ad.default_layers() == list(NECK)
+        >>> x.shape, len(dets), dets.levels[0] in NECK, ad.default_layers() == list(BACKBONE)
         (torch.Size([1, 3, 64, 64]), 2, True, True)
     """
 
@@ -129,6 +137,7 @@ class YoloxAdapter(Detector):
         net = yolox_module(model)
         named = dict(net.named_modules())
         neck = [name for name in NECK if name in named] or None
+        stages = [name for name in BACKBONE if name in named] or neck
         super().__init__(
             net,
             size=_default_size(model) if size is None else int(size),
@@ -137,7 +146,7 @@ class YoloxAdapter(Detector):
             iou=iou,
             max_det=max_det,
             class_names=yolox_class_names(model, class_names),
-            layers=neck,
+            layers=stages,
             level_layers=neck,
         )
         self._user = model
