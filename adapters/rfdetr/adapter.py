@@ -46,8 +46,8 @@ __all__ = [
 ]
 
 NUM_SELECT = 300
-"""The (query, class) pairs rfdetr's post-processing ranks (``num_select`` of every detection
-config it ships)."""
+"""The (query, class) pairs rfdetr's post-processing ranks by default (``num_select``; every
+config it ships sets it to its query count, 300 for the detection models)."""
 
 
 def is_rfdetr(model: Any) -> bool:
@@ -211,7 +211,7 @@ def _settings(wrapper: Any, net: nn.Module) -> dict[str, Any]:
         "resolution": int(encoder.shape[0]),
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
-        "num_select": NUM_SELECT,
+        "num_select": int(net.num_queries),  # as every config rfdetr ships sets it
         "names": names,
     }
 
@@ -224,8 +224,8 @@ class RFDETRAdapter(Detector):
 
     Args:
         model: an ``rfdetr`` detection model (``RFDETRNano``, ``RFDETRSmall``, ...) or the
-            ``LWDETR`` module inside one (``rf.model.model``; then ImageNet's mean and std, 300
-            pairs ranked, and COCO's names for 91 classes).
+            ``LWDETR`` module inside one (``rf.model.model``; then ImageNet's mean and std, as
+            many pairs ranked as there are queries, and COCO's names for 91 classes).
         class_names: names by class id (default: as ``predict`` labels them).
         size: the input side, or ``(h, w)``, each a multiple of the backbone's patch size ×
             windows (32; 56 for base; default: the model's resolution).

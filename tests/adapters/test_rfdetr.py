@@ -234,17 +234,20 @@ def test_pretrained_weights_offline_say_what_to_pass(tmp_path, monkeypatch):
         load_model("rfdetr:nano")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TaskcamError,
-    reason="taskcam.models._factory refuses an object that is not an nn.Module before asking "
-    "family_of; the rfdetr wrapper needs it to ask first (see docs/rfdetr.md)",
-)
-def test_a_factory_returning_the_rfdetr_model_is_recognised(rf16, tmp_path, monkeypatch):
-    (tmp_path / "my_rfdetr_bare.py").write_text("MODEL = None\n\ndef bare():\n    return MODEL\n")
+def test_a_factory_returning_the_rfdetr_model_or_its_module_is_recognised(
+    rf16, tmp_path, monkeypatch
+):
+    (tmp_path / "my_rfdetr_bare.py").write_text(
+        "MODEL = None\n\ndef bare():\n    return MODEL\n\ndef module():\n"
+        "    return MODEL.model.model\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     import my_rfdetr_bare
 
     monkeypatch.setattr(my_rfdetr_bare, "MODEL", rf16)
-    loaded = load_model("my_rfdetr_bare:bare")
-    assert loaded.task == "detect" and isinstance(loaded.adapter, RFDETRAdapter)
+    for attr in ("bare", "module"):
+        loaded = load_model(f"my_rfdetr_bare:{attr}")
+        assert loaded.task == "detect" and isinstance(loaded.adapter, RFDETRAdapter)
+        assert loaded.model is rf16.model.model and loaded.preprocess.size == (384, 384)
+        assert loaded.adapter.max_det == 16  # num_select, or the module's query count
+    assert loaded.class_names[1] == "person"
