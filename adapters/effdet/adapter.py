@@ -8,8 +8,9 @@ the anchors are fixed for it).
 
 Every anchor is a candidate (:mod:`~taskcam.adapters.effdet.outputs`); the kept ones are
 ``DetBenchPredict``'s own detections (:mod:`~taskcam.adapters.effdet.postprocess`), each
-traced to its anchor and its level, so a detection is explained at the BiFPN output of its own
-level (as ODAM does: Zhao & Chan, ICLR 2023).
+traced to its anchor and its level: hooking the BiFPN's outputs explains each detection at its
+own level (as ODAM does: Zhao & Chan, ICLR 2023); by default the backbone's stages that feed the
+BiFPN are explained, their maps fused, as for YOLO and Faster R-CNN.
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ class EffDetAdapter(Detector):
         ...                           image_size=(128, 128))
         >>> adapter = EffDetAdapter(net)
         >>> x, placement = adapter.prepare(np.zeros((60, 90, 3), np.uint8))
-        >>> x.shape, adapter.class_names[1], adapter.default_layers()[0]
-        (torch.Size([1, 3, 128, 128]), 'person', 'fpn.cell.2.fnode.3')
+        >>> x.shape, adapter.class_names[1], adapter.default_layers()[-1], adapter.level_layers()[0]
+        (torch.Size([1, 3, 128, 128]), 'person', 'backbone.blocks.6', 'fpn.cell.2.fnode.3')
     """
 
     def __init__(
@@ -124,6 +125,14 @@ class EffDetAdapter(Detector):
         self._extents: WeakIdKeyDictionary = WeakIdKeyDictionary()
         if size is not None:
             self.set_size(_size(size))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the inputs :meth:`prepare` made (weak references)."""
+        return {**self.__dict__, "_extents": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._extents = WeakIdKeyDictionary()
 
     # -- what it is ------------------------------------------------------------------------
     @property
@@ -233,9 +242,27 @@ class EffDetAdapter(Detector):
         levels = int(self.config.num_levels)
         return [f"fpn.cell.{last}.fnode.{j}" for j in range(nodes - levels, nodes)]
 
+    def backbone_layers(self) -> list[str]:
+        """The backbone's stages that feed the BiFPN, finest first (``backbone.blocks.2``,
+        ``.4``, ``.6`` for the EfficientNets: strides 8, 16, 32), named as timm's
+        ``feature_info`` names them; none where those names are not the model's modules."""
+        info = getattr(self.model.backbone, "feature_info", None)
+        names = info.module_name() if hasattr(info, "module_name") else []
+        modules = {name for name, _ in self.model.named_modules()}
+        out = []
+        for name in names:
+            for candidate in (f"backbone.{name}", f"backbone.{name.replace('.', '_')}"):
+                if candidate in modules:
+                    out.append(candidate)
+                    break
+        return out if len(out) == len(names) else []
+
     def default_layers(self) -> list[str]:
-        """:meth:`level_layers`: each detection explained at the BiFPN output of its own
-        level, as torchvision's one-stage detectors (RetinaNet, FCOS) are by default. Not
-        measured on a trained EfficientDet (none can be loaded offline); YOLO's and Faster
-        R-CNN's defaults, which deletion and insertion chose, are their backbones' stages."""
-        return self.level_layers()
+        """The backbone's stages that feed the BiFPN, their maps fused
+        (:meth:`backbone_layers`), as ultralytics YOLO's and Faster R-CNN's defaults are, where
+        deletion and insertion preferred their backbones' stages to the neck or FPN level of
+        each detection on every trained model measured; else :meth:`level_layers`. Each
+        detection still names its BiFPN level, so hooking :meth:`level_layers` explains it at
+        its own level, as ODAM does. Not measured on a trained EfficientDet (none can be
+        loaded offline)."""
+        return self.backbone_layers() or self.level_layers()

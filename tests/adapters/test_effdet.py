@@ -155,7 +155,7 @@ def test_targets_read_their_own_anchor_at_its_level(nets):
         adapter.targets(dets, "objectness")
 
 
-def test_each_detection_is_explained_at_its_level_and_your_model_comes_back(nets):
+def test_the_backbone_explains_by_default_and_your_model_comes_back(nets):
     net = nets["tf_efficientdet_d0"]
     adapter = EffDetAdapter(net, conf=0.0)
     x, placement = adapter.prepare(data.chelsea())
@@ -173,13 +173,31 @@ def test_each_detection_is_explained_at_its_level_and_your_model_comes_back(nets
         handle.remove()
         net.class_net.requires_grad_(True)
         net.eval()
-    assert exp.layers == adapter.default_layers()
+    assert exp.layers == [f"backbone.blocks.{i}" for i in (2, 4, 6)]
     assert exp.maps.shape == (1, 3, 128, 256) and torch.isfinite(exp.maps).all()
     assert not bool(exp.empty.any())
     maps = placement.map_to_image(exp.maps)[0]
     assert maps.shape == (3, 300, 451)
     with torch.no_grad():  # the explanation did not change what the model detects
         assert torch.equal(adapter.detect(x)[0].select([0, 1, 2]).scores, dets.scores)
+
+
+def test_hooking_the_bifpn_explains_each_detection_at_its_own_level(nets):
+    """ODAM's per-level maps: with every BiFPN output hooked, each detection's map is the one
+    its own level alone gives."""
+    net = nets["tf_efficientdet_d0"]
+    adapter = EffDetAdapter(net, conf=0.0)
+    x, _ = adapter.prepare(data.chelsea())
+    dets = adapter.detect(x)[0]
+    first = {level: i for i, level in reversed(list(enumerate(dets.levels)))}
+    dets = dets.select(sorted(first.values())[:3])  # the best detection of three levels
+    assert len(set(dets.levels)) == 3
+    targets = adapter.targets(dets)
+    exp = taskcam.explain(net, x, [targets], adapter.level_layers(), "odam")
+    assert not bool(exp.empty.any())
+    for t, target in enumerate(targets):
+        alone = taskcam.explain(net, x, [[target]], [target.layer], "odam")
+        torch.testing.assert_close(exp.maps[0, t], alone.maps[0, 0])
 
 
 def test_a_bench_is_recognised_and_its_model_run(nets):
@@ -221,7 +239,7 @@ def lite0_run(tmp_path_factory):
 def test_the_command_line_writes_one_record_per_kept_detection(lite0_run):
     dets, placement, results, out = lite0_run
     assert results["model"] == "effdet:tf_efficientdet_lite0" and results["methods"] == ["odam"]
-    assert results["layers"] == [f"fpn.cell.2.fnode.{j}" for j in range(3, 8)]
+    assert results["layers"] == [f"backbone.blocks.{i}" for i in (2, 4, 6)]
     records = results["items"][0]["targets"]
     assert [r["kind"] for r in records] == ["detection"] * len(dets) == ["detection"] * 3
     boxes = placement.boxes_to_image(dets.boxes)
