@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import difflib
 from pathlib import Path
 from typing import Any, Optional
@@ -40,9 +41,11 @@ def effdet_loaded(model: nn.Module, spec: str) -> LoadedModel:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of an EfficientDet checkpoint: a plain state dict, effdet's training
-    checkpoint (``{"state_dict": ..., "state_dict_ema": ...}``: the first, as effdet's
-    ``validate.py`` reads it without ``--use-ema``) or a bench's state dict (``model.``
-    prefixes and the bench's anchors dropped); ``module.`` (DataParallel) prefixes dropped.
+    checkpoint (timm's ``{"state_dict": ..., "state_dict_ema": ..., "args": Namespace}``: the
+    first, as effdet's ``validate.py`` reads it without ``--use-ema``) or a bench's state dict
+    (``model.`` prefixes and the bench's anchors dropped); ``module.`` (DataParallel)
+    prefixes dropped. Read with ``weights_only`` (tensors, containers and an
+    ``argparse.Namespace``: no code runs).
 
     Raises:
         TaskcamError: a missing file, or one that holds no state dict (the message names it).
@@ -51,7 +54,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise TaskcamError(f"--weights: no such file {path}")
     try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):  # timm's saver keeps args
+            obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means: not a checkpoint
         raise TaskcamError(f"--weights {path}: cannot read it as a checkpoint ({e})") from e
     while isinstance(obj, dict) and any(isinstance(obj.get(k), dict) for k in _NESTED):

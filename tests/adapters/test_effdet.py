@@ -11,6 +11,7 @@ about 3.5× per stage, which leaves every score at the head's prior, 0.01, withi
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -310,7 +311,16 @@ def test_weights_of_the_model_load_and_others_are_refused(tmp_path):
     mine = load_effdet("tf_efficientdet_lite0", "none").model
     plain, bench = tmp_path / "lite0.pt", tmp_path / "bench.pth"
     torch.save(mine.state_dict(), plain)
-    torch.save({"state_dict": effdet.DetBenchPredict(mine).state_dict(), "epoch": 3}, bench)
+    other = {k: torch.zeros_like(v) for k, v in mine.state_dict().items()}
+    torch.save(  # as timm's CheckpointSaver saves effdet's training, a bench's state dict here
+        {
+            "epoch": 3,
+            "state_dict": effdet.DetBenchPredict(mine).state_dict(),
+            "state_dict_ema": other,
+            "args": argparse.Namespace(model="tf_efficientdet_lite0", lr=0.01),
+        },
+        bench,
+    )
     for path in (plain, bench):
         torch.manual_seed(2)  # other random weights, then the file's
         loaded = load_model("effdet:tf_efficientdet_lite0", weights=str(path)).model
