@@ -25,14 +25,16 @@ def _first(output: Any) -> torch.Tensor:
 def ultralytics_decode(num_classes: int) -> Callable[[Any], Candidates]:
     """The decode of an ultralytics export without NMS: ``Tensor[B, 4 + nc (+ extras), A]``,
     each anchor's box centre, width and height in input pixels, then its ``nc`` class scores
-    (mask coefficients or keypoints after them are left out).
+    (mask coefficients or keypoints after them are left out). Its heads have no objectness:
+    as for ultralytics models in PyTorch, a candidate's best class score stands for it, so
+    D-RISE weighs a match by how sure the detector is of it.
 
     Example:
         >>> out = torch.zeros(1, 6, 3); out[0, :4, 0] = torch.tensor([5.0, 5, 4, 2])
         >>> out[0, 5, 0] = 0.5
         >>> c = ultralytics_decode(2)(out)
-        >>> c.boxes[0, 0].tolist(), c.scores[0, 0].tolist()
-        ([3.0, 4.0, 7.0, 6.0], [0.0, 0.5])
+        >>> c.boxes[0, 0].tolist(), c.scores[0, 0].tolist(), c.objectness[0].tolist()
+        ([3.0, 4.0, 7.0, 6.0], [0.0, 0.5], [0.5, 0.0, 0.0])
     """
 
     def decode(output: Any) -> Candidates:
@@ -45,7 +47,8 @@ def ultralytics_decode(num_classes: int) -> Callable[[Any], Candidates]:
         preds = preds.float().transpose(1, 2)  # [B, A, 4 + nc + ...]
         xy, wh = preds[..., :2], preds[..., 2:4]
         boxes = torch.cat([xy - wh / 2, xy + wh / 2], dim=-1)  # [B, A, 4] xyxy
-        return Candidates(boxes, preds[..., 4 : 4 + num_classes])
+        scores = preds[..., 4 : 4 + num_classes]  # [B, A, nc]
+        return Candidates(boxes, scores, objectness=scores.amax(dim=-1))
 
     return decode
 
@@ -53,8 +56,8 @@ def ultralytics_decode(num_classes: int) -> Callable[[Any], Candidates]:
 def end2end_decode(num_classes: int) -> Callable[[Any], Candidates]:
     """The decode of an export that selects its detections itself (YOLOv10 / YOLO26
     end-to-end heads, ``nms=True``): ``Tensor[B, D, 6 (+ extras)]`` rows of x1, y1, x2, y2,
-    score, class; each row a candidate whose score vector is its score at its class, kept
-    without NMS.
+    score, class; each row a candidate whose score vector is its score at its class (its
+    objectness for D-RISE), kept without NMS.
 
     Example:
         >>> c = end2end_decode(3)(torch.tensor([[[0.0, 0, 4, 4, 0.8, 2]]]))
@@ -73,7 +76,7 @@ def end2end_decode(num_classes: int) -> Callable[[Any], Candidates]:
         cls = rows[..., 5].round().long().clamp(0, num_classes - 1)
         scores = torch.zeros(*rows.shape[:2], num_classes, dtype=rows.dtype, device=rows.device)
         scores.scatter_(-1, cls.unsqueeze(-1), rows[..., 4:5])
-        return Candidates(rows[..., :4], scores, nms=False)
+        return Candidates(rows[..., :4], scores, objectness=rows[..., 4], nms=False)
 
     return decode
 

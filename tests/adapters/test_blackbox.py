@@ -228,3 +228,23 @@ def test_the_session_survives_a_copy(loaded):
     x = torch.rand(2, 3, 64, 96)
     for twin in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
         torch.testing.assert_close(twin(x), net(x))
+
+
+def test_drise_scores_a_perturbed_image_as_the_pytorch_rebuild_does(loaded):
+    """One file, two runtimes: each detection's D-RISE score on a perturbed copy (what its map
+    and its faithfulness are made of) is the same through ONNX Runtime as through PyTorch."""
+    from taskcam.faithfulness import faithfulness_score
+
+    rebuilt = load_model(f"yolo:{ONNX}").adapter
+    rebuilt.conf = CONF
+    x, _ = loaded.adapter.prepare(_rgb("bus.jpg"))
+    noisy = (x + 0.3 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    pairs = zip(
+        loaded.adapter.targets(loaded.adapter.detect(x)[0]), rebuilt.targets(rebuilt.detect(x)[0])
+    )
+    with torch.no_grad():
+        ours, theirs = loaded.adapter.model(noisy), rebuilt.model.eval()(noisy)
+        for a, b in pairs:
+            torch.testing.assert_close(
+                faithfulness_score(a)(ours), faithfulness_score(b)(theirs), atol=1e-4, rtol=0
+            )
