@@ -426,20 +426,18 @@ def load_model(
         loaded.preprocess.size = (dims[0], dims[-1])
         if loaded.adapter is not None:
             loaded.adapter.set_size(dims)  # YOLO letterboxes to a square of the larger side
+    raw_pixels = _takes_raw_pixels(loaded, prefix)
+    if raw_pixels and (mean is not None or std is not None):
+        raise TaskcamError(f"--mean/--std: {spec} is {raw_pixels}, without normalisation")
     for label, value in (("mean", mean), ("std", std)):
         if value is not None:
             vals = tuple(float(v) for v in value)
             if len(vals) != 3 or (label == "std" and min(vals) <= 0):
                 raise TaskcamError(f"--{label}: expected 3 values (std > 0), got {list(value)}")
             setattr(loaded.preprocess, label, vals)
-            if loaded.adapter is not None and loaded.adapter.decode is not None:  # yours
-                setattr(loaded.adapter, label, vals)
-    ultralytics = type(loaded.model).__module__.startswith("ultralytics.")
-    if ultralytics and (mean is not None or std is not None):
-        raise TaskcamError(
-            f"--mean/--std: {spec} is an ultralytics YOLO, which takes pixels in [0, 1] "
-            "without normalisation"
-        )
+            adapter = loaded.adapter  # yours, or a family that normalises in prepare()
+            if adapter is not None and (adapter.decode is not None or adapter.mean is not None):
+                setattr(adapter, label, vals)
     if loaded.task == "detect" and loaded.adapter is None and hasattr(loaded.model, "transform"):
         _set_detector_transform(loaded, size)  # a torchvision detector: its own transform
     try:
@@ -452,6 +450,16 @@ def load_model(
 
         transformer_defaults(loaded, device)
     return loaded
+
+
+def _takes_raw_pixels(loaded: LoadedModel, prefix: str) -> Optional[str]:
+    """What a model that takes its pixels without normalisation is (ultralytics YOLO and its
+    ONNX exports in [0, 1], YOLOX in [0, 255]), else None."""
+    if type(loaded.model).__module__.startswith("ultralytics.") or prefix == "onnx":
+        return "an ultralytics YOLO, which takes pixels in [0, 1]"
+    if getattr(loaded.adapter, "family", None) == "yolox":
+        return "a YOLOX, which takes BGR pixels in [0, 255]"
+    return None
 
 
 def _set_detector_transform(loaded: LoadedModel, size: Optional[Sequence[int]]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -159,3 +161,23 @@ def test_zoo_random_weights_differ_from_real():
     real = build_zoo_model("efficientnet-lite0").model.conv_stem.weight
     rand = build_zoo_model("efficientnet-lite0", pretrained=False).model.conv_stem.weight
     assert not np.allclose(real.detach().numpy(), rand.detach().numpy())
+
+
+def test_mean_and_std_reach_the_detectors_that_normalise_and_are_refused_by_raw_pixels():
+    """EfficientDet normalises in its adapter's prepare: --mean/--std change its input; YOLOX
+    (BGR in [0, 255]) and an ultralytics ONNX export ([0, 1]) take none, and say so."""
+    pytest.importorskip("effdet")
+    image = np.full((64, 64, 3), 128, np.uint8)
+    plain = load_model("effdet:tf_efficientdet_lite0", weights="none").adapter
+    moved = load_model("effdet:tf_efficientdet_lite0", "none", mean=[0.0] * 3, std=[1.0] * 3)
+    assert moved.adapter.mean == (0.0,) * 3 and plain.mean != moved.adapter.mean
+    x0, _ = plain.prepare(image)
+    x1, _ = moved.adapter.prepare(image)
+    assert abs(float(x1.max()) - 128 / 255) < 1e-3 and not torch.allclose(x0, x1)
+    pytest.importorskip("libreyolo")
+    with pytest.raises(TaskcamError, match="--mean/--std: yolox:nano is a YOLOX, which takes BGR"):
+        load_model("yolox:nano", weights="none", std=[2.0] * 3)
+    nudenet = pytest.importorskip("nudenet")
+    onnx = f"onnx:{os.path.join(os.path.dirname(nudenet.__file__), '320n.onnx')}"
+    with pytest.raises(TaskcamError, match="is an ultralytics YOLO, which takes pixels in"):
+        load_model(onnx, mean=[0.5] * 3)
