@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         "--model",
         required=True,
         help="timm:NAME, torchvision:NAME, zoo:NAME, smp:ARCH:ENCODER, yolo:PATH.pt, hf:DIR, "
-        "yolo:PATH.onnx (an ultralytics export) or package.module:factory",
+        "yolo:PATH.onnx (an ultralytics export), effdet:NAME, yolox:NAME, rfdetr:NAME, "
+        "onnx:PATH (a black box through ONNX Runtime) or package.module:factory",
     )
     ex.add_argument("--weights", help="state dict / checkpoint path, or 'none' for random weights")
     ex.add_argument("--task", choices=("classify", "detect", "segment"))

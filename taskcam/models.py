@@ -1,6 +1,7 @@
 """Model specs: build a model and its preprocessing from ``timm:``, ``torchvision:``, ``zoo:``,
-``smp:``, ``yolo:``, ``hf:`` (a Hugging Face ``save_pretrained`` folder) or
-``package.module:factory``, and load ``--weights``."""
+``smp:``, ``yolo:``, ``hf:`` (a Hugging Face ``save_pretrained`` folder), ``effdet:``,
+``yolox:``, ``rfdetr:``, ``onnx:`` (a black box) or ``package.module:factory``, and load
+``--weights``."""
 
 from __future__ import annotations
 
@@ -368,8 +369,9 @@ def load_model(
     Args:
         spec: ``timm:NAME``, ``torchvision:NAME``, ``zoo:NAME``, ``smp:ARCH:ENCODER``,
             ``yolo:PATH.pt`` / ``yolo:PATH.onnx`` / ``yolo:NAME.yaml``, ``hf:DIR`` (a Hugging
-            Face ``save_pretrained`` folder: :func:`taskcam.adapters.huggingface.load_hf`) or
-            ``package.module:factory``.
+            Face ``save_pretrained`` folder: :func:`taskcam.adapters.huggingface.load_hf`),
+            ``effdet:NAME``, ``yolox:NAME``, ``rfdetr:NAME``, ``onnx:PATH`` (an ONNX detector
+            run by ONNX Runtime as a black box) or ``package.module:factory``.
         weights: ``None`` for the library's pretrained weights, ``"none"`` for random weights,
             or a path to a state dict / checkpoint.
         device: where the model goes.
@@ -389,7 +391,8 @@ def load_model(
     if not isinstance(spec, str) or ":" not in spec:
         raise TaskcamError(
             f"--model {spec!r}: expected timm:NAME, torchvision:NAME, zoo:NAME, yolo:PATH.pt, "
-            "smp:ARCH:ENCODER, hf:DIR or package.module:factory"
+            "smp:ARCH:ENCODER, hf:DIR, effdet:NAME, yolox:NAME, rfdetr:NAME, onnx:PATH or "
+            "package.module:factory"
         )
     prefix, _, rest = spec.partition(":")
     random_init = weights is not None and str(weights).lower() == "none"

@@ -137,7 +137,8 @@ def detector_for(
     raise TaskcamError(
         f"{name or 'model'}: a {type(model).__name__} is not a detector taskcam knows "
         "(ultralytics YOLO or RT-DETR, the original YOLOv5, a torchvision detector, a Hugging "
-        "Face DETR, EfficientDet, RF-DETR, YOLOX); wrap it in taskcam.Detector(model, decode) to explain its detections"
+        "Face DETR, EfficientDet, RF-DETR, YOLOX); wrap it in taskcam.Detector(model, decode) "
+        "to explain its detections"
     )
 
 
