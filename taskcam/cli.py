@@ -49,6 +49,18 @@ def _parser() -> argparse.ArgumentParser:
         "onnx:PATH (a black box through ONNX Runtime) or package.module:factory",
     )
     ex.add_argument("--weights", help="state dict / checkpoint path, or 'none' for random weights")
+    ex.add_argument(
+        "--prompt",
+        action="append",
+        default=None,
+        help="a promptable segmenter's prompt (hf: SAM), image pixels: point=X,Y or "
+        "box=X1,Y1,X2,Y2 (repeatable: one mask each)",
+    )
+    ex.add_argument(
+        "--text",
+        help="an open-vocabulary detector's phrases (hf: OWL-ViT, OWLv2, Grounding DINO), "
+        "e.g. 'a person. a bus.'",
+    )
     ex.add_argument("--task", choices=("classify", "detect", "segment"))
     ex.add_argument(
         "--method",
@@ -344,7 +356,14 @@ def _load(args: argparse.Namespace) -> Any:
     from taskcam.models import load_model
 
     return load_model(
-        args.model, args.weights, device=args.device, size=args.size, mean=args.mean, std=args.std
+        args.model,
+        args.weights,
+        device=args.device,
+        size=args.size,
+        mean=args.mean,
+        std=args.std,
+        prompts=getattr(args, "prompt", None),
+        text=getattr(args, "text", None),
     )
 
 
@@ -403,6 +422,8 @@ def _cmd_explain_ray(args: argparse.Namespace, options: Any, start: float) -> in
 
     if args.stride != 1:
         raise TaskcamError("--stride: videos are explained without --ray")
+    if args.prompt or args.text:
+        raise TaskcamError("--prompt/--text: promptable models are explained without --ray")
     summary = explain_files_ray(
         args.model,
         args.inputs,

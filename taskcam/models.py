@@ -9,7 +9,7 @@ import importlib
 import inspect
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
@@ -363,6 +363,8 @@ def load_model(
     size: Optional[Sequence[int]] = None,
     mean: Optional[Sequence[float]] = None,
     std: Optional[Sequence[float]] = None,
+    prompts: Optional[Sequence[str]] = None,
+    text: Optional[Union[str, Sequence[str]]] = None,
 ) -> LoadedModel:
     """Build the model a spec names, with its preprocessing and class names.
 
@@ -378,6 +380,10 @@ def load_model(
         size: override the input size (one value for a square, or h, w).
         mean: override the normalisation mean (3 values).
         std: override the normalisation std (3 values).
+        prompts: a promptable segmenter's prompts (``hf:`` SAM): ``"point=X,Y"`` or
+            ``"box=X1,Y1,X2,Y2"`` in image pixels, one mask each.
+        text: an open-vocabulary detector's phrases (``hf:`` OWL-ViT, OWLv2, Grounding
+            DINO): ``"a cat. a remote."`` or a list of phrases.
 
     Raises:
         TaskcamError: an unknown prefix or name, a library that is not installed, weights that
@@ -395,6 +401,12 @@ def load_model(
             "package.module:factory"
         )
     prefix, _, rest = spec.partition(":")
+    if (prompts or text) and prefix != "hf":
+        flag = "--prompt" if prompts else "--text"
+        raise TaskcamError(
+            f"{flag}: {spec} takes no prompt; promptable models come as hf:DIR folders (SAM "
+            "takes --prompt, OWL-ViT, OWLv2 and Grounding DINO --text)"
+        )
     random_init = weights is not None and str(weights).lower() == "none"
     pretrained = weights is None
     dims = None
@@ -417,7 +429,7 @@ def load_model(
     elif prefix == "hf":
         from taskcam.adapters.huggingface import load_hf
 
-        loaded = load_hf(rest, weights)
+        loaded = load_hf(rest, weights, prompts=prompts, text=text)
     elif prefix in _THIRD_PARTY:
         module_name, loader = _THIRD_PARTY[prefix]
         loaded = getattr(importlib.import_module(module_name), loader)(rest, weights)

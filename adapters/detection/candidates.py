@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -123,6 +123,10 @@ class Detections:
             and, with ``D = 3``, the visibility in [0, 1]), else None.
         rboxes: ``Tensor[N, 5]`` oriented boxes (``cx, cy, w, h, angle`` in radians, input
             pixels) of OBB models, whose ``boxes`` are then their axis-aligned bounds; else None.
+        fields: per detection, more fields for its record (JSON values, image pixels), or
+            None: a promptable model's prompt (``"prompt"``, drawn when it has a
+            ``"prompt_box"`` or ``"prompt_points"``), an open-vocabulary detector's phrase and
+            the words that carried its score.
 
     Example:
         >>> d = Detections(torch.zeros(3, 4), torch.tensor([0.9, 0.8, 0.7]),
@@ -139,6 +143,7 @@ class Detections:
     levels: Optional[list[Optional[str]]] = None
     keypoints: Optional[torch.Tensor] = None
     rboxes: Optional[torch.Tensor] = None
+    fields: Optional[list[dict[str, Any]]] = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -155,6 +160,7 @@ class Detections:
             levels=None if self.levels is None else [self.levels[i] for i in keep],
             keypoints=None if self.keypoints is None else self.keypoints[idx],
             rboxes=None if self.rboxes is None else self.rboxes[idx],
+            fields=None if self.fields is None else [self.fields[i] for i in keep],
         )
 
     @classmethod

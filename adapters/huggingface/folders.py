@@ -4,8 +4,9 @@ it names, the task taskcam explains it for, its preprocessing and class names, i
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from taskcam.adapters.detection.families import adapter_for
 from taskcam.adapters.huggingface.classifiers import hf_class_names, is_classifier
@@ -110,7 +111,18 @@ def _architecture(folder: Path) -> tuple[Any, str, Any]:
     return config, names[0], cls
 
 
+SAM_TYPES = ("sam", "sam2")
+"""Promptable segmenters (Segment Anything and SAM 2): a mask per ``--prompt``."""
+
+OPEN_VOCABULARY_TYPES = ("owlvit", "owlv2", "grounding-dino")
+"""Open-vocabulary detectors: boxes for the phrases of ``--text``."""
+
+
 def _task(name: str, model_type: str, folder: Path) -> str:
+    if model_type in SAM_TYPES:
+        return "segment"
+    if model_type in OPEN_VOCABULARY_TYPES:
+        return "detect"
     if is_classifier(name):
         return "classify"
     if name.endswith("ForSemanticSegmentation") or model_type in UNIVERSAL:
@@ -120,12 +132,18 @@ def _task(name: str, model_type: str, folder: Path) -> str:
     raise TaskcamError(
         f"--model hf:{folder}: taskcam cannot explain a {name} ({model_type}); hf: folders "
         "hold image classifiers (*ForImageClassification), semantic segmenters "
-        "(*ForSemanticSegmentation), Mask2Former/MaskFormer or DETR, Conditional DETR and "
-        "Deformable DETR detectors"
+        "(*ForSemanticSegmentation), Mask2Former/MaskFormer, DETR, Conditional DETR and "
+        "Deformable DETR detectors, SAM (--prompt) or OWL-ViT, OWLv2 and Grounding DINO (--text)"
     )
 
 
-def load_hf(folder: str | Path, weights: Optional[str] = None) -> LoadedModel:
+def load_hf(
+    folder: str | Path,
+    weights: Optional[str] = None,
+    *,
+    prompts: Optional[Sequence[str]] = None,
+    text: Optional[Union[str, Sequence[str]]] = None,
+) -> LoadedModel:
     """A Hugging Face vision model from a local ``save_pretrained`` folder (``hf:DIR``).
 
     Args:
@@ -151,6 +169,20 @@ def load_hf(folder: str | Path, weights: Optional[str] = None) -> LoadedModel:
     except (OSError, ValueError, RuntimeError) as e:
         hint = "; pass --weights none for random weights" if weights is None else ""
         raise TaskcamError(f"--model hf:{folder}: cannot build {name}: {e}{hint}") from e
+    if model_type in SAM_TYPES:
+        from taskcam.adapters.huggingface.sam import sam_loaded
+
+        return sam_loaded(folder, model.eval(), prompts or ())
+    if model_type in OPEN_VOCABULARY_TYPES:
+        from taskcam.adapters.huggingface.open_vocabulary import open_vocabulary_loaded
+
+        return open_vocabulary_loaded(folder, model.eval(), text)
+    if prompts or text:
+        flag = "--prompt" if prompts else "--text"
+        raise TaskcamError(
+            f"{flag}: hf:{folder} is a {name}, which takes no prompt (SAM takes --prompt; "
+            "OWL-ViT, OWLv2 and Grounding DINO take --text)"
+        )
     layers = None
     if task == "segment":
         if model_type in UNIVERSAL:

@@ -228,6 +228,11 @@ class DetectionExplainer(ImageExplainer):
             if polygons is not None:
                 record["polygon"] = [[round(float(v), 2) for v in c] for c in polygons[t]]
                 row.polygon = polygons[t].tolist()
+            if chosen.fields is not None:  # a prompt, a phrase: the model's own fields
+                record.update(chosen.fields[t])
+                row.label_box = record.get("prompt_box")
+                if record.get("prompt_points"):
+                    row.keypoints = [[*p, 1.0] for p in record["prompt_points"]]
             if analysis is not None:
                 outcome = analysis.outcomes[rank]
                 record.update(outcome.fields(names))
