@@ -301,7 +301,8 @@ def token_layout(module: nn.Module) -> Optional[TokenLayout]:
     config = getattr(module, "config", None)
     if module_path.startswith("transformers.") and getattr(config, "patch_size", None):
         name = f"Hugging Face {cls.__name__}"
-        return TokenLayout(name, _pair(config.patch_size), _MAX_STAGES, None, False)
+        nhwc = cls.__name__ == "SamVisionEncoder"  # SAM's ViT blocks give Tensor[B, h, w, C]
+        return TokenLayout(name, _pair(config.patch_size), _MAX_STAGES, None, nhwc)
     return None
 
 
