@@ -336,10 +336,12 @@ def test_grounding_dino_on_the_command_line(saved, photo, tmp_path):
     out = tmp_path / "out"
     args = ["explain", str(photo), "--model", f"hf:{saved['grounding-dino'][0]}"]
     args += ["--text", TEXT, "--conf", "0.0", "--targets", "0,1", "--out", str(out)]
-    assert main(args) == 0
+    assert main([*args, "--method", "gradcam,fast-drise"]) == 0
     result = json.loads((out / "results.json").read_text())
     assert result["layers"] == [f"model.input_proj_vision.{i}" for i in range(4)]
-    for record in result["items"][0]["targets"]:
+    records = result["items"][0]["targets"]
+    assert [r["method"] for r in records] == ["gradcam"] * 2 + ["fast-drise"] * 2
+    for record in records:
         assert record["class_name"] in PHRASES and isinstance(record["phrase"], str)
         assert len(record["words"]) == 4
         assert np.load(out / record["heatmap"]).shape == (300, 451)
@@ -378,3 +380,21 @@ def test_text_is_required_and_a_folder_without_its_processor_is_refused(saved, p
     saved["owlvit"][1].save_pretrained(bare)
     with pytest.raises(TaskcamError, match=r"processor .*save_pretrained"):
         load_model(f"hf:{bare}", text=TEXT)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_size_mean_and_std_reach_the_image_processor(saved, photo, family):
+    folder, _, processor = saved[family]
+    size = [96] if family != "grounding-dino" else [80, 120]
+    loaded = load_model(f"hf:{folder}", text=TEXT, size=size, mean=[0.5] * 3, std=[0.25] * 3)
+    image = read_image(photo)
+    x, placement = loaded.adapter.prepare(image)
+    sides = {"height": 96, "width": 96}
+    if family == "grounding-dino":
+        sides = {"shortest_edge": 80, "longest_edge": 120}
+    pixels = processor.image_processor(
+        images=image, size=sides, image_mean=[0.5] * 3, image_std=[0.25] * 3, return_tensors="pt"
+    )["pixel_values"]
+    assert torch.equal(x, pixels)
+    assert len(loaded.adapter.detect(x)[0]) > 0  # OWL at another size: positions interpolated
+    assert placement.map_to_image(torch.zeros(2, *x.shape[-2:])).shape == (2, *image.shape[:2])
