@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import string
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -313,6 +314,9 @@ def test_the_command_line_explains_owlvit_detections_as_the_library_finds_them(
     args += ["--conf", str(threshold), "--method", "gradcam,fast-drise", "--out", str(out)]
     assert main(args) == 0
     result = json.loads((out / "results.json").read_text())
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).parents[2] / "docs" / "results.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(result)  # phrase and words included
     assert result["layers"] == ["owlvit.vision_model.encoder.layers.1.layer_norm1"]
     records = result["items"][0]["targets"]
     assert sorted({r["method"] for r in records}) == ["fast-drise", "gradcam"]
