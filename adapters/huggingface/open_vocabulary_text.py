@@ -95,12 +95,12 @@ class Prompt:
 
     def word_weights(self, weights: torch.Tensor) -> list[list[Any]]:
         """``[[word, weight], ...]`` for every word of the prompt: ``weights: Tensor[R, T]``
-        per token, summed over each word's tokens (rounded to 6 decimals)."""
+        per token, summed over each word's tokens (6 significant digits)."""
         index = self.token_words.flatten().to(weights.device)
         found = index >= 0
         sums = weights.new_zeros(len(self.words), dtype=torch.float64)
         sums.index_add_(0, index[found], weights.flatten()[found].double())
-        return [[w, round(float(v), 6)] for w, v in zip(self.words, sums.tolist())]
+        return [[w, float(f"{v:.6g}")] for w, v in zip(self.words, sums.tolist())]
 
 
 def _token_words(
