@@ -12,7 +12,10 @@ and says what taskcam explains of it:
   :mod:`~taskcam.adapters.huggingface.segmenters` so that their output is per-class logits at
   the input's size, as the library's semantic post-processing makes them;
 - DETR, Conditional DETR and Deformable DETR detectors (``*ForObjectDetection``) as they are,
-  with a :class:`~taskcam.adapters.huggingface.detr.DetrAdapter` (one target per kept query).
+  with a :class:`~taskcam.adapters.huggingface.detr.DetrAdapter` (one target per kept query);
+- Segment Anything (``SamModel``, with ``--prompt``) through a
+  :class:`~taskcam.adapters.huggingface.sam.SamAdapter`: one target per predicted mask
+  (:mod:`~taskcam.adapters.huggingface.sam`).
 
 The wrappers share the model's own submodules under the model's own names, so a layer is
 named as in the library (``decode_head.activation``, ``model.pixel_level_module.decoder.
@@ -34,6 +37,7 @@ Example:
 from taskcam.adapters.huggingface.classifiers import hf_class_names, is_classifier
 from taskcam.adapters.huggingface.detr import DETR_TYPES, DetrAdapter, DetrTarget
 from taskcam.adapters.huggingface.folders import hf_preprocess, load_hf
+from taskcam.adapters.huggingface.sam import SamAdapter, parse_prompt
 from taskcam.adapters.huggingface.segmenters import SemanticSegmenter, UniversalSegmenter
 from taskcam.outputs import universal_class_logits
 
@@ -41,11 +45,13 @@ __all__ = [
     "DETR_TYPES",
     "DetrAdapter",
     "DetrTarget",
+    "SamAdapter",
     "SemanticSegmenter",
     "UniversalSegmenter",
     "hf_class_names",
     "hf_preprocess",
     "is_classifier",
     "load_hf",
+    "parse_prompt",
     "universal_class_logits",
 ]
