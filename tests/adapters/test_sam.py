@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import torch
@@ -31,6 +32,7 @@ from taskcam.cli import main
 from taskcam.errors import TaskcamError
 from taskcam.models import load_model
 
+SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "results.schema.json").read_text())
 BOX, POINT = "box=100,50,300,250", "point=200,100"  # chelsea's face, her left eye
 
 
@@ -130,6 +132,7 @@ def test_the_command_line_writes_one_record_per_mask(folder, photo, tmp_path):
         assert (tmp_path / record["overlay"]).is_file()
     document = json.loads((tmp_path / "results.json").read_text())
     assert document["task"] == "segment" and document["layers"] == ["vision_encoder.neck"]
+    jsonschema.Draft202012Validator(SCHEMA).validate(document)
 
 
 def test_a_point_prompt_with_drise_and_a_gradient_method(folder, photo, tmp_path):
@@ -193,6 +196,9 @@ def test_bad_prompts_are_refused_by_name(folder, photo, tmp_path, capsys, spec, 
 def test_a_sam_without_prompts_and_other_misuse_are_refused(folder, photo, tmp_path, capsys):
     assert main(["explain", str(photo), "--model", f"hf:{folder}", "--out", str(tmp_path)]) == 2
     assert "is a Segment Anything model" in capsys.readouterr().err
+    args = ["explain", str(photo), "--model", f"hf:{folder}", "--prompt", POINT, "--box", "1,1,9,9"]
+    assert main([*args, "--no-progress", "--out", str(tmp_path / "labels")]) == 2
+    assert "--labels/--box: SAM's masks answer its prompts" in capsys.readouterr().err
     with pytest.raises(TaskcamError, match=r"pass --prompt point=X,Y or box=X1,Y1,X2,Y2"):
         SamAdapter(tiny_sam(), [])
     with pytest.raises(TaskcamError, match=r"--size 32: SAM's image encoder takes 64×64"):
