@@ -15,7 +15,11 @@ and says what taskcam explains of it:
   with a :class:`~taskcam.adapters.huggingface.detr.DetrAdapter` (one target per kept query);
 - Segment Anything (``SamModel``, with ``--prompt``) through a
   :class:`~taskcam.adapters.huggingface.sam.SamAdapter`: one target per predicted mask
-  (:mod:`~taskcam.adapters.huggingface.sam`).
+  (:mod:`~taskcam.adapters.huggingface.sam`);
+- OWL-ViT, OWLv2 and Grounding DINO (with ``--text``) through an
+  :class:`~taskcam.adapters.huggingface.open_vocabulary.OpenVocabularyAdapter`: one target per
+  detection, with the words of the prompt that carried its score
+  (:mod:`~taskcam.adapters.huggingface.open_vocabulary`).
 
 The wrappers share the model's own submodules under the model's own names, so a layer is
 named as in the library (``decode_head.activation``, ``model.pixel_level_module.decoder.
@@ -37,6 +41,7 @@ Example:
 from taskcam.adapters.huggingface.classifiers import hf_class_names, is_classifier
 from taskcam.adapters.huggingface.detr import DETR_TYPES, DetrAdapter, DetrTarget
 from taskcam.adapters.huggingface.folders import hf_preprocess, load_hf
+from taskcam.adapters.huggingface.open_vocabulary import OpenVocabularyAdapter
 from taskcam.adapters.huggingface.sam import SamAdapter, parse_prompt
 from taskcam.adapters.huggingface.segmenters import SemanticSegmenter, UniversalSegmenter
 from taskcam.outputs import universal_class_logits
@@ -45,6 +50,7 @@ __all__ = [
     "DETR_TYPES",
     "DetrAdapter",
     "DetrTarget",
+    "OpenVocabularyAdapter",
     "SamAdapter",
     "SemanticSegmenter",
     "UniversalSegmenter",
