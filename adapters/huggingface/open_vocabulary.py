@@ -24,8 +24,26 @@ prompt tokenized by its own tokenizer; each record also carries ``phrase`` and `
 (:mod:`~taskcam.adapters.huggingface.open_vocabulary_text`).
 
 Example:
-    >>> split_phrases("a cat. a remote.")
-    ['a cat', 'a remote']
+    >>> import string, transformers
+    >>> vocab = {"!": 0, **{c: 1 + i for i, c in enumerate(string.ascii_lowercase)}}
+    >>> vocab.update({c + "</w>": 27 + i for i, c in enumerate(string.ascii_lowercase)})
+    >>> vocab.update({"<|startoftext|>": 53, "<|endoftext|>": 54})
+    >>> tokenizer = transformers.CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
+    >>> config = transformers.OwlViTConfig(
+    ...     text_config=dict(vocab_size=55, hidden_size=32, intermediate_size=32,
+    ...         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16),
+    ...     vision_config=dict(hidden_size=32, intermediate_size=32, num_hidden_layers=1,
+    ...         num_attention_heads=2, image_size=32, patch_size=16), projection_dim=32)
+    >>> model = transformers.OwlViTForObjectDetection(config).eval()
+    >>> images = transformers.OwlViTImageProcessor(size={"height": 32, "width": 32})
+    >>> processor = transformers.OwlViTProcessor(images, tokenizer)
+    >>> adapter = OpenVocabularyAdapter(model, processor, "a cat. a dog.", conf=0.0)
+    >>> x, placement = adapter.prepare(np.zeros((40, 60, 3), np.uint8))
+    >>> dets = adapter.detect(x)[0]  # every patch query of the 2 x 2 grid, for its best phrase
+    >>> len(dets), adapter.class_names, adapter.default_layers()
+    (4, ['a cat', 'a dog'], ['owlvit.vision_model.encoder.layers.0.layer_norm1'])
+    >>> [word for word, _ in dets.fields[0]["words"]]
+    ['a', 'cat', 'a', 'dog']
 """
 
 from __future__ import annotations

@@ -64,7 +64,13 @@ def split_phrases(text: Optional[Union[str, Sequence[str]]]) -> list[str]:
 
 def prompt_words(text: str) -> list[tuple[int, int]]:
     """``(start, end)`` character spans of the words of ``text``: runs of characters other
-    than spaces and ``.,;:!?`` (so ``remote-control`` and ``don't`` are one word each)."""
+    than spaces and ``.,;:!?`` (so ``remote-control`` and ``don't`` are one word each).
+
+    Example:
+        >>> text = "don't stop. a remote-control"
+        >>> [text[s:e] for s, e in prompt_words(text)]
+        ["don't", 'stop', 'a', 'remote-control']
+    """
     return [m.span() for m in _WORD.finditer(text)]
 
 
@@ -95,7 +101,14 @@ class Prompt:
 
     def word_weights(self, weights: torch.Tensor) -> list[list[Any]]:
         """``[[word, weight], ...]`` for every word of the prompt: ``weights: Tensor[R, T]``
-        per token, summed over each word's tokens (6 significant digits)."""
+        per token, summed over each word's tokens (6 significant digits).
+
+        Example:
+            >>> prompt = Prompt(["a remote"], ["a", "remote"], {}, torch.tensor([[-1, 0, 1, 1]]),
+            ...                 torch.tensor([[-1, 0, 0, 0]]))
+            >>> prompt.word_weights(torch.tensor([[5.0, 0.5, 0.25, 0.125]]))
+            [['a', 0.5], ['remote', 0.375]]
+        """
         index = self.token_words.flatten().to(weights.device)
         found = index >= 0
         sums = weights.new_zeros(len(self.words), dtype=torch.float64)
@@ -210,6 +223,19 @@ def encode_prompt(
 
     Raises:
         TaskcamError: no phrase, or a prompt longer than the model reads.
+
+    Example:
+        >>> import string, transformers
+        >>> vocab = {"!": 0, **{c: 1 + i for i, c in enumerate(string.ascii_lowercase)}}
+        >>> vocab.update({c + "</w>": 27 + i for i, c in enumerate(string.ascii_lowercase)})
+        >>> vocab.update({"<|startoftext|>": 53, "<|endoftext|>": 54})
+        >>> tokenizer = transformers.CLIPTokenizer(vocab=vocab, merges=[], model_max_length=8)
+        >>> processor = transformers.OwlViTProcessor(transformers.OwlViTImageProcessor(), tokenizer)
+        >>> prompt = encode_prompt(processor, "a cat. a dog.", per_phrase=True, limit=16)
+        >>> prompt.words, prompt.inputs["input_ids"].shape
+        (['a', 'cat', 'a', 'dog'], torch.Size([2, 8]))
+        >>> prompt.token_words.tolist()[0]  # <start> a c a t</w> <end> <end> <end>
+        [-1, 0, 1, 1, 1, -1, -1, -1]
     """
     phrases = split_phrases(text)
     if per_phrase:
