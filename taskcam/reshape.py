@@ -303,6 +303,9 @@ def token_layout(module: nn.Module) -> Optional[TokenLayout]:
         name = f"Hugging Face {cls.__name__}"
         nhwc = cls.__name__ == "SamVisionEncoder"  # SAM's ViT blocks give Tensor[B, h, w, C]
         return TokenLayout(name, _pair(config.patch_size), _MAX_STAGES, None, nhwc)
+    if module_path.startswith("transformers.") and cls.__name__ == "Sam2HieraDetModel":
+        patch = _pair(config.patch_stride)  # SAM 2's Hiera: channels-last stages
+        return TokenLayout(f"Hugging Face {cls.__name__}", patch, _MAX_STAGES, (0,), True)
     return None
 
 
