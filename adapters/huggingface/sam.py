@@ -20,10 +20,14 @@ predicted mask a target:
 Prompts are ``point=X,Y`` or ``box=X1,Y1,X2,Y2`` in the photo's pixels (:func:`parse_prompt`),
 each run through the processor's own coordinate transform. The image embeddings are recomputed
 at every forward, so gradients reach every layer of the image encoder; by default the neck's
-output (``vision_encoder.neck``, :data:`DEFAULT_LAYER`).
+output (``vision_encoder.neck``, :data:`DEFAULT_LAYERS`).
+
+SAM 2 (Ravi et al., "SAM 2: Segment Anything in Images and Videos", ICLR 2025; ``Sam2Model``)
+is explained the same way on images: its ``Sam2Processor`` resizes to the square without
+padding, its Hiera encoder's FPN gives the decoder three levels, and its
+``post_process_masks`` resizes the masks straight to the photo.
 
 Example:
-    >>> import transformers
     >>> adapter = SamAdapter(tiny_sam(), ["box=10,8,40,30", "point=20,20"])
     >>> x, placement = adapter.prepare(np.zeros((40, 60, 3), np.uint8))
     >>> dets = adapter.detect(x)[0]
@@ -64,7 +68,7 @@ from taskcam.errors import TaskcamError
 from taskcam.loaded import LoadedModel, Preprocess
 
 __all__ = [
-    "DEFAULT_LAYER",
+    "DEFAULT_LAYERS",
     "Prompt",
     "PromptedSam",
     "SamAdapter",
@@ -73,22 +77,29 @@ __all__ = [
     "SamPlacement",
     "SamPrediction",
     "default_processor",
+    "encoder_side",
     "mask_boxes",
     "parse_prompt",
     "read_prompts",
+    "sam_kind",
     "sam_loaded",
     "tiny_sam",
 ]
 
-DEFAULT_LAYER = "vision_encoder.neck"
-"""The layer explained by default: the image encoder's neck, whose output ``Tensor[B, C, h,
-w]`` (256 × 64 × 64 for the released SAMs) is the image embedding, the only view of the image
-the prompt encoder and mask decoder ever get. It is a channels-first spatial map at the
-encoder's full resolution (1/16 of the input), so every CAM method reads it as it is; the ViT
-blocks before it (``vision_encoder.layers.N``) are channels-last ``Tensor[B, h, w, C]`` and
-are reshaped by the engine; the decoder's layers mix image and prompt tokens and are not a map
-of the image."""
-
+DEFAULT_LAYERS = {
+    "sam": ["vision_encoder.neck"],
+    "sam2": ["vision_encoder.neck.convs.0", "vision_encoder.neck.convs.1"],
+}
+"""The layers explained by default, by ``config.model_type``. SAM: the image encoder's neck,
+whose output ``Tensor[B, C, h, w]`` (256 × 64 × 64 for the released SAMs) is the image
+embedding, the only view of the image the prompt encoder and mask decoder ever get; it is a
+channels-first map at the encoder's full resolution (1/16 of the input), so every CAM method
+reads it as it is. The ViT blocks before it (``vision_encoder.layers.N``) are channels-last
+``Tensor[B, h, w, C]``, which taskcam reshapes. SAM 2: the FPN's two lateral projections its
+image embedding (the 1/16 level the decoder's transformer attends to) is summed from, those of
+the Hiera encoder's last two stages, fused; ``vision_encoder.neck.convs.2`` and ``.3`` give the
+finer levels the decoder adds while upscaling. The decoder's own layers mix image and prompt
+tokens and are not a map of the image."""
 
 _KEYWORDS = {"point": "input_points", "box": "input_boxes"}  # SamModel.forward's, by kind
 
@@ -103,9 +114,38 @@ class _Clean:
     area: torch.Tensor
 
 
+def sam_kind(model: Any) -> str:
+    """``"sam"`` or ``"sam2"``: the ``config.model_type`` of a ``SamModel`` or ``Sam2Model``.
+
+    Raises:
+        TaskcamError: another model, named with its class and type.
+
+    Example:
+        >>> sam_kind(tiny_sam())
+        'sam'
+    """
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in DEFAULT_LAYERS:
+        raise TaskcamError(
+            f"SamAdapter: expected a transformers SamModel or Sam2Model, got "
+            f"{type(model).__name__} ({model_type})"
+        )
+    return str(model_type)
+
+
+def encoder_side(model: Any) -> int:
+    """The input side ``S`` of a SAM's image encoder (1024 for the released models): SAM's
+    ``vision_config.image_size``, SAM 2's ``prompt_encoder_config.image_size``."""
+    config = model.config
+    if sam_kind(model) == "sam2":
+        return int(config.prompt_encoder_config.image_size)
+    return int(config.vision_config.image_size)
+
+
 def default_processor(model: nn.Module) -> Any:
-    """The ``SamProcessor`` a folder without one implies: the library's defaults (ImageNet
-    mean and std, bilinear resize) at the encoder's ``image_size``.
+    """The processor a folder without one implies: the library's defaults (ImageNet mean and
+    std, bilinear resize) at the encoder's side: a ``SamProcessor`` resizing the longest side
+    and padding, or a ``Sam2Processor`` resizing to the square.
 
     Example:
         >>> pad = default_processor(tiny_sam()).image_processor.pad_size
@@ -114,29 +154,46 @@ def default_processor(model: nn.Module) -> Any:
     """
     import transformers
 
-    side = int(model.config.vision_config.image_size)
+    side = encoder_side(model)
+    if sam_kind(model) == "sam2":
+        square = transformers.Sam2ImageProcessor(size={"height": side, "width": side})
+        return transformers.Sam2Processor(square)
     images = transformers.SamImageProcessor(
         size={"longest_edge": side}, pad_size={"height": side, "width": side}
     )
     return transformers.SamProcessor(images)
 
 
+def _check_processor(processor: Any, kind: str, side: int) -> None:
+    """Refuse a processor whose inputs are not the encoder's ``side × side``."""
+    images = processor.image_processor
+    size = images.size if kind == "sam2" else images.pad_size if images.do_pad else None
+    got = None if size is None else (size["height"], size["width"])
+    if got != (side, side):
+        raise TaskcamError(
+            f"SamAdapter: the processor makes {got} inputs but the image encoder takes "
+            f"{side}×{side}; use the model's own processor"
+        )
+
+
 class SamAdapter(Detector):
-    """A ``transformers`` ``SamModel`` and its prompts, as the pipeline drives a detector
-    (the :class:`~taskcam.Detector` contract; see the module doc).
+    """A ``transformers`` ``SamModel`` or ``Sam2Model`` and its prompts, as the pipeline
+    drives a detector (the :class:`~taskcam.Detector` contract; see the module doc).
 
     Args:
-        model: the user's ``SamModel`` (it is wrapped, never changed: :class:`PromptedSam`).
+        model: the user's ``SamModel`` or ``Sam2Model`` (wrapped, never changed:
+            :class:`PromptedSam`).
         prompts: ``point=X,Y`` / ``box=X1,Y1,X2,Y2`` specs or :class:`Prompt` s, image pixels.
-        processor: the model's ``SamProcessor`` (default: :func:`default_processor`).
+        processor: the model's ``SamProcessor`` or ``Sam2Processor`` (default:
+            :func:`default_processor`).
         multimask: ``multimask_output``: 3 masks per prompt (True, the library's default)
             or SAM's single mask for an unambiguous prompt.
         conf: keep only masks whose predicted IoU passes it (None: all, as
             ``post_process_masks`` returns them).
 
     Raises:
-        TaskcamError: a model that is not a ``SamModel``, no prompt or a malformed one, a
-            processor whose padded size is not the encoder's.
+        TaskcamError: a model that is neither, no prompt or a malformed one, a processor
+            whose inputs are not the encoder's size.
     """
 
     task = "segment"
@@ -150,22 +207,12 @@ class SamAdapter(Detector):
         multimask: bool = True,
         conf: Optional[float] = None,
     ) -> None:
-        model_type = getattr(getattr(model, "config", None), "model_type", None)
-        if model_type != "sam":
-            raise TaskcamError(
-                f"SamAdapter: expected a transformers SamModel, got {type(model).__name__} "
-                f"({model_type})"
-            )
+        self.kind = sam_kind(model)
         self.prompts = read_prompts(prompts, f"a {type(model).__name__}")
         self.processor = processor if processor is not None else default_processor(model)
+        side = encoder_side(model)
+        _check_processor(self.processor, self.kind, side)
         images = self.processor.image_processor
-        side = int(model.config.vision_config.image_size)
-        pad = images.pad_size
-        if not images.do_pad or (pad["height"], pad["width"]) != (side, side):
-            raise TaskcamError(
-                f"SamAdapter: the processor pads to {pad} but the image encoder takes {side}×"
-                f"{side} inputs; use the model's own SamProcessor"
-            )
         super().__init__(
             PromptedSam(model, multimask),
             size=side,
@@ -174,7 +221,7 @@ class SamAdapter(Detector):
             std=images.image_std,
             conf=conf,
             class_names=[p.spec for p in self.prompts],
-            layers=[DEFAULT_LAYER],
+            layers=DEFAULT_LAYERS[self.kind],
         )
         self.sam = model
         self.placement: Optional[SamPlacement] = None  # the last prepared image's
@@ -182,7 +229,7 @@ class SamAdapter(Detector):
 
     @property
     def family(self) -> str:
-        return "sam"
+        return self.kind
 
     @property
     def detector(self) -> nn.Module:
@@ -207,9 +254,10 @@ class SamAdapter(Detector):
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, SamPlacement]:
         """``uint8[H, W, 3]`` RGB -> (``Tensor[1, 3, S, S]``, placement), by the model's
-        ``SamProcessor`` (resize of the longest side to ``S``, rescale, normalise, pad right
-        and below), which also maps the prompts to input pixels; they are bound to
-        :attr:`model` for the forwards that follow.
+        processor (SAM's: resize of the longest side to ``S``, rescale, normalise, pad right
+        and below; SAM 2's: resize to ``S × S``, rescale, normalise), which also maps the
+        prompts to input pixels; they are bound to :attr:`model` for the forwards that
+        follow.
 
         Raises:
             TaskcamError: not an RGB ``uint8[H, W, 3]`` array; an :class:`ImageError` for a
@@ -230,7 +278,8 @@ class SamAdapter(Detector):
             image_std=list(self.std or ()),
         )
         x = encoded["pixel_values"].to(self.device)  # [1, 3, S, S]
-        new_h, new_w = (int(v) for v in encoded["reshaped_input_sizes"][0])
+        resized = encoded.get("reshaped_input_sizes")  # SAM 2 stretches to the square
+        new_h, new_w = (int(v) for v in resized[0]) if resized is not None else x.shape[2:]
         bound, seen = [], {"point": 0, "box": 0}
         for prompt in self.prompts:  # one prompt per forward: [1, 1, 1, 2] or [1, 1, 4]
             key, i = _KEYWORDS[prompt.kind], seen[prompt.kind]
@@ -252,12 +301,10 @@ class SamAdapter(Detector):
     def _post(self, logits: torch.Tensor, binarize: bool = False) -> torch.Tensor:
         """``post_process_masks`` of ``Tensor[A, C, h, w]`` -> ``[A, C, H, W]``."""
         place = self._placement()
-        return self.processor.post_process_masks(
-            [logits],
-            [(place.height, place.width)],
-            [(place.new_height, place.new_width)],
-            binarize=binarize,
-        )[0]
+        sizes: list[Any] = [[(place.height, place.width)]]
+        if self.kind == "sam":  # SAM crops its padding: the resized image's size
+            sizes.append([(place.new_height, place.new_width)])
+        return self.processor.post_process_masks([logits], *sizes, binarize=binarize)[0]
 
     def _placement(self) -> SamPlacement:
         if self.placement is None:
@@ -354,33 +401,35 @@ def _adjoint(post: Any, logits: torch.Tensor, regions: torch.Tensor) -> torch.Te
     return weights[0]
 
 
-def _folder_processor(folder: Path) -> Any:
-    """The folder's own ``SamProcessor`` (``processor_config.json`` or
+def _folder_processor(folder: Path, kind: str) -> Any:
+    """The folder's own ``SamProcessor`` or ``Sam2Processor`` (``processor_config.json`` or
     ``preprocessor_config.json``), else None."""
     names = ("processor_config.json", "preprocessor_config.json")
     if not any((folder / name).is_file() for name in names):
         return None
     import transformers
 
+    cls = transformers.Sam2Processor if kind == "sam2" else transformers.SamProcessor
     try:
-        return transformers.SamProcessor.from_pretrained(str(folder), local_files_only=True)
+        return cls.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise TaskcamError(f"--model hf:{folder}: cannot read its SamProcessor: {e}") from e
+        raise TaskcamError(f"--model hf:{folder}: cannot read its {cls.__name__}: {e}") from e
 
 
 def sam_loaded(folder: Path, model: nn.Module, prompts: Sequence[str]) -> LoadedModel:
     """A Segment Anything ``save_pretrained`` folder loaded for a run (``hf:DIR --prompt``):
     the model wrapped with its prompts (:class:`SamAdapter`), preprocessed by the folder's
-    ``SamProcessor`` (the library's defaults at the encoder's size if it has none).
+    ``SamProcessor`` or ``Sam2Processor`` (the library's defaults at the encoder's size if it
+    has none).
 
     Args:
         folder: the folder (:func:`taskcam.adapters.huggingface.load_hf` built ``model``).
-        model: its ``SamModel``, with the folder's weights or random ones.
+        model: its ``SamModel`` or ``Sam2Model``, with the folder's weights or random ones.
         prompts: the ``--prompt`` specs, one set of masks each.
 
     Raises:
         TaskcamError: no prompt (the message says to pass ``--prompt``), a malformed one
-            (naming it and the accepted forms), a SAM 2 model, an unreadable processor.
+            (naming it and the accepted forms), an unreadable processor.
 
     Example:
         >>> import tempfile
@@ -395,13 +444,9 @@ def sam_loaded(folder: Path, model: nn.Module, prompts: Sequence[str]) -> Loaded
         taskcam.errors.TaskcamError: hf:... is a Segment Anything model, ...: pass --prompt ...
     """
     folder = Path(folder)
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type == "sam2":
-        raise TaskcamError(
-            f"--model hf:{folder}: SAM 2 (Sam2Model) is not explained yet; SAM (SamModel) is"
-        )
     parsed = read_prompts(prompts, f"hf:{folder}")
-    adapter = SamAdapter(model, parsed, processor=_folder_processor(folder))
+    processor = _folder_processor(folder, sam_kind(model))
+    adapter = SamAdapter(model, parsed, processor=processor)
     return adapter.loaded(f"hf:{folder}")
 
 

@@ -46,7 +46,7 @@ class PromptedSam(SharedModules):
     one prompt, and a prompt's masks do not depend on the others given beside it.
 
     Args:
-        model: a ``transformers`` ``SamModel``.
+        model: a ``transformers`` ``SamModel`` or ``Sam2Model``.
         multimask: ``multimask_output`` (True, the library's default: 3 masks per prompt).
 
     Attributes:
@@ -66,6 +66,20 @@ class PromptedSam(SharedModules):
         modes could not put it back."""
         return nn.Module.train(self, mode)
 
+    def embeddings(self, pixel_values: torch.Tensor) -> Any:
+        """The image embeddings the model's forward takes, with gradients (the library's
+        ``get_image_embeddings`` runs without): SAM's ``Tensor[B, C, h, w]``, SAM 2's list of
+        its FPN levels, finest first, as ``Sam2Model.forward`` makes them from pixels."""
+        sam = self.wrapped
+        if sam.config.model_type != "sam2":
+            return sam.vision_encoder(pixel_values).last_hidden_state  # [B, C, h, w]
+        levels = sam.get_image_features(pixel_values, return_dict=True).fpn_hidden_states
+        levels[-1] = levels[-1] + sam.no_memory_embedding  # [h*w, B, C] each
+        return [
+            level.permute(1, 2, 0).view(pixel_values.shape[0], -1, *size)
+            for level, size in zip(levels, sam.backbone_feature_sizes)
+        ]
+
     def forward(self, pixel_values: torch.Tensor) -> SamPrediction:
         if not self.prompts:
             raise TaskcamError(
@@ -73,7 +87,7 @@ class PromptedSam(SharedModules):
             )
         b = pixel_values.shape[0]
         sam = self.wrapped
-        embeddings = sam.vision_encoder(pixel_values).last_hidden_state  # [B, C, h, w]
+        embeddings = self.embeddings(pixel_values)
         masks, scores = [], []
         for key, coords in self.prompts:
             coords = coords.to(pixel_values.device)

@@ -203,7 +203,7 @@ def test_a_sam_without_prompts_and_other_misuse_are_refused(folder, photo, tmp_p
         SamAdapter(tiny_sam(), [])
     with pytest.raises(TaskcamError, match=r"--size 32: SAM's image encoder takes 64×64"):
         load_model(f"hf:{folder}", prompts=[POINT], size=[32])
-    with pytest.raises(TaskcamError, match=r"expected a transformers SamModel, got Linear"):
+    with pytest.raises(TaskcamError, match=r"SamModel or Sam2Model, got Linear"):
         SamAdapter(torch.nn.Linear(2, 2), [POINT])
     adapter = SamAdapter(tiny_sam(), ["point=500,10"])
     with pytest.raises(TaskcamError, match=r"point=500,10: outside the 451×300 image"):
@@ -233,3 +233,78 @@ def test_the_users_model_comes_back_unchanged(photo):
     assert len(model.vision_encoder.neck._forward_hooks) == 1 and seen
     handle.remove()
     assert adapter.detector is model and adapter.model.wrapped is model
+
+
+def tiny_sam2() -> transformers.Sam2Model:
+    """A tiny SAM 2 (Hiera of 5 blocks over 4 stages, 64-pixel input) with seeded weights."""
+    torch.manual_seed(0)
+    hiera = transformers.Sam2HieraDetConfig(
+        hidden_size=8,
+        image_size=[64, 64],
+        blocks_per_stage=[1, 1, 2, 1],
+        embed_dim_per_stage=[8, 16, 32, 64],
+        num_attention_heads_per_stage=[1, 1, 1, 1],
+        window_size_per_stage=[4, 2, 2, 2],
+        global_attention_blocks=[3],
+        window_positional_embedding_background_size=[2, 2],
+    )
+    vision = transformers.Sam2VisionConfig(
+        backbone_config=hiera,
+        backbone_channel_list=[64, 32, 16, 8],
+        backbone_feature_sizes=[[16, 16], [8, 8], [4, 4]],
+        fpn_hidden_size=16,
+    )
+    prompt = transformers.Sam2PromptEncoderConfig(
+        hidden_size=16, image_size=64, patch_size=16, mask_input_channels=4
+    )
+    decoder = transformers.Sam2MaskDecoderConfig(
+        hidden_size=16,
+        mlp_dim=32,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        iou_head_hidden_dim=16,
+    )
+    config = transformers.Sam2Config(
+        vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder
+    )
+    return transformers.Sam2Model(config).eval()
+
+
+def test_sam2_masks_equal_its_library_and_the_command_line_explains_them(photo, tmp_path):
+    """SAM 2: Sam2Processor's square input, each prompt's masks and predicted IoUs as
+    Sam2Model and post_process_masks give them, bit for bit; the command line's records; the
+    Hiera blocks (channels-last) explained too; the model keeps its mode and no hook."""
+    model = tiny_sam2()
+    folder = tmp_path / "sam2"
+    model.save_pretrained(folder)
+    default_processor(model).save_pretrained(folder)
+    processor = transformers.Sam2Processor.from_pretrained(folder)
+    image = np.array(Image.open(photo).convert("RGB"))
+    adapter = SamAdapter(model, [BOX, POINT], processor=processor)
+    x, placement = adapter.prepare(image)
+    dets = adapter.detect(x)[0]
+    ours = adapter.post_process(adapter.model(x).masks[0].detach())
+    for p, kwargs in enumerate(
+        ({"input_boxes": [[[100, 50, 300, 250]]]}, {"input_points": [[[[200, 100]]]]})
+    ):
+        inputs = processor(images=image, return_tensors="pt", **kwargs)
+        with torch.no_grad():
+            out = model(**inputs)
+        masks = processor.post_process_masks(out.pred_masks, inputs["original_sizes"])[0][0]
+        assert torch.equal(x, inputs["pixel_values"]) and torch.equal(
+            ours[3 * p : 3 * p + 3], masks
+        )
+        assert torch.equal(dets.scores[3 * p : 3 * p + 3], out.iou_scores[0, 0])
+    assert adapter.family == "sam2" and placement.new_height == placement.new_width == 64
+    targets = adapter.targets(dets)
+    exp = taskcam.explain(adapter.model, x, [targets], ["vision_encoder.backbone.blocks.3"])
+    assert exp.maps.shape == (1, 6, 64, 64) and not bool(exp.empty.any())
+    assert not model.training and all(not m._forward_hooks for m in model.modules())
+    records = run(
+        [str(photo), "--model", f"hf:{folder}", "--prompt", POINT, "--method", "fast-drise"],
+        tmp_path / "out",
+    )
+    assert len(records) == 3 and all(r["prompt_points"] == [[200.0, 100.0]] for r in records)
+    assert all(np.load(tmp_path / "out" / r["heatmap"]).shape == (300, 451) for r in records)
+    document = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert document["layers"] == ["vision_encoder.neck.convs.0", "vision_encoder.neck.convs.1"]
