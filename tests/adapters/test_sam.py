@@ -297,6 +297,9 @@ def test_sam2_masks_equal_its_library_and_the_command_line_explains_them(photo, 
         assert torch.equal(dets.scores[3 * p : 3 * p + 3], out.iou_scores[0, 0])
     assert adapter.family == "sam2" and placement.new_height == placement.new_width == 64
     targets = adapter.targets(dets)
+    out = adapter.model(x)
+    drawn = (adapter.post_process(out.masks[0], binarize=False) * ours).sum(dim=(1, 2))
+    torch.testing.assert_close(torch.cat([t(out) for t in targets]), drawn, rtol=1e-4, atol=1e-4)
     exp = taskcam.explain(adapter.model, x, [targets], ["vision_encoder.backbone.blocks.3"])
     assert exp.maps.shape == (1, 6, 64, 64) and not bool(exp.empty.any())
     assert not model.training and all(not m._forward_hooks for m in model.modules())
