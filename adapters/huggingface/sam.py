@@ -269,13 +269,15 @@ class SamAdapter(Detector):
             prompt.check_inside(height, width)
         points = [[list(p.coords)] for p in self.prompts if p.kind == "point"]
         boxes = [list(p.coords) for p in self.prompts if p.kind == "box"]
+        normalise = {}  # --mean/--std reach the processor through these
+        if self.mean is not None and self.std is not None:
+            normalise = {"image_mean": list(self.mean), "image_std": list(self.std)}
         encoded = self.processor(
             images=image,
             input_points=[points] if points else None,
             input_boxes=[boxes] if boxes else None,
             return_tensors="pt",
-            image_mean=list(self.mean or ()),
-            image_std=list(self.std or ()),
+            **normalise,
         )
         x = encoded["pixel_values"].to(self.device)  # [1, 3, S, S]
         resized = encoded.get("reshaped_input_sizes")  # SAM 2 stretches to the square
@@ -326,19 +328,21 @@ class SamAdapter(Detector):
         check_batch(x)
         out = predict(self.model, x)
         dets = [self._detections(out.masks[b], out.scores[b]) for b in range(x.shape[0])]
+        self._clean = self._clean_state(out.masks[0])
         return dets
 
+    def _clean_state(self, logits: torch.Tensor) -> _Clean:
+        """What the targets of one image's masks ``Tensor[N, h, w]`` need (:class:`_Clean`)."""
+        masks = self.post_process(logits).float()  # [N, H, W]
+        photo = torch.ones_like(masks[:1])  # [1, H, W]
+        weights = _adjoint(self._post, logits, masks)
+        return _Clean(weights, logits > 0, _adjoint(self._post, logits[:1], photo)[0])
+
     def _detections(self, logits: torch.Tensor, scores: torch.Tensor) -> Detections:
-        """One image's masks -> its detections (and, for the targets, its clean state)."""
+        """One image's masks ``Tensor[N, h, w]`` and scores ``Tensor[N]`` -> its detections."""
         place = self._placement()
         n, per = logits.shape[0], logits.shape[0] // len(self.prompts)
         masks = self.post_process(logits)  # [N, H, W] bool
-        photo = torch.ones_like(masks[:1], dtype=torch.float32)  # [1, H, W]
-        self._clean = _Clean(
-            _adjoint(self._post, logits, masks.float()),
-            logits > 0,
-            _adjoint(self._post, logits[:1], photo)[0],
-        )
         keep = torch.arange(n, device=scores.device)
         if self.conf is not None:
             keep = keep[scores > float(self.conf)]
@@ -378,12 +382,14 @@ class SamAdapter(Detector):
         """The model as a run loads it: the wrapper, task ``segment``, the processor's size,
         mean and std, the prompts as class names, this adapter."""
         side = int(self.size)  # type: ignore[arg-type]
-        mean, std = (tuple(float(v) for v in vs) for vs in (self.mean, self.std))  # type: ignore[union-attr]
+        pre = Preprocess((side, side))  # ImageNet's mean and std, the processors' default
+        if self.mean is not None and self.std is not None:
+            pre.mean, pre.std = self.mean, self.std  # type: ignore[assignment]
         return LoadedModel(
             self.model,
             spec,
             task="segment",
-            preprocess=Preprocess((side, side), mean, std),  # type: ignore[arg-type]
+            preprocess=pre,
             class_names=list(self.class_names or []),
             layers=self.default_layers(),
             adapter=self,

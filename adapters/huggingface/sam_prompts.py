@@ -108,7 +108,7 @@ def read_prompts(prompts: Sequence[str | Prompt], who: str) -> list[Prompt]:
     if not out:
         raise TaskcamError(
             f"{who} is a Segment Anything model, which segments what a prompt points at: pass "
-            f"--prompt {FORMS}, once per mask wanted"
+            f"--prompt {FORMS} (repeat it for more objects)"
         )
     return out
 

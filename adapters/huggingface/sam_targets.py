@@ -1,7 +1,7 @@
 """What SAM's forward returns to taskcam (:class:`SamPrediction`), the wrapper that binds the
-prompts to the user's ``SamModel`` (:class:`PromptedSam`), and the targets a predicted mask
-makes: its logits over its own pixels (:class:`SamMaskTarget`) and, on perturbed inputs, its
-soft IoU with the clean mask (:class:`SamMaskMatch`).
+prompts to the user's ``SamModel`` or ``Sam2Model`` (:class:`PromptedSam`), and the targets a
+predicted mask makes: its logits over its own pixels (:class:`SamMaskTarget`) and, on
+perturbed inputs, its soft IoU with the clean mask (:class:`SamMaskMatch`).
 See :mod:`taskcam.adapters.huggingface.sam`."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class PromptedSam(SharedModules):
     Attributes:
         prompts: per prompt, the forward's keyword and its coordinates in input pixels:
             ``("input_points", Tensor[1, 1, 1, 2])`` or ``("input_boxes", Tensor[1, 1, 4])``,
-            as ``SamProcessor`` gives them (:meth:`SamAdapter.prepare` binds them).
+            as the processor gives them (:meth:`SamAdapter.prepare` binds them).
     """
 
     def __init__(self, model: nn.Module, multimask: bool = True) -> None:
