@@ -80,6 +80,11 @@ def test_eval_refuses_what_it_cannot_score():
         evaluate(["shapes-gan"], ["gradcam"], n=2, progress=False)
 
 
+def test_road_can_be_left_out():
+    row = evaluate(["shapes-cnn"], ["gradcam"], n=2, sanity_images=1, road=False, progress=False)[0]
+    assert math.isnan(row.road_morf) and math.isnan(row.road_lerf) and row.pointing_game >= 0.5
+
+
 def test_eval_on_the_shapes_unet_scores_region_targets():
     row = evaluate(["shapes-unet"], ["gradcam"], n=1, sanity_images=1, progress=False)[0]
     assert row.model == "shapes-unet" and row.images == 1
@@ -91,7 +96,7 @@ def test_eval_on_the_shapes_unet_scores_region_targets():
 
 def test_eval_on_shapes_yolo_scores_each_detection():
     # held-out images 3 and 5 hold two objects of one class each
-    rows = evaluate(["shapes-yolo"], ["gradcam", "odam"], n=6, progress=False)
+    rows = evaluate(["shapes-yolo"], ["gradcam", "odam"], n=6, steps=8, progress=False)
     baselines = ["baseline:random", "baseline:box", "baseline:centre"]
     assert [r.method for r in rows] == ["gradcam", "odam", *baselines]
     assert abs(rows[2].faithfulness) < 0.2  # a random map orders pixels by chance

@@ -233,6 +233,7 @@ def evaluate(
     sanity_images: int = 8,
     steps: int = 16,
     baseline: str = "mean",
+    road: bool = True,
     progress: bool = True,
 ) -> list[EvalRow]:
     """Score ``methods`` on the shapes zoo ``models`` over ``n`` held-out images.
@@ -255,6 +256,9 @@ def evaluate(
         steps: deletion/insertion curve steps.
         baseline: what deleted pixels become (``"mean"``, ``"blur"``, ``"zero"``; see
             :func:`taskcam.metrics.deletion`).
+        road: score ROAD too (classifiers and segmenters; most of an evaluation's time on a
+            CPU: its noisy linear imputation solves a sparse system per step); False leaves
+            ``road_morf`` and ``road_lerf`` NaN.
         progress: progress bar over (model, method, explanation).
 
     Returns:
@@ -305,7 +309,7 @@ def evaluate(
             explain_fn = _explain_fn(layers, method, loaded.reshape, [[c.target] for c in sample])
             images = torch.stack([c.image for c in sample])
             steps_done = randomization_check(model, explain_fn, images, max_steps=1)
-            scores, faith = _map_scores(maps, cases, tol, (steps, baseline))
+            scores, faith = _map_scores(maps, cases, tol, (steps, baseline), road_too=road)
             rows.append(
                 EvalRow(
                     model=name,
