@@ -113,9 +113,20 @@ class SharedModules(nn.Module):
         if hasattr(model, "config"):  # Hugging Face models: read for their token layout
             self.config = model.config
 
-    def train(self, mode: bool = True) -> SharedModules:
-        self.wrapped.training = mode  # the model's own flag, which its forward may read
-        return super().train(mode)
+    # The view's mode flag is the model's own (which its forward may read), so that restoring
+    # a run's saved flags puts the user's model back in its mode, not only this view.
+    @property  # type: ignore[override]
+    def training(self) -> bool:
+        wrapped = self.__dict__.get("wrapped")
+        return self.__dict__.get("_training", True) if wrapped is None else wrapped.training
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        wrapped = self.__dict__.get("wrapped")
+        if wrapped is None:  # nn.Module.__init__, before the model is there
+            self.__dict__["_training"] = mode
+        else:
+            wrapped.training = mode
 
     def _apply(self, fn: Any, recurse: bool = True) -> SharedModules:
         super()._apply(fn, recurse)

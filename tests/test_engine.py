@@ -637,3 +637,22 @@ def test_top_k_targets_per_image_on_resnet18(resnet18):
 def test_eigen_smooth_is_refused_for_methods_that_read_no_layer(cnn, method):
     with pytest.raises(TaskcamError, match=f"eigen_smooth: {method} reads no layer"):
         Explainer(cnn, None, method, eigen_smooth=True)
+
+
+def test_a_view_of_the_users_model_gives_it_back_in_its_own_mode():
+    """Wrappers that share a model's modules (Hugging Face segmenters, YOLO classifiers,
+    SAM, OWL-ViT) run it in eval mode; the user's model itself, not only the view, comes back
+    in training mode with its flags."""
+    from taskcam.loaded import SharedModules
+
+    class Logits(SharedModules):
+        def forward(self, x):
+            return self.wrapped(x).mean(dim=(2, 3))
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Dropout()).train()
+    net[0].weight.requires_grad_(False)
+    view = Logits(net)
+    exp = taskcam.explain(view, torch.rand(1, 3, 8, 8), [ClassTarget(1)], "0")
+    assert exp.maps.shape == (1, 1, 8, 8)
+    assert net.training and net[1].training and view.training
+    assert not net[0].weight.requires_grad and net[0].bias.requires_grad
