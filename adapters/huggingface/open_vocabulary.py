@@ -117,19 +117,6 @@ class TextConditioned(SharedModules):
         self.family = _model_type(model)
         self.text_inputs = dict(text_inputs)
 
-    @property  # type: ignore[override]
-    def training(self) -> bool:
-        """The model's own flag: the engine's restore (an attribute set) reaches the model."""
-        wrapped = self.__dict__.get("wrapped")
-        return bool(self.__dict__.get("_training", True) if wrapped is None else wrapped.training)
-
-    @training.setter
-    def training(self, mode: bool) -> None:
-        self.__dict__["_training"] = mode
-        wrapped = self.__dict__.get("wrapped")
-        if wrapped is not None:
-            wrapped.training = mode
-
     def forward(self, pixel_values: torch.Tensor) -> Any:
         b, _, h, w = pixel_values.shape
         device = pixel_values.device

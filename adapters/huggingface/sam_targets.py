@@ -60,12 +60,6 @@ class PromptedSam(SharedModules):
         self.multimask = bool(multimask)
         self.prompts: list[tuple[str, torch.Tensor]] = []
 
-    def train(self, mode: bool = True) -> PromptedSam:
-        """Set the shared submodules' mode only: the ``SamModel`` object's own flag (which
-        its forward never reads) is not one of the wrapper's modules, so a run that switches
-        modes could not put it back."""
-        return nn.Module.train(self, mode)
-
     def embeddings(self, pixel_values: torch.Tensor) -> Any:
         """The image embeddings the model's forward takes, with gradients (the library's
         ``get_image_embeddings`` runs without): SAM's ``Tensor[B, C, h, w]``, SAM 2's list of
