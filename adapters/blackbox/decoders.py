@@ -131,7 +131,8 @@ def _third(parts: list[torch.Tensor]) -> Any:
 def _padded(images: list[list[torch.Tensor]], nms: bool) -> Candidates:
     """One image's boxes after another, padded to the most boxes with zeros."""
     n = max(len(p[0]) for p in images)
-    k = images[0][1].shape[-1]
+    found = [p[1] for p in images if p[1].numel()]  # an empty image's scores may be (0,)
+    k = found[0].shape[-1] if found else images[0][1].shape[-1]
 
     def pad(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.cat([t.reshape(-1, *shape), t.new_zeros(n - len(t), *shape)])

@@ -118,6 +118,13 @@ class BlackBox(Detector):
             )
         nc = len(meta["names"])
         dynamic = isinstance(model.session.get_outputs()[0].shape[0], str)  # as ultralytics
+        fixed = model.fixed_size
+        if not dynamic and fixed is not None and fixed[0] != fixed[1]:
+            raise TaskcamError(
+                f"onnx:{path}: a static export of a {fixed[0]}x{fixed[1]} input; taskcam "
+                "letterboxes to a square (or a dynamic export's minimal rectangle): export it "
+                "square or with dynamic=True"
+            )
         defaults = {
             "size": max(meta["imgsz"]),
             "stride": meta["stride"],
@@ -148,7 +155,7 @@ class BlackBox(Detector):
     def set_size(self, dims: Sequence[int]) -> None:
         """``--size``, refused for an ONNX file whose input size is fixed."""
         fixed = getattr(self.model, "fixed_size", None)
-        if fixed is not None and max(int(d) for d in dims) != max(fixed):
+        if fixed is not None and (max(int(d) for d in dims) != max(fixed) or len(set(fixed)) > 1):
             raise TaskcamError(
                 f"--size {','.join(str(d) for d in dims)}: {self.describe()} takes a fixed "
                 f"{fixed[0]}x{fixed[1]} input"

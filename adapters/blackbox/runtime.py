@@ -109,12 +109,16 @@ class OnnxRuntimeModel(nn.Module):
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, tuple[torch.Tensor, ...]]:
         arr = np.ascontiguousarray(x.detach().cpu().numpy().astype(self.input_dtype, copy=False))
         step = self.fixed_batch or len(arr)
-        runs = [
-            self.session.run(self.output_names, {self.input_name: arr[i : i + step]})
-            for i in range(0, len(arr), max(step, 1))
-        ]
+        runs = []
+        for i in range(0, len(arr), max(step, 1)):
+            chunk = arr[i : i + step]
+            if len(chunk) < step:  # a file of a fixed batch: the last chunk padded with zeros
+                chunk = np.concatenate(
+                    [chunk, np.zeros((step - len(chunk), *chunk.shape[1:]), chunk.dtype)]
+                )
+            runs.append(self.session.run(self.output_names, {self.input_name: chunk}))
         outs = tuple(
-            torch.from_numpy(np.concatenate([r[k] for r in runs])).to(x.device)
+            torch.from_numpy(np.concatenate([r[k] for r in runs])[: len(arr)]).to(x.device)
             for k in range(len(self.output_names))
         )
         return outs[0] if len(outs) == 1 else outs

@@ -164,18 +164,39 @@ def test_bad_files_are_named(tmp_path):
         box.set_size([64])
 
 
-def _write_plain_onnx(path: Path) -> None:
-    """An ONNX file without ultralytics metadata: the mean of each channel of a fixed
-    ``[1, 3, 32, 32]`` input."""
+def _write_plain_onnx(path: Path, shape=(1, 3, 32, 32), metadata=None) -> None:
+    """An ONNX file (without ultralytics metadata unless given): the mean of each channel of
+    a fixed ``shape`` input."""
     import onnx
     from onnx import TensorProto, helper
 
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 1, 1])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [shape[0], 3, 1, 1])
     node = helper.make_node("GlobalAveragePool", ["x"], ["y"])
     model = helper.make_model(helper.make_graph([node], "plain", [x], [y]))
     model.opset_import[0].version = 13
+    for key, value in (metadata or {}).items():
+        model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
+
+
+def test_files_of_a_fixed_batch_and_static_rectangles(tmp_path):
+    """A file that fixes its batch runs any number of images (the last chunk padded); a static
+    export of a non-square input is refused by name, not failed on at every image."""
+    batch4 = tmp_path / "batch4.onnx"
+    _write_plain_onnx(batch4, shape=(4, 3, 32, 32))
+    net = OnnxRuntimeModel(batch4)
+    x = torch.rand(5, 3, 32, 32)
+    torch.testing.assert_close(net(x)[:, :, 0, 0], x.mean(dim=(2, 3)))
+    assert net(x[:1]).shape == (1, 3, 1, 1)
+    wide = tmp_path / "wide.onnx"
+    meta = {"task": "detect", "names": "{0: 'cat'}", "imgsz": "[480, 640]", "stride": "32"}
+    _write_plain_onnx(wide, shape=(1, 3, 480, 640), metadata=meta)
+    with pytest.raises(TaskcamError, match=r"wide\.onnx: a static export of a 480x640 input"):
+        load_model(f"onnx:{wide}")
+    # an image without boxes beside one with boxes: padded, not a reshape error mid-batch
+    c = scores_decode()([(torch.zeros(0, 4), torch.zeros(0)), (torch.ones(2, 4), torch.rand(2, 3))])
+    assert tuple(c.scores.shape) == (2, 2, 3) and float(c.scores[0].sum()) == 0.0
 
 
 def _plain_decode(output: torch.Tensor) -> taskcam.Candidates:
