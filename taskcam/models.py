@@ -333,8 +333,11 @@ def loaded_detector(detector: Any, spec: Optional[str] = None) -> LoadedModel:
         >>> loaded.spec, loaded.task, loaded.is_detector, loaded.preprocess.size
         ('detector:ResNet', 'detect', True, (64, 64))
     """
-    size = detector.size if isinstance(detector.size, tuple) else (detector.size,) * 2
-    pre = Preprocess((int(size[0]), int(size[-1])), detector.mean or _ZERO, detector.std or _ONE)
+    pre = getattr(detector, "preprocess", None)  # a family's own (its processor's settings)
+    if not isinstance(pre, Preprocess):
+        size = detector.size if isinstance(detector.size, tuple) else (detector.size,) * 2
+        mean, std = detector.mean or _ZERO, detector.std or _ONE
+        pre = Preprocess((int(size[0]), int(size[-1])), mean, std)
     return LoadedModel(
         detector.model,
         spec or f"detector:{type(detector.detector).__name__}",

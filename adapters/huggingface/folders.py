@@ -169,6 +169,17 @@ def load_hf(
     except (OSError, ValueError, RuntimeError) as e:
         hint = "; pass --weights none for random weights" if weights is None else ""
         raise TaskcamError(f"--model hf:{folder}: cannot build {name}: {e}{hint}") from e
+    takes = {
+        **dict.fromkeys(SAM_TYPES, "--prompt"),
+        **dict.fromkeys(OPEN_VOCABULARY_TYPES, "--text"),
+    }
+    takes = takes.get(model_type)
+    for flag, given in (("--prompt", prompts), ("--text", text)):
+        if given and flag != takes:
+            raise TaskcamError(
+                f"{flag}: hf:{folder} is a {name}, which takes {takes or 'no prompt'} (SAM "
+                "takes --prompt; OWL-ViT, OWLv2 and Grounding DINO take --text)"
+            )
     if model_type in SAM_TYPES:
         from taskcam.adapters.huggingface.sam import sam_loaded
 
@@ -177,12 +188,6 @@ def load_hf(
         from taskcam.adapters.huggingface.open_vocabulary import open_vocabulary_loaded
 
         return open_vocabulary_loaded(folder, model.eval(), text)
-    if prompts or text:
-        flag = "--prompt" if prompts else "--text"
-        raise TaskcamError(
-            f"{flag}: hf:{folder} is a {name}, which takes no prompt (SAM takes --prompt; "
-            "OWL-ViT, OWLv2 and Grounding DINO take --text)"
-        )
     layers = None
     if task == "segment":
         if model_type in UNIVERSAL:

@@ -137,7 +137,7 @@ def test_the_command_line_writes_one_record_per_mask(folder, photo, tmp_path):
 
 def test_a_point_prompt_with_drise_and_a_gradient_method(folder, photo, tmp_path):
     """A point prompt on random weights (``--weights none``), explained by fast-drise and
-    gradcam, and by D-RISE's perturbed score; the faithfulness scores stay in [0, 1]."""
+    gradcam, and by D-RISE's perturbed score; deletion and insertion stay in [0, 1]."""
     args = [str(photo), "--model", f"hf:{folder}", "--weights", "none", "--prompt", POINT]
     args += ["--method", "fast-drise,gradcam", "--faithfulness", "--faithfulness-steps", "2"]
     records = run(args, tmp_path)
@@ -145,7 +145,12 @@ def test_a_point_prompt_with_drise_and_a_gradient_method(folder, photo, tmp_path
     for record in records:
         assert record["prompt_points"] == [[200.0, 100.0]] and "prompt_box" not in record
         assert np.load(tmp_path / record["heatmap"]).shape == (300, 451)
-        assert not record["empty"] and -1 <= record["faithfulness"] <= 1
+        assert (
+            not record["empty"] and 0 <= record["deletion"] <= 1 and 0 <= record["insertion"] <= 1
+        )
+        assert record["faithfulness"] == pytest.approx(
+            record["insertion"] - record["deletion"], abs=1e-3
+        )
     drise = run([*args[:7], "--method", "drise", "--targets", "1"], tmp_path / "drise")
     assert len(drise) == 1 and drise[0]["index"] == 1 and not drise[0]["empty"]
 
@@ -199,6 +204,8 @@ def test_a_sam_without_prompts_and_other_misuse_are_refused(folder, photo, tmp_p
     args = ["explain", str(photo), "--model", f"hf:{folder}", "--prompt", POINT, "--box", "1,1,9,9"]
     assert main([*args, "--no-progress", "--out", str(tmp_path / "labels")]) == 2
     assert "--labels/--box: SAM's masks answer its prompts" in capsys.readouterr().err
+    with pytest.raises(TaskcamError, match=r"--text: hf:.* is a SamModel, which takes --prompt"):
+        load_model(f"hf:{folder}", prompts=[POINT], text="a cat")
     with pytest.raises(TaskcamError, match=r"pass --prompt point=X,Y or box=X1,Y1,X2,Y2"):
         SamAdapter(tiny_sam(), [])
     with pytest.raises(TaskcamError, match=r"--size 32: SAM's image encoder takes 64×64"):
