@@ -112,7 +112,8 @@ def _build(name: str, weights: Optional[str]) -> nn.Module:
         if not pretrained:
             raise TaskcamError(f"effdet:{name}: cannot build it ({type(e).__name__}: {e})") from e
         raise TaskcamError(
-            f"effdet:{name}: could not fetch effdet's pretrained weights ({type(e).__name__}: "
+            f"effdet:{name}: could not load effdet's pretrained weights, fetched by effdet "
+            f"({type(e).__name__}: "
             f"{e}); pass --weights none (random weights) or --weights PATH (a checkpoint of it)"
         ) from e
     if weights is not None and weights.lower() != "none":

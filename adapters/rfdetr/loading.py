@@ -122,7 +122,8 @@ def _built(name: str, weights: Optional[str]) -> Any:
     except Exception as e:  # noqa: BLE001 - download and unpickling errors come in many types
         if path is None:
             raise TaskcamError(
-                f"rfdetr:{name}: could not fetch its pretrained weights ({type(e).__name__}: "
+                f"rfdetr:{name}: could not load its pretrained weights, fetched by rfdetr "
+                f"({type(e).__name__}: "
                 f"{e}); pass --weights none (random weights) or --weights PATH.pth (an RF-DETR "
                 "checkpoint)"
             ) from e

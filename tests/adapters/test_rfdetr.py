@@ -230,7 +230,9 @@ def _online() -> bool:
 @pytest.mark.skipif(_online(), reason="this machine could download rfdetr's weights (100 MB)")
 def test_pretrained_weights_offline_say_what_to_pass(tmp_path, monkeypatch):
     monkeypatch.setenv("RF_HOME", str(tmp_path))  # an empty cache
-    with pytest.raises(TaskcamError, match=r"rfdetr:nano: could not fetch .* --weights none"):
+    with pytest.raises(
+        TaskcamError, match=r"rfdetr:nano: could not load its pretrained weights.* --weights none"
+    ):
         load_model("rfdetr:nano")
 
 
