@@ -106,7 +106,7 @@ def scores_decode(nms: bool = True) -> Callable[[Any], Candidates]:
             return output
         if isinstance(output, list) and all(isinstance(o, (tuple, list)) for o in output):
             return _padded([_parts(o) for o in output], nms)
-        (parts,) = [_parts(output)]
+        parts = _parts(output)
         if parts[0].ndim == 2:  # one image without its batch dimension
             return _padded([parts], nms)
         return Candidates(parts[0], parts[1], objectness=_third(parts), nms=nms)

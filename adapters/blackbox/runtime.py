@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from taskcam.adapters.ultralytics.export import export_metadata
 from taskcam.errors import TaskcamError
 
 __all__ = ["CallableModel", "OnnxRuntimeModel", "onnx_metadata"]
@@ -176,13 +177,13 @@ def onnx_metadata(meta: dict[str, str], path: Union[str, Path]) -> dict[str, Any
         {'task': 'detect', 'names': ['cat'], 'imgsz': (320, 320), 'stride': 32,
          'end2end': False, 'batch': 1}
     """
-    if "task" not in meta or "names" not in meta:
-        raise TaskcamError(
-            f"onnx:{path}: not an ultralytics export (its metadata has no 'task' and 'names'; "
-            f"found {sorted(meta) or 'none'}): name how to read its output with "
-            "taskcam.adapters.blackbox.BlackBox.from_onnx(path, decode=...) in a factory and "
-            "pass --model package.module:factory"
-        )
+    task, names, imgsz = export_metadata(
+        meta,
+        f"onnx:{path}",
+        hint=": name how to read its output with "
+        "taskcam.adapters.blackbox.BlackBox.from_onnx(path, decode=...) in a factory and "
+        "pass --model package.module:factory",
+    )
 
     def literal(key: str, default: str) -> Any:
         try:
@@ -190,16 +191,11 @@ def onnx_metadata(meta: dict[str, str], path: Union[str, Path]) -> dict[str, Any
         except (ValueError, SyntaxError) as e:
             raise TaskcamError(f"onnx:{path}: unreadable metadata {key}={meta[key]!r}") from e
 
-    names, imgsz, args = literal("names", "{}"), literal("imgsz", "640"), literal("args", "{}")
-    if not isinstance(names, dict) or not isinstance(imgsz, (int, list, tuple)):
-        raise TaskcamError(
-            f"onnx:{path}: unreadable ultralytics metadata: names={meta['names'][:80]!r}, "
-            f"imgsz={meta.get('imgsz')!r} (expected a dict of class names and a size)"
-        )
+    args = literal("args", "{}")
     args = args if isinstance(args, dict) else {}
     side = (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[-1]))
     return {
-        "task": meta["task"],
+        "task": task,
         "names": [str(names[i]) for i in sorted(names)],
         "imgsz": side,
         "stride": int(float(meta.get("stride", 32))),

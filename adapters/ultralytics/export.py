@@ -14,7 +14,7 @@ from torch import nn
 
 from taskcam.errors import TaskcamError
 
-__all__ = ["fixed_input", "load_onnx_export"]
+__all__ = ["export_metadata", "fixed_input", "load_onnx_export"]
 
 # The architectures an ONNX export is matched against, per task; each with scales n, s, m, l, x.
 _ONNX_FAMILIES = {
@@ -87,17 +87,37 @@ def _dynamic(proto: Any) -> bool:
 
 def _export_metadata(path: Path, proto: Any) -> tuple[str, dict, Any]:
     """``(task, names, imgsz)`` from an ultralytics export's metadata, checked."""
-    meta = {p.key: p.value for p in proto.metadata_props}
-    if "task" not in meta or "names" not in meta:
-        raise TaskcamError(
-            f"{path}: not an ultralytics export (its metadata has no 'task' and 'names'; "
-            f"found {sorted(meta) or 'none'})"
-        )
-    task = meta["task"]
+    task, names, imgsz = export_metadata({p.key: p.value for p in proto.metadata_props}, path)
     if task not in ("detect", "segment"):
         raise TaskcamError(
             f"{path}: the export is a {task!r} model; the YOLO adapter explains detect and "
             "segment models only"
+        )
+    return task, names, imgsz
+
+
+def export_metadata(meta: dict[str, str], where: Any, hint: str = "") -> tuple[str, dict, Any]:
+    """``(task, names {id: name}, imgsz as written)`` from an ultralytics export's metadata
+    (the ``metadata_props`` ultralytics writes into the file), checked: what the PyTorch
+    rebuild (:func:`load_onnx_export`) and the black box (``onnx:PATH``) both read.
+
+    Args:
+        meta: the file's metadata, key -> value.
+        where: how messages name the file.
+        hint: appended to the "not an ultralytics export" message (what to do instead).
+
+    Raises:
+        TaskcamError: no ``task`` and ``names`` (not an ultralytics export; the message lists
+            the keys found), or names and size that do not parse.
+
+    Example:
+        >>> export_metadata({"task": "detect", "names": "{0: 'cat'}", "imgsz": "[320, 320]"}, "m")
+        ('detect', {0: 'cat'}, [320, 320])
+    """
+    if "task" not in meta or "names" not in meta:
+        raise TaskcamError(
+            f"{where}: not an ultralytics export (its metadata has no 'task' and 'names'; "
+            f"found {sorted(meta) or 'none'}){hint}"
         )
     try:
         names = ast.literal_eval(meta["names"])  # {0: 'person', ...}
@@ -106,10 +126,10 @@ def _export_metadata(path: Path, proto: Any) -> tuple[str, dict, Any]:
         names = imgsz = None
     if not isinstance(names, dict) or not isinstance(imgsz, (int, list, tuple)):
         raise TaskcamError(
-            f"{path}: unreadable ultralytics metadata: names={meta['names'][:80]!r}, "
+            f"{where}: unreadable ultralytics metadata: names={meta['names'][:80]!r}, "
             f"imgsz={meta.get('imgsz')!r} (expected a dict of class names and a size)"
         )
-    return task, names, imgsz
+    return meta["task"], names, imgsz
 
 
 def _export_weights(proto: Any) -> dict[str, np.ndarray]:
