@@ -34,15 +34,7 @@ transforms = effdet_module("data.transforms")
 loader = effdet_module("data.loader")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: effdet runs many small ops (separable convolutions on five
-    levels), and on two shared cores two threads took 5× the CPU time of one here (93 s
-    against 16 s for this file), spinning while they wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 PHOTOS = (data.astronaut, data.coffee, data.rocket, data.immunohistochemistry)

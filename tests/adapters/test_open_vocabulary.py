@@ -31,13 +31,7 @@ PHRASES = ["a cat", "a remote"]
 FAMILIES = ("owlvit", "owlv2", "grounding-dino")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: two spin against each other on this shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 def clip_tokenizer():

@@ -36,13 +36,7 @@ SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "results.schema.json")
 BOX, POINT = "box=100,50,300,250", "point=200,100"  # chelsea's face, her left eye
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two spin against each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -46,15 +46,7 @@ def alive(size: str) -> LibreYOLOX:
     return wrapper
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread while these tests run: on a 2-core machine shared with other
-    processes, two OpenMP threads spin against each other and YOLOX's forwards take 10-50×
-    longer (measured: tiny at 320, 3.8 s of CPU with 2 threads, 0.06 s with 1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")
