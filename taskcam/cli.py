@@ -130,6 +130,19 @@ def _parser() -> argparse.ArgumentParser:
         "(display only: the .npy maps are not changed)",
     )
     ex.add_argument("--batch-size", type=int, help="inputs per forward for perturbation methods")
+    ex.add_argument(
+        "--runtime",
+        choices=("torch", "openvino", "onnxruntime"),
+        default="torch",
+        help="rise, drise, fast-drise: run the masked forwards in OpenVINO or ONNX Runtime "
+        "(the model exported once per input size, checked against PyTorch; CPU only)",
+    )
+    ex.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        default="auto",
+        help="perturbation methods' forwards: auto (default) is fp16 on a GPU, fp32 on a CPU",
+    )
     ex.add_argument("--aug-smooth", action="store_true", help="test-time augmentation smoothing")
     ex.add_argument("--eigen-smooth", action="store_true", help="eigen smoothing")
     ex.add_argument(
@@ -465,6 +478,8 @@ def _run_options(args: argparse.Namespace) -> Any:
         labels_from=args.labels,
         boxes=tuple(args.box) if args.box else None,
         match_iou=args.iou,
+        runtime=args.runtime,
+        precision=args.precision,
     )
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from taskcam.capture import Capture
-from taskcam.errors import TaskcamError
+from taskcam.errors import TaskcamError, inference_tensor_error
 from taskcam.explanation import Explanation, normalize_maps, upsample_maps
 from taskcam.inputs import BoundInputs, InputBuilder, bind_inputs
 from taskcam.layers import LayerSpec, default_layer, resolve_layers
@@ -19,7 +19,9 @@ from taskcam.masking import check_batch_size
 from taskcam.methods import CamTerms, LayerContext, Method, get_method
 from taskcam.methods.eigen import principal_projection
 from taskcam.methods.guided import GuidedReLU
+from taskcam.outputs import detach_output
 from taskcam.reshape import Reshape, reshape_for_output
+from taskcam.runtime import check_run_settings, perturbed_forward, with_precision
 from taskcam.targets import (
     PerturbableTarget,
     Target,
@@ -131,31 +133,6 @@ def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
     return fallback
 
 
-def _detach(output: Any) -> Any:
-    if isinstance(output, torch.Tensor):
-        return output.detach()
-    if dataclasses.is_dataclass(output) and not isinstance(output, type):  # detector outputs
-        fields = dataclasses.fields(output)
-        return dataclasses.replace(
-            output, **{f.name: _detach(getattr(output, f.name)) for f in fields if f.init}
-        )
-    if isinstance(output, dict):
-        return {k: _detach(v) for k, v in output.items()}
-    if isinstance(output, (list, tuple)) and not hasattr(output, "_fields"):
-        return type(output)(_detach(v) for v in output)
-    return output
-
-
-def _inference_tensor_error(error: RuntimeError) -> TaskcamError | None:
-    if "nference tensor" in str(error):
-        return TaskcamError(
-            "the model's parameters or buffers were created under torch.inference_mode(), and "
-            "torch does not allow gradients through them; build or load the model outside "
-            "inference mode, or use a gradient-free method (eigencam, scorecam, ablationcam)"
-        )
-    return None
-
-
 class Explainer:
     """Settings for explaining a model: target layers, method and options.
 
@@ -193,6 +170,13 @@ class Explainer:
             ``LongTensor[N]``, the explained image each row is, to index per-image inputs
             (``meta[rows]``). Layer names stay the model's own; perturbation methods then
             forward one image's copies at a time.
+        precision: the perturbation methods' masked forwards in ``"fp32"``, or mixed
+            ``"fp16"``/``"bf16"`` (``torch.autocast``); ``"auto"``: fp16 on a CUDA device,
+            fp32 on a CPU. Gradient methods keep fp32.
+        runtime: where rise, drise and fast-drise run their masked forwards on a CPU:
+            ``"torch"`` (the model itself), ``"openvino"`` or ``"onnxruntime"`` (the model
+            exported to ONNX once per input size and checked against PyTorch's outputs on
+            the image: :mod:`taskcam.runtime`).
         **method_options: settings passed to the method (``fc=`` for ``cam``).
 
     Example:
@@ -236,6 +220,8 @@ class Explainer:
         progress: bool = False,
         forward_kwargs: Optional[dict[str, Any]] = None,
         input_builder: Optional[InputBuilder] = None,
+        precision: str = "auto",
+        runtime: str = "torch",
         **method_options: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -258,6 +244,8 @@ class Explainer:
                 f"eigen_smooth: {self.method.name} reads no layer activations, so there is "
                 "nothing to smooth; explain without eigen_smooth"
             )
+        check_run_settings(precision, runtime, self.method, self.forward_model is not model)
+        self.precision, self.runtime = precision, runtime
         self.layers = None if layers is None else resolve_layers(model, layers)
         self.fuse = fuse
         self.aug_smooth = aug_smooth
@@ -293,7 +281,7 @@ class Explainer:
                     return self._explain(x, per_image)
                 return self._explain_smoothed(x, per_image)
             except RuntimeError as e:
-                err = _inference_tensor_error(e)
+                err = inference_tensor_error(e)
                 if err is not None:
                     raise err from e
                 raise
@@ -336,27 +324,51 @@ class Explainer:
         def score(output: Any, b: int) -> torch.Tensor:
             return torch.stack([t(output) for t in targets[b]], dim=1).float()
 
+        forwards = [0] * x.shape[0]  # masked copies scored, per image
+
+        def counted(score_of: Callable, first: int) -> Callable:
+            def run(out: Any, b: int) -> torch.Tensor:
+                s = score_of(out, b)
+                forwards[first + b] += s.shape[0]
+                return s
+
+            return run
+
         with Capture(self.model, [], need_grad=False), torch.no_grad():
             output = self.forward_model(x)
             scores = target_scores(output, targets)
             extra = {}
-            if "batch_size" in inspect.signature(self.method.saliency).parameters:
+            accepts = inspect.signature(self.method.saliency).parameters
+            if "batch_size" in accepts:
                 extra["batch_size"] = self.batch_size  # methods written before it was passed
-            sal = torch.cat(
-                [
-                    self.method.saliency(model, xb, score_of, progress=self.progress, **extra)
-                    for model, xb, score_of in self._per_image(x, score)
-                ]
-            )
-        maps, empty = normalize_maps(sal)
+            boxes = [[getattr(t, "box", None) for t in row] for row in targets]
+            parts = []
+            for first, (model, xb, score_of) in enumerate(self._per_image(x, score)):
+                if "boxes" in accepts:  # D-RISE's local fit: each detection's box
+                    extra["boxes"] = boxes[first : first + xb.shape[0]]
+                model = perturbed_forward(
+                    model,
+                    xb,
+                    output,
+                    runtime=self.runtime,
+                    precision=self.precision,
+                    method=self.method,
+                )
+                parts.append(
+                    self.method.saliency(
+                        model, xb, counted(score_of, first), progress=self.progress, **extra
+                    )
+                )
+        maps, empty = normalize_maps(torch.cat(parts).float())
         return Explanation(
+            forwards=forwards,
             maps=maps,
             raw={},
             scores=scores,
             empty=empty,
             method=self.method.name,
             layers=[],
-            output=_detach(output),
+            output=detach_output(output),
         )
 
     def _explain_layers(
@@ -391,7 +403,7 @@ class Explainer:
                     targets=targets,
                     scores=scores,
                     inputs=x.detach(),
-                    model=self.forward_model,
+                    model=with_precision(self.forward_model, self.precision, method, x.device),
                     capture=cap,
                     batch_size=self.batch_size,
                     progress=self.progress,
@@ -406,7 +418,7 @@ class Explainer:
             empty=empty,
             method=method.name,
             layers=names,
-            output=_detach(output),
+            output=detach_output(output),
         )
 
     def _per_image(self, x: torch.Tensor, score: Callable[[Any, int], torch.Tensor]) -> list:
@@ -439,7 +451,9 @@ class Explainer:
                         targets=ctx.targets[one],
                         scores=ctx.scores[one],
                         inputs=ctx.inputs[one],
-                        model=bound.for_image(b, batch),
+                        model=with_precision(
+                            bound.for_image(b, batch), self.precision, method, ctx.inputs.device
+                        ),
                     )
                 )
             )
@@ -523,7 +537,7 @@ class Explainer:
             method=self.method.name,
             layers=names,
             pixel_grads=pixels,
-            output=_detach(output),
+            output=detach_output(output),
         )
 
     def _explain_smoothed(self, x: torch.Tensor, targets: list[list[Target]]) -> Explanation:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ImageError", "TaskcamError"]
+__all__ = ["ImageError", "TaskcamError", "inference_tensor_error"]
 
 
 class TaskcamError(ValueError):
@@ -25,3 +25,15 @@ class ImageError(TaskcamError):
         >>> issubclass(ImageError, TaskcamError)
         True
     """
+
+
+def inference_tensor_error(error: RuntimeError) -> TaskcamError | None:
+    """The clear error for torch's refusal to differentiate through tensors made under
+    ``torch.inference_mode()``, or ``None`` for any other error."""
+    if "nference tensor" in str(error):
+        return TaskcamError(
+            "the model's parameters or buffers were created under torch.inference_mode(), and "
+            "torch does not allow gradients through them; build or load the model outside "
+            "inference mode, or use a gradient-free method (eigencam, scorecam, ablationcam)"
+        )
+    return None

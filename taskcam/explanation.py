@@ -30,6 +30,9 @@ class Explanation:
         layers: the target layers' names.
         pixel_grads: ``Tensor[B, T, 3, H, W]`` for pixel-space methods (Guided Backprop).
         output: the model's output on the unperturbed input, detached.
+        forwards: for the methods that read only outputs (rise, drise, fast-drise), the
+            masked copies of each image the model scored; with a stop rule, fewer than the
+            method's ``n_masks``.
     """
 
     maps: torch.Tensor
@@ -40,6 +43,7 @@ class Explanation:
     layers: list[str]
     pixel_grads: Optional[torch.Tensor] = None
     output: Any = field(default=None, repr=False)
+    forwards: Optional[list[int]] = None
 
     def picture(
         self,

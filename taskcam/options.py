@@ -19,6 +19,7 @@ from taskcam.adapters.detection.matching import check_iou
 from taskcam.errors import TaskcamError
 from taskcam.loaded import LoadedModel
 from taskcam.results import RESULTS_VERSION
+from taskcam.runtime import PRECISIONS, RUNTIMES, check_run_settings
 
 __all__ = ["RunOptions", "check_keypoints", "check_masks", "check_stride", "run_options"]
 
@@ -79,6 +80,11 @@ class RunOptions:
             X1,Y1,X2,Y2[:CLASS]``, image pixels; without a class, the class of the detection
             that overlaps the box most).
         match_iou: the IoU a detection needs to hit a label of its class (``--iou``).
+        runtime: where rise, drise and fast-drise run their masked forwards on a CPU
+            (``--runtime``): ``torch``, ``openvino`` or ``onnxruntime``
+            (:mod:`taskcam.runtime`).
+        precision: the perturbation methods' forwards (``--precision``): ``auto`` (fp16 on
+            a GPU, fp32 on a CPU), ``fp32``, ``fp16`` or ``bf16``.
 
     Raises:
         TaskcamError: a value of the wrong type or range, an unknown method or colormap (each
@@ -114,6 +120,8 @@ class RunOptions:
     labels_from: Optional[str] = None
     boxes: Optional[tuple[str, ...]] = None
     match_iou: float = 0.5
+    runtime: str = "torch"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         from taskcam.masking import check_batch_size
@@ -139,6 +147,8 @@ class RunOptions:
             raise TaskcamError(f"--faithfulness-steps: expected a whole number >= 1, got {steps!r}")
         check_batch_size(self.batch_size)
         check_iou(self.match_iou)
+        _check_choice("--runtime", self.runtime, RUNTIMES)
+        _check_choice("--precision", self.precision, PRECISIONS)
         if self.boxes is not None:
             if isinstance(self.boxes, str) or not all(isinstance(b, str) for b in self.boxes):
                 raise TaskcamError(
@@ -178,6 +188,13 @@ class RunOptions:
         methods = [get_method(m) for m in self.method_names(loaded)]
         if getattr(loaded.adapter, "black_box", False):
             check_black_box(loaded, methods, self.layers)
+            if self.runtime != "torch":
+                raise TaskcamError(
+                    f"--runtime {self.runtime}: {loaded.spec} is not a PyTorch model to export "
+                    "(an ONNX file already runs in ONNX Runtime); leave --runtime out"
+                )
+        for method in methods:  # a layer or gradient method in OpenVINO, fp16 gradients
+            check_run_settings(self.precision, self.runtime, method, bound=False)
         attention = [m.name for m in methods if m.attention and not m.needs_detections]
         if attention and loaded.is_detector:
             raise TaskcamError(
@@ -255,6 +272,10 @@ class RunOptions:
         # before these options existed still resume)
         if self.faithfulness:
             settings["faithfulness_steps"] = self.faithfulness_steps
+        if self.runtime != "torch":
+            settings["runtime"] = self.runtime
+        if self.precision != "auto":
+            settings["precision"] = self.precision
         if self.labels_from is not None or self.boxes:
             settings["labels_from"] = self.labels_from
             settings["boxes"] = list(self.boxes or ())
@@ -384,3 +405,8 @@ def run_options(options: Optional[RunOptions] = None, **overrides: Any) -> RunOp
     if not isinstance(options, RunOptions):
         raise TaskcamError(f"options: expected a RunOptions, got {type(options).__name__}")
     return options.replace(**overrides) if overrides else options
+
+
+def _check_choice(flag: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise TaskcamError(f"{flag}: expected one of {', '.join(choices)}, got {value!r}")

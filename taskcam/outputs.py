@@ -7,6 +7,7 @@ these functions, so no core module needs an adapter to understand an output.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional
 
 import torch
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 
 from taskcam.errors import TaskcamError
 
-__all__ = ["logits_of", "seg_logits", "universal_class_logits"]
+__all__ = ["detach_output", "logits_of", "seg_logits", "universal_class_logits"]
 
 
 def logits_of(output: Any) -> torch.Tensor:
@@ -118,4 +119,27 @@ def seg_logits(output: Any) -> torch.Tensor:
     if not isinstance(output, torch.Tensor) or output.ndim != 4:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise TaskcamError(f"segmentation scores must be Tensor[B, K, H, W], got {shape}")
+    return output
+
+
+def detach_output(output: Any) -> Any:
+    """A model's output with every tensor detached, through tensors, dataclasses (detector
+    outputs), dicts, lists and tuples; anything else as it is.
+
+    Example:
+        >>> out = {"logits": torch.ones(2, requires_grad=True) * 2, "name": "x"}
+        >>> detach_output(out)["logits"].requires_grad, detach_output(out)["name"]
+        (False, 'x')
+    """
+    if isinstance(output, torch.Tensor):
+        return output.detach()
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):
+        fields = dataclasses.fields(output)
+        return dataclasses.replace(
+            output, **{f.name: detach_output(getattr(output, f.name)) for f in fields if f.init}
+        )
+    if isinstance(output, dict):
+        return {k: detach_output(v) for k, v in output.items()}
+    if isinstance(output, (list, tuple)) and not hasattr(output, "_fields"):
+        return type(output)(detach_output(v) for v in output)
     return output

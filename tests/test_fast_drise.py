@@ -16,7 +16,7 @@ import taskcam
 from taskcam.cli import main
 from taskcam.data.shapes import HELDOUT_SEED, make_sample
 from taskcam.errors import TaskcamError
-from taskcam.masking import mask_patterns, patterns_to_masks, rise_masks
+from taskcam.masking import mask_covariance, mask_patterns, patterns_to_masks, rise_masks
 from taskcam.methods import DRISE, FastDRISE
 
 
@@ -49,9 +49,11 @@ def test_fast_drise_is_registered_and_listed_and_its_old_name_still_works(capsys
     method = taskcam.get_method("fast-drise")
     assert method.name == "fast-drise" and taskcam.get_method("drise-fast").name == "fast-drise"
     assert isinstance(method, FastDRISE) and isinstance(method, DRISE)
-    assert method.n_masks == 250 and method.needs_detections and method.perturbation
+    assert method.n_masks == 256 and method.needs_detections and method.perturbation
     assert method.sampling == "sobol" and method.centered
-    assert taskcam.get_method("drise").sampling == "random"  # the default is unchanged
+    assert method.local and method.stop == 0.9 and method.min_masks == 64
+    plain = taskcam.get_method("drise")  # the default is unchanged
+    assert plain.sampling == "random" and not plain.local and plain.stop is None
     assert main(["methods"]) == 0
     lines = capsys.readouterr().out.splitlines()
     listed = [line.split()[0] for line in lines]
@@ -139,3 +141,47 @@ def test_fast_drise_is_closer_to_a_many_mask_map_than_drise_with_the_same_forwar
         plain += _corr(p.maps[0], ref).tolist()
     assert sum(fast) / len(fast) > sum(plain) / len(plain) + 0.15, (fast, plain)
     assert min(fast) > 0.5, fast
+
+
+def test_mask_covariance_is_what_many_masks_measure():
+    image = torch.zeros(1, 48, 40)
+    image[0, 10:20, 8:16] = 1 / 80  # the mean over a patch
+    want = mask_covariance(image, grid=6)[0]
+    g = torch.Generator().manual_seed(0)
+    masks = rise_masks(8000, (48, 40), grid=6, generator=g)[:, 0]
+    kept = (masks * image).sum((1, 2))
+    got = ((kept - kept.mean())[:, None, None] * (masks - masks.mean(0))).mean(0)
+    assert float(_corr(want[None], got[None])) > 0.99
+    assert float((want - got).abs().max()) < 0.1 * float(want.max())
+
+
+def test_the_local_fit_finds_what_a_black_box_reads_from_few_masks():
+    """A score that reads only one patch beside the box: the local fit's map peaks there
+    with 64 masks, and with the same masks it is closer to a 4,000-mask map than the
+    score-weighted mean is."""
+    from taskcam.methods.local_fit import LocalFit
+    from taskcam.methods.rise import SplitSums
+
+    size, grid = (64, 64), 8
+    box = torch.tensor([[24.0, 24.0, 40.0, 40.0]])
+    weight = torch.zeros(*size)
+    weight[26:38, 40:52] = 1.0  # right of the box, inside the fit's window
+
+    def score(masks):
+        return (masks * weight).sum((1, 2))[:, None] / weight.sum()
+
+    g = torch.Generator().manual_seed(1)
+    many = rise_masks(4000, size, grid=grid, generator=g)[:, 0]
+    ref = SplitSums()
+    ref.add(0, score(many), many)
+    ref = ref.map(centered=True)
+    cells, shifts = mask_patterns(64, grid=grid, sampling="sobol", generator=g)
+    masks = patterns_to_masks(cells, shifts, size)[:, 0]
+    local, mean = LocalFit(box, size, grid=grid, p=0.5), SplitSums()
+    local.add(0, score(masks), masks)
+    mean.add(0, score(masks), masks)
+    fitted = local.map()
+    peak = divmod(int(fitted[0].argmax()), size[1])
+    assert 26 <= peak[0] < 38 and 40 <= peak[1] < 52, peak
+    assert float(_corr(fitted, ref)) > float(_corr(mean.map(centered=True), ref)) + 0.1
+    assert float(local.reliability()) > 0.9

@@ -209,6 +209,8 @@ class ImageExplainer:
                 eigen_smooth=self.options.eigen_smooth,
                 reshape=reshape,
                 progress=self.options.progress,
+                precision=self.options.precision,
+                runtime=self.options.runtime,
             )
         return self._explainers[method.name]
 
@@ -275,6 +277,8 @@ class ImageExplainer:
                         "empty": bool(exp.empty[0, t]),
                     }
                 )
+                if exp.forwards is not None:  # rise, drise: the masked copies scored
+                    record["masks"] = exp.forwards[0]
                 layer = explained_layer(target, exp.layers) if len(exp.layers) > 1 else None
                 if layer is not None:
                     record["layer"] = layer

@@ -18,10 +18,12 @@ from taskcam.masking import (
     rise_masks,
     run_batches,
     sample_bytes,
+    split_half_reliability,
 )
 from taskcam.methods.base import Method
+from taskcam.methods.local_fit import LocalFit
 
-__all__ = ["RISE"]
+__all__ = ["RISE", "SplitSums"]
 
 
 class RISE(Method):
@@ -62,6 +64,15 @@ class RISE(Method):
             ``"antithetic"``, ``"sobol"``, ``"sobol-antithetic"`` (the antithetic ones need
             ``p = 0.5``).
         centered: subtract the run's mean score from every score (see above).
+        stop: stop sampling an image once every target's map is this reproducible: the
+            split-half reliability of :class:`SplitSums` (the expected correlation with a
+            map of as many new masks), asked after a batch from ``min_masks`` masks on, at
+            most once every 16 masks; ``n_masks`` is then the most masks used. ``None``
+            (default) uses all masks. The masks an image used are the explanation's
+            ``forwards``.
+        min_masks: the fewest masks before ``stop`` is asked.
+        local: for targets with a box (detections), estimate each map by the local fit of
+            :class:`taskcam.methods.local_fit.LocalFit` instead of the score-weighted mean.
     """
 
     name = "rise"
@@ -80,6 +91,9 @@ class RISE(Method):
         cancel: Optional[threading.Event] = None,
         sampling: str = "random",
         centered: bool = False,
+        stop: Optional[float] = None,
+        min_masks: int = 32,
+        local: bool = False,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -95,6 +109,11 @@ class RISE(Method):
                 f"which needs p=0.5, got p={p!r}"
             )
         check_batch_size(batch_size)
+        if stop is not None and not 0 < stop <= 1:
+            raise TaskcamError(f"{self.name}: stop must be in (0, 1], got {stop!r}")
+        if not isinstance(min_masks, int) or min_masks < 2:
+            raise TaskcamError(f"{self.name}: min_masks must be an integer >= 2, got {min_masks!r}")
+        self.stop, self.min_masks, self.local = stop, min_masks, bool(local)
         self.sampling, self.centered = sampling, bool(centered)
         self.n_masks, self.grid, self.p, self.seed = n_masks, grid, p, seed
         self.batch_size, self.memory_budget, self.cancel = batch_size, memory_budget, cancel
@@ -107,12 +126,19 @@ class RISE(Method):
         *,
         progress: bool = False,
         batch_size: Optional[int] = None,
+        boxes: Optional[list[list[Any]]] = None,
     ) -> torch.Tensor:
+        """``Tensor[B, T, H, W]``; ``boxes``: per image, each target's box in input pixels
+        (or ``None``), which ``local`` needs."""
         size = tuple(inputs.shape[-2:])
         batch = (
             self.batch_size
             or batch_size
-            or auto_batch_size(sample_bytes(model, inputs[:1]), inputs.device, self.memory_budget)
+            or auto_batch_size(
+                getattr(model, "per_sample", None) or sample_bytes(model, inputs[:1]),
+                inputs.device,
+                self.memory_budget,
+            )
         )
         maps = []
         for b in range(inputs.shape[0]):
@@ -126,35 +152,96 @@ class RISE(Method):
                     sampling=self.sampling,
                     generator=generator,
                 )
-            score_sum: list[torch.Tensor] = []
+            sums = self._sums(None if boxes is None else boxes[b], size)
 
-            def evaluate(sl: slice, b=b, generator=generator, patterns=patterns, sums=score_sum):
-                """One batch's share of the weighted mask sum, ``Tensor[1, T (+1), H, W]``;
-                with ``centered`` the last channel is the batch's plain mask sum."""
+            def evaluate(sl: slice, b=b, generator=generator, patterns=patterns, sums=sums):
+                """Scores one batch of masked copies into ``sums``."""
                 if patterns is None:
                     n = sl.stop - sl.start
                     masks = rise_masks(n, size, grid=self.grid, p=self.p, generator=generator)
                 else:
                     masks = patterns_to_masks(patterns[0][sl], patterns[1][sl], size)
                 masks = masks.to(inputs.device, inputs.dtype)  # [n, 1, H, W]
-                s = score(model(inputs[b, None] * masks), b)  # [n, T]
-                m = masks[:, 0].float()  # [n, H, W]
-                part = torch.einsum("nt,nhw->thw", s, m)
-                if not self.centered:
-                    return part[None]
-                sums.append(s.sum(0))
-                return torch.cat([part, m.sum(0, keepdim=True)])[None]
+                s = score(model(inputs[b, None] * masks), b).float()  # [n, T]
+                sums.add(sl.start, s, masks[:, 0].float())
+                return s.new_zeros(0)
 
-            parts = run_batches(
+            asked = [0]
+
+            def converged(done: int, sums=sums, asked=asked) -> bool:
+                # asked from min_masks on, at most once every 16 masks (a local fit's check
+                # costs a few forwards' time)
+                if self.stop is None or done < self.min_masks or done - asked[0] < 16:
+                    return False
+                asked[0] = done
+                return bool((sums.reliability(self.centered) >= self.stop).all())
+
+            run_batches(
                 self.n_masks,
                 evaluate,
                 batch_size=batch,
                 desc=f"{self.name} image {b}",
                 progress=progress,
                 cancel=self.cancel,
-            ).sum(0)  # [T (+1), H, W]
-            if self.centered:  # sum_i (s_i - mean) M_i = sum_i s_i M_i - mean * sum_i M_i
-                mean = torch.stack(score_sum).sum(0) / self.n_masks  # [T]
-                parts = parts[:-1] - mean[:, None, None] * parts[-1:]
-            maps.append(parts / (self.n_masks * self.p))
+                until=converged,
+            )
+            maps.append(sums.map(self.centered) / self.p)
         return torch.stack(maps)
+
+    def _sums(self, boxes: Optional[list[Any]], size: tuple[int, int]) -> Any:
+        """The running sums of one image: a local fit when asked for and every target has a
+        box, else the score-weighted sums."""
+        if not self.local or not boxes or any(b is None for b in boxes):
+            return SplitSums()
+        return LocalFit(
+            torch.stack([torch.as_tensor(b).float() for b in boxes]),
+            size,
+            grid=self.grid,
+            p=self.p,
+        )
+
+
+class SplitSums:
+    """Running sums of one image's masked scores, kept apart for even and odd masks.
+
+    The map of all masks is ``sum_i w_i M_i / n`` with ``w_i`` the score, or the score less
+    the mean score (centred); the two halves give two independent maps of the same
+    expectation, whose correlation ``r`` estimates how reproducible the whole map is: the
+    split-half reliability ``2 r / (1 + r)`` (Spearman 1910; Brown 1910), the expected
+    correlation of this map with another drawn with as many new masks.
+    """
+
+    def __init__(self) -> None:
+        self.part: list[Any] = [0.0, 0.0]  # sum_i s_i M_i: Tensor[T, H, W] per half
+        self.masks: list[Any] = [0.0, 0.0]  # sum_i M_i: Tensor[H, W]
+        self.scores: list[Any] = [0.0, 0.0]  # sum_i s_i: Tensor[T]
+        self.count = [0, 0]
+
+    def add(self, start: int, scores: torch.Tensor, masks: torch.Tensor) -> None:
+        """Add masks ``start, start + 1, ...``: ``scores: Tensor[n, T]``, ``masks: [n, H, W]``."""
+        parity = (torch.arange(start, start + scores.shape[0]) % 2).to(scores.device)
+        for half in (0, 1):
+            rows = parity == half
+            if not bool(rows.any()):
+                continue
+            s, m = scores[rows], masks[rows]
+            self.part[half] = self.part[half] + torch.einsum("nt,nhw->thw", s, m)
+            self.masks[half] = self.masks[half] + m.sum(0)
+            self.scores[half] = self.scores[half] + s.sum(0)
+            self.count[half] += int(rows.sum())
+
+    def map(self, centered: bool, halves: tuple[int, ...] = (0, 1)) -> torch.Tensor:
+        """``Tensor[T, H, W]``: the mean of ``w_i M_i`` over the masks of ``halves``."""
+        n = sum(self.count[h] for h in halves)
+        part = sum(self.part[h] for h in halves)
+        if centered:  # sum_i (s_i - mean) M_i = sum_i s_i M_i - mean * sum_i M_i
+            mean = sum(self.scores[h] for h in halves) / n
+            part = part - mean[:, None, None] * sum(self.masks[h] for h in halves)
+        return part / n
+
+    def reliability(self, centered: bool) -> torch.Tensor:
+        """``Tensor[T]``: each target's split-half reliability; 1 for a target whose halves
+        are both flat (its score never moved: there is nothing more to learn)."""
+        if min(self.count) < 2:
+            return torch.zeros(1)
+        return split_half_reliability(self.map(centered, (0,)), self.map(centered, (1,)))
