@@ -4,10 +4,11 @@ OpenVINO or ONNX Runtime, returning what the model returns.
 RISE and D-RISE only call the model thousands of times on masked copies of one image; they
 read its outputs and never its layers or gradients, so the forwards can run in another
 runtime. :func:`compiled_forward` exports the model once per input size (the batch dimension
-left free), compiles it, and checks the compiled outputs against PyTorch's on the image
-before any mask is scored: a model whose export differs is refused, never explained wrongly.
-On this project's 2-core CPU a YOLOv8s forward at 640 × 480 took 150 ms in PyTorch, 111 ms in
-ONNX Runtime and 56 ms in OpenVINO (``benchmarks/drise_convergence.py``).
+left free), compiles it, and checks the compiled outputs against PyTorch's on the image and on
+a changed copy before any mask is scored: a model whose export differs is refused, never
+explained wrongly. On this project's 2-core CPU a YOLOv8s forward at 640 × 480 took 197 ms in
+PyTorch, 113 ms in OpenVINO and 59 ms in OpenVINO in bf16
+(``benchmarks/drise_convergence.py --forward-cost``; ONNX Runtime: about 125-145 ms).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ _RTOL = 1e-4
 _RTOL_REDUCED = 0.15
 _OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 
-# model -> {(runtime, input shape without the batch, dtype, threads): CompiledForward}
+# model -> {(runtime, precision, input shape without the batch, dtype, threads): compiled}
 _CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, CompiledForward]] = (
     weakref.WeakKeyDictionary()
 )
