@@ -68,6 +68,8 @@ class CompiledForward(nn.Module):
         example: ``Tensor[1, C, H, W]``: the size every call uses.
         runtime: ``"openvino"`` or ``"onnxruntime"``.
         threads: CPU threads of the runtime (default: PyTorch's ``torch.get_num_threads()``).
+        outputs: the model's output on ``example`` when the caller has it (its structure is
+            what every call returns); ``None`` runs the model once for it.
         precision: ``"fp32"``, or OpenVINO's ``"bf16"``/``"fp16"`` inference precision (bf16
             halved a YOLOv8s forward on this project's CPU, which has AVX-512 BF16).
     """
@@ -79,6 +81,7 @@ class CompiledForward(nn.Module):
         runtime: str,
         threads: Optional[int] = None,
         precision: str = "fp32",
+        outputs: Any = None,
     ) -> None:
         super().__init__()
         if runtime not in _PACKAGE:
@@ -87,9 +90,10 @@ class CompiledForward(nn.Module):
         self.per_sample: Optional[int] = None  # bytes one input needs, set by compiled_forward
         self.size = tuple(example.shape[1:])
         threads = threads or torch.get_num_threads()
-        with torch.no_grad():
-            reference = model(example)
-        leaves, self._spec = pytree.tree_flatten(reference)
+        if outputs is None:
+            with torch.no_grad():
+                outputs = model(example)
+        leaves, self._spec = pytree.tree_flatten(outputs)
         self._tensor_at = [i for i, v in enumerate(leaves) if isinstance(v, torch.Tensor)]
         self._constants = [None if isinstance(v, torch.Tensor) else v for v in leaves]
         onnx = _export(model, example, len(self._tensor_at))
@@ -142,7 +146,7 @@ def compiled_forward(
     compiled = cached.get(key)
     if compiled is not None and _same(compiled(example), reference, rtol):
         return compiled
-    compiled = CompiledForward(model, example[:1], runtime, precision=precision)
+    compiled = CompiledForward(model, example[:1], runtime, precision=precision, outputs=reference)
     # the image, and a changed copy: a trace can bake what the model computed in Python
     # from the image it saw into constants, right on that image and wrong on every mask
     other = example.flip(-1) * 0.5
@@ -316,8 +320,17 @@ class AutocastForward(nn.Module):
     def __init__(self, model: nn.Module, device_type: str, dtype: torch.dtype) -> None:
         super().__init__()
         self.model, self.device_type, self.dtype = model, device_type, dtype
-        if hasattr(model, "placement"):  # what Score-CAM reads of a model that letterboxes
-            self.placement = model.placement
+
+    def __getattr__(self, name: str) -> Any:
+        """The wrapped model's attributes (the ``placement`` Score-CAM reads of a model that
+        letterboxes), as the model itself would answer."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            model = self.__dict__.get("_modules", {}).get("model")  # None while unpickling
+            if model is None:
+                raise
+            return getattr(model, name)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         with torch.autocast(self.device_type, dtype=self.dtype):

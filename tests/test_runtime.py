@@ -186,6 +186,7 @@ def test_bf16_forwards_on_the_cpu_give_nearly_the_fp32_maps(shapes):
     wrapped = AutocastForward(model, "cpu", torch.bfloat16)
     out = wrapped(x)
     assert out[0].dtype == torch.float32  # what is summed downstream stays fp32
+    assert torch.equal(wrapped.stride, model.stride)  # the model's attributes, read through
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
