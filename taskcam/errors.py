@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ImageError", "TaskcamError", "inference_tensor_error"]
+__all__ = ["ImageError", "TaskcamError", "check_choice", "inference_tensor_error"]
 
 
 class TaskcamError(ValueError):
@@ -25,6 +25,18 @@ class ImageError(TaskcamError):
         >>> issubclass(ImageError, TaskcamError)
         True
     """
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    """Refuse ``value`` unless it is one of ``choices``, naming the setting and the choices.
+
+    Example:
+        >>> check_choice("--runtime", "tensorrt", ("torch", "openvino"))
+        Traceback (most recent call last):
+        taskcam.errors.TaskcamError: --runtime: expected one of torch, openvino, got 'tensorrt'
+    """
+    if value not in choices:
+        raise TaskcamError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
 
 
 def inference_tensor_error(error: RuntimeError) -> TaskcamError | None:

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from taskcam.adapters.detection import check_what, keypoint_what
 from taskcam.adapters.detection.matching import check_iou
-from taskcam.errors import TaskcamError
+from taskcam.errors import TaskcamError, check_choice
 from taskcam.loaded import LoadedModel
 from taskcam.results import RESULTS_VERSION
 from taskcam.runtime import PRECISIONS, RUNTIMES, check_run_settings
@@ -147,8 +147,8 @@ class RunOptions:
             raise TaskcamError(f"--faithfulness-steps: expected a whole number >= 1, got {steps!r}")
         check_batch_size(self.batch_size)
         check_iou(self.match_iou)
-        _check_choice("--runtime", self.runtime, RUNTIMES)
-        _check_choice("--precision", self.precision, PRECISIONS)
+        check_choice("--runtime", self.runtime, RUNTIMES)
+        check_choice("--precision", self.precision, PRECISIONS)
         if self.boxes is not None:
             if isinstance(self.boxes, str) or not all(isinstance(b, str) for b in self.boxes):
                 raise TaskcamError(
@@ -405,8 +405,3 @@ def run_options(options: Optional[RunOptions] = None, **overrides: Any) -> RunOp
     if not isinstance(options, RunOptions):
         raise TaskcamError(f"options: expected a RunOptions, got {type(options).__name__}")
     return options.replace(**overrides) if overrides else options
-
-
-def _check_choice(flag: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise TaskcamError(f"{flag}: expected one of {', '.join(choices)}, got {value!r}")

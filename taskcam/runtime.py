@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from taskcam.errors import TaskcamError
+from taskcam.errors import TaskcamError, check_choice
 from taskcam.masking import sample_bytes
 
 __all__ = [
@@ -84,8 +84,7 @@ class CompiledForward(nn.Module):
         outputs: Any = None,
     ) -> None:
         super().__init__()
-        if runtime not in _PACKAGE:
-            raise TaskcamError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        check_choice("runtime", runtime, tuple(_PACKAGE))
         self.runtime, self.precision = runtime, precision
         self.per_sample: Optional[int] = None  # bytes one input needs, set by compiled_forward
         self.size = tuple(example.shape[1:])
@@ -132,8 +131,7 @@ def compiled_forward(
     """
     if runtime == "torch":
         return model
-    if runtime not in RUNTIMES:
-        raise TaskcamError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    check_choice("runtime", runtime, RUNTIMES)
     if example.device.type != "cpu":
         raise TaskcamError(
             f"runtime {runtime} runs on the CPU; the model is on {example.device}: run it with "
@@ -284,10 +282,8 @@ def check_run_settings(precision: str, runtime: str, method: Any, bound: bool) -
         bound: whether the model's forwards carry other inputs (``forward_kwargs``,
             ``input_builder``), which an export of the image alone cannot take.
     """
-    if precision not in PRECISIONS:
-        raise TaskcamError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if runtime not in RUNTIMES:
-        raise TaskcamError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    check_choice("precision", precision, PRECISIONS)
+    check_choice("runtime", runtime, RUNTIMES)
     forward_only = method.perturbation and not method.needs_grad
     if precision in _DTYPES and not forward_only:
         raise TaskcamError(

@@ -98,6 +98,17 @@ def test_what_a_runtime_cannot_run_is_refused_by_name(shapes):
         taskcam.Explainer(model, method="rise", precision="half")
 
 
+def test_the_command_lines_choices_are_the_runtime_modules():
+    """taskcam.cli writes them out so that --help imports no torch: they must not drift."""
+    from taskcam.cli import _parser
+    from taskcam.runtime import PRECISIONS, RUNTIMES
+
+    explain = _parser()._subparsers._group_actions[0].choices["explain"]
+    choices = {a.dest: tuple(a.choices) for a in explain._actions if a.choices}
+    assert choices["runtime"] == RUNTIMES
+    assert choices["precision"] == PRECISIONS
+
+
 class _Counting(nn.Module):
     """Gives another output at every call: its export cannot equal it."""
 
